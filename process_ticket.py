@@ -1,0 +1,207 @@
+"""Weekly job: email each customer, through a webhook, the support tickets closed since the last run.
+
+Read the report, select the newly closed tickets, group them per customer, send one webhook
+call per customer, and remember what was sent in last_run_date.json.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+from dataclasses import dataclass, field
+from datetime import date, datetime, timedelta
+from pathlib import Path
+
+from cli_options import UsageError, parse_args
+from run_output import format_customer_table, format_summary, setup_logging
+from state_file import StateError, acquire_lock, load_state, save_state
+from ticket_core import (
+    Customer,
+    ReportError,
+    RunState,
+    SelectOptions,
+    build_payload,
+    drop_already_notified,
+    finish_state,
+    group_by_customer,
+    next_last_run_date,
+    record_delivery,
+    select_closed_tickets,
+    split_by_weekly_guard,
+    webhook_id,
+)
+
+__version__ = "1.0.0"
+SCRIPT_DIR = Path(__file__).resolve().parent
+log = logging.getLogger("ticket_notifier")
+
+
+class ConfigError(Exception):
+    """A setting, credential or file the run cannot work with: exit 2 before anything is sent."""
+
+
+@dataclass
+class RunReport:
+    """What the run did, for the summary."""
+    rows_read: int = 0
+    new_tickets: int = 0
+    already_notified: int = 0
+    skipped: dict = field(default_factory=dict)
+    notified: list[Customer] = field(default_factory=list)
+    would_notify: list[Customer] = field(default_factory=list)
+    deferred: list[Customer] = field(default_factory=list)
+    failed: list[tuple[Customer, str]] = field(default_factory=list)
+    not_attempted: list[Customer] = field(default_factory=list)
+    old_last_run_date: date | None = None
+    new_last_run_date: date | None = None
+    test_mode: bool = False
+    stop_reason: str = ""
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        args = parse_args(argv, SCRIPT_DIR, __version__)
+    except UsageError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    try:
+        setup_logging(args.log_file, args.verbose, args.quiet)
+    except OSError as error:
+        print(f"error: cannot write the log file {args.log_file}: {error.strerror or error}", file=sys.stderr)
+        return 2
+    try:
+        report = run(args)
+    except (ConfigError, ReportError, StateError) as error:
+        log.error("%s", error)
+        return 2
+    except KeyboardInterrupt:
+        log.error("interrupted; what was delivered is recorded, the rest stays pending")
+        return 2
+    if report.test_mode:
+        print(format_customer_table(report.would_notify, "Would email" if report.would_notify else "Nobody to email"))
+    elif report.notified:
+        print(format_customer_table(report.notified, "Emailed"))
+    summary = format_summary(report)
+    print("\n" + summary)
+    for line in summary.splitlines():
+        log.info("%s", line)
+    if report.stop_reason:
+        log.error("%s", report.stop_reason)
+        return 2
+    return 1 if report.failed or report.not_attempted else 0
+
+
+def run(args) -> RunReport:
+    """The weekly story: read, select, group, send, remember."""
+    now = datetime.now()
+    today = now.date()
+    lock = None if args.test_mode else acquire_lock(args.state_file)
+    try:
+        stored = load_state(args.state_file)
+        if stored is None:
+            log.info("no state file at %s yet: starting from 18 months ago", args.state_file)
+            stored = RunState(last_run_date=months_before(today, 18))
+        start = args.since or stored.last_run_date
+        state = RunState(start, stored.notified, stored.last_emailed)
+        rows = read_rows(args)
+        selection = select_closed_tickets(rows, start, now, SelectOptions(
+            closed_statuses=args.closed_statuses, date_formats=args.date_formats, columns=args.columns))
+        for row_number, reason in selection.skipped_rows:
+            log.info("row %d skipped: %s", row_number, reason)
+        customers = group_by_customer(selection.tickets)
+        customers, already = drop_already_notified(customers, state.notified)
+        to_send, deferred = split_by_weekly_guard(customers, state.last_emailed, today, args.min_days_between_emails)
+        report = RunReport(rows_read=selection.rows_read, new_tickets=len(selection.tickets) - already,
+                           already_notified=already, skipped=dict(selection.skipped), deferred=deferred,
+                           old_last_run_date=start, test_mode=args.test_mode)
+        if args.test_mode:
+            report.would_notify = to_send
+            report.new_last_run_date = next_last_run_date(start, selection.tickets, deferred)
+            return report
+        state = send_all(args, to_send, state, today, report)
+        pending = deferred + [customer for customer, _ in report.failed] + report.not_attempted
+        report.new_last_run_date = next_last_run_date(start, selection.tickets, pending)
+        save_state(args.state_file, finish_state(state, report.new_last_run_date, today,
+                                                 args.min_days_between_emails))
+        return report
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+def read_rows(args):
+    """The report's rows from a file or from Google Sheets (imported only when needed: it is slow)."""
+    if args.report:
+        from report_readers import read_report
+        return read_report(args.report)
+    import google_api
+    try:
+        return google_api.read_sheet_rows(args.sheet_id, args.range, credentials_path=args.credentials,
+                                          token_path=args.token, api_key=args.api_key)
+    except google_api.GoogleSetupError as error:
+        raise ConfigError(str(error)) from None
+
+
+def send_all(args, customers: list[Customer], state: RunState, today: date, report: RunReport) -> RunState:
+    """Deliver one call per customer; save the state after every delivery, before the next call."""
+    from webhook_sender import DELIVERED, FAILED, Job, WebhookConfigError, WebhookSender, deliver_all
+
+    if not customers:
+        return state
+    try:
+        sender = WebhookSender(args.webhook_url, secret=os.environ.get("WEBHOOK_SECRET"),
+                               authorization=os.environ.get("WEBHOOK_AUTHORIZATION"),
+                               timeout=args.timeout, retries=args.retries, pool_size=args.workers)
+    except WebhookConfigError as error:
+        raise ConfigError(str(error)) from None
+    body_template = args.body_template
+    jobs = [Job(customer, webhook_id(customer),
+                json.dumps(build_payload(customer, args.subject, body_template), ensure_ascii=False).encode("utf-8"))
+            for customer in customers]
+    current = {"state": state}
+
+    def remember(job: Job) -> None:
+        current["state"] = record_delivery(current["state"], job.customer, today)
+        save_state(args.state_file, current["state"])
+        log.info("delivered to %s (%s)", job.customer.email, ", ".join(job.customer.ticket_ids))
+
+    progress = progress_printer() if sys.stderr.isatty() and len(jobs) >= 20 and not args.quiet else None
+    log.info("sending %d notification(s) to %s with %d worker(s)", len(jobs), sender.host, args.workers)
+    try:
+        results = deliver_all(sender, jobs, args.workers, remember, progress or (lambda done, total: None))
+    finally:
+        sender.close()
+        if progress:
+            print(file=sys.stderr)
+    report.notified = [job.customer for job in results[DELIVERED]]
+    report.failed = [(job.customer, detail) for job, detail in results[FAILED] + results["misconfigured"]]
+    report.not_attempted = [job.customer for job in results["not_attempted"]]
+    for customer, detail in report.failed:
+        log.warning("not delivered to %s: %s; it stays pending for the next run", customer.email, detail)
+    if results["stop"]:
+        report.stop_reason = results["stop"][0]
+    return current["state"]
+
+
+def progress_printer():
+    def show(done: int, total: int) -> None:
+        print(f"\rsent {done}/{total}", end="", file=sys.stderr, flush=True)
+    return show
+
+
+def months_before(day: date, months: int) -> date:
+    month_index = day.year * 12 + day.month - 1 - months
+    year, month = divmod(month_index, 12)
+    month += 1
+    for candidate_day in range(day.day, 0, -1):
+        try:
+            return date(year, month, candidate_day)
+        except ValueError:
+            continue
+    return day - timedelta(days=30 * months)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,94 @@
+"""Report files: a CSV or XLSX export read as a stream of rows (lists of cells)."""
+
+from __future__ import annotations
+
+import codecs
+import csv
+import zipfile
+from collections.abc import Iterator
+from pathlib import Path
+
+from ticket_core import ReportError
+
+DELIMITERS = (",", ";", "\t")
+_PROBE_CHUNK = 1 << 20
+
+
+def read_report(path: Path) -> Iterator[list]:
+    """Rows of a .csv or .xlsx report. Raises ReportError for a file that cannot be read."""
+    suffix = path.suffix.lower()
+    if suffix not in (".csv", ".txt", ".tsv", ".xlsx", ".xlsm"):
+        raise ReportError(f"{path}: unsupported report type {suffix or '(no extension)'}; export the report as .csv or .xlsx")
+    if not path.is_file():
+        raise ReportError(f"report file not found: {path}")
+    if suffix in (".xlsx", ".xlsm"):
+        return read_xlsx(path)
+    return read_csv(path)
+
+
+def detect_encoding(path: Path) -> str:
+    """UTF-8 (with or without BOM) when the whole file decodes as UTF-8, else Windows-1252."""
+    decoder = codecs.getincrementaldecoder("utf-8")()
+    try:
+        with path.open("rb") as raw:
+            while chunk := raw.read(_PROBE_CHUNK):
+                decoder.decode(chunk)
+            decoder.decode(b"", final=True)
+    except UnicodeDecodeError:
+        return "cp1252"
+    except OSError as error:
+        raise ReportError(f"cannot read {path}: {error.strerror or error}") from None
+    return "utf-8-sig"
+
+
+def detect_delimiter(first_line: str) -> str:
+    """The separator used most in the first line, counting only outside quotes."""
+    counts = dict.fromkeys(DELIMITERS, 0)
+    quoted = False
+    for char in first_line:
+        if char == '"':
+            quoted = not quoted
+        elif not quoted and char in counts:
+            counts[char] += 1
+    best = max(DELIMITERS, key=lambda delimiter: counts[delimiter])
+    return best if counts[best] else ","
+
+
+def read_csv(path: Path) -> Iterator[list[str]]:
+    encoding = detect_encoding(path)
+    try:
+        with path.open(encoding=encoding, errors="replace", newline="") as probe:
+            first_line = probe.readline()
+        delimiter = detect_delimiter(first_line)
+    except OSError as error:
+        raise ReportError(f"cannot read {path}: {error.strerror or error}") from None
+    return _csv_rows(path, encoding, delimiter)
+
+
+def _csv_rows(path: Path, encoding: str, delimiter: str) -> Iterator[list[str]]:
+    with path.open(encoding=encoding, errors="replace", newline="") as handle:
+        try:
+            yield from csv.reader(handle, delimiter=delimiter)
+        except csv.Error as error:
+            raise ReportError(f"{path} is not a readable CSV file: {error}") from None
+
+
+def read_xlsx(path: Path) -> Iterator[list]:
+    """The first worksheet; date cells arrive as datetime values."""
+    from openpyxl import load_workbook
+    from openpyxl.utils.exceptions import InvalidFileException
+
+    try:
+        workbook = load_workbook(path, read_only=True, data_only=True)
+    except (zipfile.BadZipFile, InvalidFileException, KeyError, OSError, ValueError) as error:
+        raise ReportError(f"{path} is not a readable .xlsx workbook ({error})") from None
+    return _xlsx_rows(workbook)
+
+
+def _xlsx_rows(workbook) -> Iterator[list]:
+    try:
+        sheet = workbook.worksheets[0]
+        for row in sheet.iter_rows(values_only=True):
+            yield list(row)
+    finally:
+        workbook.close()

@@ -1,0 +1,84 @@
+"""What a run shows people: the customer table, the closing summary, and the log setup."""
+
+from __future__ import annotations
+
+import logging
+import logging.handlers
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from ticket_core import SKIP_REASONS, Customer, format_day
+
+LOGGER_NAME = "ticket_notifier"
+LOG_FILE_BYTES = 1_000_000
+LOG_FILE_BACKUPS = 5
+
+
+class _StderrFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        prefix = "" if record.levelno < logging.WARNING else f"{record.levelname.lower()}: "
+        return prefix + record.getMessage()
+
+
+def setup_logging(log_file: Path | None, verbose: bool, quiet: bool) -> logging.Logger:
+    """Our own logger only: library loggers (urllib3, googleapiclient) would print request paths."""
+    logger = logging.getLogger(LOGGER_NAME)
+    logger.handlers.clear()
+    logger.setLevel(logging.DEBUG)
+    logger.propagate = False
+    console = logging.StreamHandler(sys.stderr)
+    console.setLevel(logging.ERROR if quiet else logging.INFO if verbose else logging.WARNING)
+    console.setFormatter(_StderrFormatter())
+    logger.addHandler(console)
+    if log_file:
+        log_file.parent.mkdir(parents=True, exist_ok=True)
+        to_file = logging.handlers.RotatingFileHandler(log_file, maxBytes=LOG_FILE_BYTES,
+                                                       backupCount=LOG_FILE_BACKUPS, encoding="utf-8")
+        to_file.setLevel(logging.DEBUG if verbose else logging.INFO)
+        to_file.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+        logger.addHandler(to_file)
+    return logger
+
+
+def format_table(headers: Sequence[str], rows: Sequence[Sequence[str]], indent: str = "  ") -> str:
+    widths = [max([len(header), *(len(row[i]) for row in rows)]) for i, header in enumerate(headers)]
+    lines = [headers, ["-" * width for width in widths], *rows]
+    return "\n".join(indent + "  ".join(cell.ljust(width) for cell, width in zip(line, widths)).rstrip()
+                     for line in lines)
+
+
+def format_customer_table(customers: Sequence[Customer], title: str) -> str:
+    if not customers:
+        return f"{title}."
+    rows = [[customer.full_name or "-", customer.email, ", ".join(customer.ticket_ids)] for customer in customers]
+    noun = "customer" if len(customers) == 1 else "customers"
+    return f"{title} {len(customers)} {noun}:\n" + format_table(("Customer", "Email", "Tickets"), rows)
+
+
+def format_summary(report) -> str:
+    """The closing lines every run prints, test mode or live, quiet or not."""
+    old = format_day(report.old_last_run_date) if report.old_last_run_date else "-"
+    new = format_day(report.new_last_run_date) if report.new_last_run_date else old
+    skipped_total = sum(report.skipped.values())
+    reasons = ", ".join(f"{reason} {report.skipped[reason]}" for reason in SKIP_REASONS if report.skipped.get(reason))
+    rows = [
+        ("Rows read", str(report.rows_read)),
+        (f"Closed since {old}", f"{report.new_tickets} new, {report.already_notified} already notified"),
+    ]
+    if report.test_mode:
+        rows.append(("Customers to email", f"{len(report.would_notify)} (test mode: nothing sent)"))
+    else:
+        rows.append(("Customers notified", str(len(report.notified))))
+    rows += [
+        ("Customers deferred", f"{len(report.deferred)}" + (" (emailed too recently; they wait)" if report.deferred else "")),
+        ("Customers failed", f"{len(report.failed)}" + (" (pending for the next run)" if report.failed else "")),
+    ]
+    if report.not_attempted:
+        rows.append(("Customers not attempted", f"{len(report.not_attempted)} (run stopped; pending)"))
+    rows.append(("Rows skipped", f"{skipped_total}" + (f" ({reasons})" if reasons else "")))
+    saved = " (test mode: not saved)" if report.test_mode else ""
+    rows.append(("last_run_date", f"{old} -> {new}{saved}"))
+    width = max(len(label) for label, _ in rows)
+    title = "Summary (TEST MODE)" if report.test_mode else "Summary"
+    return "\n".join([title, *(f"  {label.ljust(width)}  {value}" for label, value in rows)])

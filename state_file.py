@@ -1,0 +1,132 @@
+"""The state file last_run_date.json: strict reading, atomic writing, and the one-run-at-a-time lock."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import tempfile
+import time
+from datetime import date, datetime
+from pathlib import Path
+
+from filelock import FileLock, Timeout
+
+from ticket_core import RunState, format_day, parse_day
+
+
+class StateError(Exception):
+    """The state file cannot be trusted or written: the run stops with exit 2, nothing lost."""
+
+
+def state_from_json(text: str, source: str = "state file") -> RunState:
+    """Read the seed's {"last_run_date": "DD/MM/YYYY"} and our own keys; never guess."""
+    try:
+        data = json.loads(text)
+    except ValueError as error:
+        raise StateError(f"{source} is not valid JSON ({error}); fix or delete it, or pass --since") from None
+    if not isinstance(data, dict):
+        raise StateError(f"{source} is not a JSON object; fix or delete it, or pass --since")
+    raw_day = data.get("last_run_date")
+    if not isinstance(raw_day, str):
+        raise StateError(f'{source} has no "last_run_date" text; fix or delete it, or pass --since')
+    try:
+        last_run_date = parse_day(raw_day)
+    except ValueError:
+        raise StateError(f'{source}: "last_run_date" is {raw_day!r}, not DD/MM/YYYY; fix it or pass --since') from None
+    notified = data.get("notified", {})
+    last_emailed = data.get("last_emailed", {})
+    if not _is_nested_day_map(notified, datetime.fromisoformat, depth=2):
+        raise StateError(f'{source}: "notified" is not in the form this program writes; restore the file from a backup')
+    if not _is_nested_day_map(last_emailed, date.fromisoformat, depth=1):
+        raise StateError(f'{source}: "last_emailed" is not in the form this program writes; restore the file from a backup')
+    return RunState(last_run_date, notified, last_emailed)
+
+
+def _is_nested_day_map(value: object, parse_day_text, depth: int) -> bool:
+    if not isinstance(value, dict):
+        return False
+    for key, inner in value.items():
+        if not isinstance(key, str):
+            return False
+        if depth > 1:
+            if not _is_nested_day_map(inner, parse_day_text, depth - 1):
+                return False
+            continue
+        try:
+            parse_day_text(inner)
+        except (TypeError, ValueError):
+            return False
+    return True
+
+
+def state_to_json(state: RunState) -> str:
+    return json.dumps({
+        "last_run_date": format_day(state.last_run_date),
+        "notified": state.notified,
+        "last_emailed": state.last_emailed,
+    }, indent=2, sort_keys=True) + "\n"
+
+
+def load_state(path: Path) -> RunState | None:
+    """The saved state, or None when there is no state file yet."""
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except FileNotFoundError:
+        return None
+    except (OSError, UnicodeDecodeError) as error:
+        raise StateError(f"cannot read the state file {path}: {_reason(error)}") from None
+    return state_from_json(text, f"the state file {path}")
+
+
+def save_state(path: Path, state: RunState) -> None:
+    """Write atomically: a temporary file beside the target, flushed to disk, then renamed over it."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        handle, temp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        try:
+            with os.fdopen(handle, "w", encoding="utf-8", newline="\n") as temp:
+                temp.write(state_to_json(state))
+                temp.flush()
+                os.fsync(temp.fileno())
+            _replace(temp_name, path)
+        except BaseException:
+            Path(temp_name).unlink(missing_ok=True)
+            raise
+    except OSError as error:
+        raise StateError(f"cannot write the state file {path}: {_reason(error)}") from None
+
+
+def _replace(source: str, target: Path) -> None:
+    """os.replace, retried briefly on Windows where a virus scanner may hold the target open."""
+    attempts = 5 if sys.platform == "win32" else 1
+    for attempt in range(attempts):
+        try:
+            os.replace(source, target)
+            return
+        except PermissionError:
+            if attempt == attempts - 1:
+                raise
+            time.sleep(0.2 * (attempt + 1))
+
+
+def lock_for(path: Path) -> FileLock:
+    """An OS-level lock beside the state file: it dies with its process, so a killed run never
+    blocks the next one."""
+    return FileLock(path.with_name(path.name + ".lock"), timeout=0)
+
+
+def acquire_lock(path: Path) -> FileLock:
+    lock = lock_for(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        lock.acquire()
+    except Timeout:
+        raise StateError(f"another run is in progress (it holds {lock.lock_file}); try again when it has finished") from None
+    except OSError as error:
+        raise StateError(f"cannot create the lock file {lock.lock_file}: {_reason(error)}") from None
+    return lock
+
+
+def _reason(error: Exception) -> str:
+    return getattr(error, "strerror", None) or str(error)

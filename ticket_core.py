@@ -1,0 +1,509 @@
+"""The pure core of the notifier: report rows in, customers and payloads out, no I/O."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections import Counter
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import date, datetime, timedelta
+from string import Template
+
+ROLES = ("first_name", "last_name", "name", "email", "ticket", "status", "date")
+REQUIRED_ROLES = ("email", "ticket", "status", "date")
+# The seed's sheet has no header row: Firstname | Lastname | Email | Ticket | Status | Date.
+SEED_LAYOUT = {"first_name": 0, "last_name": 1, "email": 2, "ticket": 3, "status": 4, "date": 5}
+
+HEADER_NAMES = {
+    "first_name": ("Firstname", "First Name", "Given Name"),
+    "last_name": ("Lastname", "Last Name", "Surname"),
+    "name": ("Name", "Full Name", "Customer Name", "Customer", "Requester"),
+    "email": ("Email", "E-mail", "Email Address", "Customer Email", "Requester Email", "Contact Email"),
+    "ticket": ("Ticket", "Ticket ID", "Ticket No", "Ticket Number", "Ticket #", "ID", "Issue Key", "Key",
+               "Case Number"),
+    "status": ("Status", "Ticket Status", "State"),
+    "date": ("Date", "Status Date", "Updated", "Last Updated", "Closed Date", "Date Closed", "Resolved"),
+}
+
+DEFAULT_DATE_FORMATS = (
+    "%d/%m/%Y", "%d/%m/%Y %H:%M", "%d/%m/%Y %H:%M:%S",
+    "%Y-%m-%d", "%Y-%m-%d %H:%M", "%Y-%m-%d %H:%M:%S", "%Y-%m-%dT%H:%M", "%Y-%m-%dT%H:%M:%S",
+    "%d-%b-%Y",
+)
+TIME_DIRECTIVES = ("%H", "%I", "%M", "%S", "%X", "%c", "%T", "%R")
+# Spreadsheet serial dates count days from 1899-12-30 (Google Sheets, Excel).
+SERIAL_EPOCH = datetime(1899, 12, 30)
+
+SKIP_NO_EMAIL = "no or invalid email"
+SKIP_NO_TICKET = "no ticket id"
+SKIP_BAD_DATE = "unparseable date"
+SKIP_FUTURE_DATE = "date more than one day in the future"
+SKIP_REASONS = (SKIP_NO_EMAIL, SKIP_NO_TICKET, SKIP_BAD_DATE, SKIP_FUTURE_DATE)
+
+DEFAULT_SUBJECT_ONE = "Your support ticket has been closed"
+DEFAULT_SUBJECT_MANY = "Your support tickets have been closed"
+DEFAULT_BODY = Template("""\
+$greeting
+
+$intro
+
+$ticket_lines
+
+If something is still not right, just reply to this email and we will look at it again.
+
+Kind regards,
+Customer Support
+""")
+TEMPLATE_FIELDS = ("first_name", "full_name", "ticket_count", "ticket_lines")
+MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
+_EMAIL_FORBIDDEN = re.compile(r"[\s\x00-\x1f\x7f,;:<>()\[\]\\\"]")
+
+
+class ReportError(Exception):
+    """The report cannot be used as a whole (a missing column, say): the run stops with exit 2."""
+
+
+# ---------------------------------------------------------------- reading cells
+
+def normalise_header(text: object) -> str:
+    """Header names compare case-insensitively, ignoring spaces, '_', '-', '#' and '.'."""
+    return re.sub(r"[\s_\-#.]", "", str(text or "")).casefold()
+
+
+_KNOWN_HEADERS = {normalise_header(name): role for role, names in HEADER_NAMES.items() for name in names}
+
+
+def cell_text(value: object) -> str:
+    """A cell as trimmed text; whole numbers lose the '.0' a spreadsheet gives them."""
+    if value is None:
+        return ""
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value).strip()
+
+
+def is_valid_email(text: str) -> bool:
+    """One address: one '@', a dotted domain, no spaces, separators or control characters."""
+    if text.count("@") != 1 or _EMAIL_FORBIDDEN.search(text):
+        return False
+    local, domain = text.split("@")
+    labels = domain.split(".")
+    return bool(local) and len(labels) >= 2 and all(labels)
+
+
+def has_time_directive(fmt: str) -> bool:
+    return any(directive in fmt for directive in TIME_DIRECTIVES)
+
+
+class DateParser:
+    """Parses report date cells, each distinct text once (a report repeats the same dates)."""
+
+    def __init__(self, formats: Sequence[str] = DEFAULT_DATE_FORMATS) -> None:
+        self.formats = tuple((fmt, has_time_directive(fmt)) for fmt in formats)
+        self._cache: dict[str, tuple[datetime, bool] | None] = {}
+
+    def parse(self, value: object) -> tuple[datetime, bool] | None:
+        """(moment, has_time) or None when the cell is not a date in an accepted form."""
+        if isinstance(value, datetime):
+            return value.replace(tzinfo=None), value.time() != datetime.min.time()
+        if isinstance(value, date):
+            return datetime(value.year, value.month, value.day), False
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return self._from_serial(float(value))
+        text = str(value or "").strip()
+        try:
+            return self._cache[text]
+        except KeyError:
+            parsed = self._cache[text] = self._parse_text(text)
+            return parsed
+
+    def _parse_text(self, text: str) -> tuple[datetime, bool] | None:
+        for fmt, has_time in self.formats:
+            try:
+                return datetime.strptime(text, fmt), has_time
+            except ValueError:
+                continue
+        return None
+
+    @staticmethod
+    def _from_serial(serial: float) -> tuple[datetime, bool] | None:
+        if not 1 <= serial < 2958466:  # 1899-12-31 .. 9999-12-31
+            return None
+        moment = SERIAL_EPOCH + timedelta(days=serial)
+        moment = moment.replace(microsecond=0) + timedelta(seconds=round(moment.microsecond / 1e6))
+        return moment, not float(serial).is_integer()
+
+
+def parse_day(text: str) -> date:
+    """A day as the state file and --since write it: DD/MM/YYYY, or ISO YYYY-MM-DD."""
+    text = text.strip()
+    for fmt in ("%d/%m/%Y", "%Y-%m-%d"):
+        try:
+            return datetime.strptime(text, fmt).date()
+        except ValueError:
+            continue
+    raise ValueError(f"{text!r} is not a date in the form DD/MM/YYYY")
+
+
+def format_day(day: date) -> str:
+    return day.strftime("%d/%m/%Y")
+
+
+def iso_moment(moment: datetime, has_time: bool) -> str:
+    return moment.isoformat(timespec="seconds") if has_time else moment.date().isoformat()
+
+
+# ---------------------------------------------------------------- columns
+
+def is_header_row(row: Sequence[object], overrides: Mapping[str, str]) -> bool:
+    cells = [cell_text(cell) for cell in row]
+    if any("@" in cell for cell in cells):
+        return False
+    wanted = {normalise_header(header) for header in overrides.values()}
+    return any(normalise_header(cell) in _KNOWN_HEADERS or normalise_header(cell) in wanted for cell in cells)
+
+
+def find_columns(header: Sequence[object], overrides: Mapping[str, str]) -> dict[str, int]:
+    """Map each role to its column: --column overrides first, then the first recognised name."""
+    names = [normalise_header(cell_text(cell)) for cell in header]
+    found_headers = ", ".join(cell_text(cell) for cell in header if cell_text(cell)) or "(none)"
+    columns: dict[str, int] = {}
+    for role, wanted in overrides.items():
+        key = normalise_header(wanted)
+        if key not in names:
+            raise ReportError(f"--column {role}={wanted}: no such column in the report; headers found: {found_headers}")
+        columns[role] = names.index(key)
+    for index, name in enumerate(names):
+        role = _KNOWN_HEADERS.get(name)
+        if role and role not in columns and index not in columns.values():
+            columns[role] = index
+    missing = [role for role in REQUIRED_ROLES if role not in columns]
+    if missing:
+        raise ReportError(
+            f"the report has no {', '.join(missing)} column; headers found: {found_headers} "
+            f"(map them with --column ROLE=HEADER)")
+    return columns
+
+
+# ---------------------------------------------------------------- selecting closed tickets
+
+@dataclass(frozen=True)
+class ClosedTicket:
+    email: str
+    ticket_id: str
+    status: str
+    closed_at: datetime
+    has_time: bool
+    first_name: str = ""
+    last_name: str = ""
+    full_name: str = ""
+    row_number: int = 0
+
+    @property
+    def email_key(self) -> str:
+        return self.email.casefold()
+
+    @property
+    def closed_date(self) -> str:
+        return iso_moment(self.closed_at, self.has_time)
+
+
+@dataclass
+class Selection:
+    """What one pass over the report found."""
+    rows_read: int = 0
+    tickets: list[ClosedTicket] = field(default_factory=list)
+    skipped: Counter = field(default_factory=Counter)
+    skipped_rows: list[tuple[int, str]] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class SelectOptions:
+    closed_statuses: tuple[str, ...] = ("Closed",)
+    date_formats: tuple[str, ...] = DEFAULT_DATE_FORMATS
+    columns: Mapping[str, str] = field(default_factory=dict)
+
+
+def select_closed_tickets(rows: Iterable[Sequence[object]], since: date, now: datetime,
+                          options: SelectOptions = SelectOptions()) -> Selection:
+    """Closed tickets dated on or after `since`, one per (customer, ticket id) with its latest date.
+
+    Rows that are not closed, or closed before `since`, are ignored silently; closed rows
+    that cannot be used are counted by reason.
+    """
+    selection = Selection()
+    row_iter = iter(rows)
+    first = next((row for row in row_iter if any(cell_text(cell) for cell in row)), None)
+    if first is None:
+        return selection
+    if is_header_row(first, options.columns):
+        columns = find_columns(first, options.columns)
+        data_rows: Iterator[Sequence[object]] = row_iter
+        first_row_number = 2
+    else:
+        if options.columns:
+            raise ReportError("--column needs a header row, but the report's first row holds data")
+        columns = SEED_LAYOUT
+        data_rows = _chain_first(first, row_iter)
+        first_row_number = 1
+
+    closed = {status.strip().casefold(): status.strip() for status in options.closed_statuses}
+    parser = DateParser(options.date_formats)
+    since_moment = datetime(since.year, since.month, since.day)
+    latest_allowed = now + timedelta(days=1)
+    i_email, i_ticket, i_status, i_date = (columns[role] for role in REQUIRED_ROLES)
+    i_first, i_last, i_name = (columns.get(role) for role in ("first_name", "last_name", "name"))
+    newest: dict[tuple[str, str], ClosedTicket] = {}
+    email_ok: dict[str, bool] = {}
+    skipped = selection.skipped
+
+    def skip(row_number: int, reason: str) -> None:
+        skipped[reason] += 1
+        selection.skipped_rows.append((row_number, reason))
+
+    rows_read = 0
+    for row_number, row in enumerate(data_rows, first_row_number):
+        width = len(row)
+        if not any(cell_text(cell) for cell in row):
+            continue
+        rows_read += 1
+        status = closed.get(cell_text(row[i_status]).casefold()) if i_status < width else None
+        if status is None:
+            continue
+        parsed = parser.parse(row[i_date]) if i_date < width else None
+        if parsed is None:
+            skip(row_number, SKIP_BAD_DATE)
+            continue
+        closed_at, has_time = parsed
+        if closed_at < since_moment:
+            continue
+        if closed_at > latest_allowed:
+            skip(row_number, SKIP_FUTURE_DATE)
+            continue
+        ticket_id = cell_text(row[i_ticket]) if i_ticket < width else ""
+        if not ticket_id:
+            skip(row_number, SKIP_NO_TICKET)
+            continue
+        email = cell_text(row[i_email]) if i_email < width else ""
+        valid = email_ok.get(email)
+        if valid is None:
+            valid = email_ok[email] = is_valid_email(email)
+        if not valid:
+            skip(row_number, SKIP_NO_EMAIL)
+            continue
+        first_name = cell_text(row[i_first]) if i_first is not None and i_first < width else ""
+        last_name = cell_text(row[i_last]) if i_last is not None and i_last < width else ""
+        full_name = cell_text(row[i_name]) if i_name is not None and i_name < width else ""
+        ticket = ClosedTicket(email, ticket_id, status, closed_at, has_time, first_name, last_name,
+                              full_name or " ".join(part for part in (first_name, last_name) if part), row_number)
+        key = (email.casefold(), ticket_id)
+        previous = newest.get(key)
+        if previous is None or closed_at >= previous.closed_at:
+            newest[key] = ticket
+    selection.rows_read = rows_read
+    selection.tickets = list(newest.values())
+    return selection
+
+
+def _chain_first(first: Sequence[object], rest: Iterator[Sequence[object]]) -> Iterator[Sequence[object]]:
+    yield first
+    yield from rest
+
+
+# ---------------------------------------------------------------- customers
+
+@dataclass(frozen=True)
+class Customer:
+    email: str
+    full_name: str
+    first_name: str
+    tickets: tuple[ClosedTicket, ...]
+
+    @property
+    def key(self) -> str:
+        """How the state file names a customer: SHA-256 of the lower-cased email, never the email."""
+        return customer_key(self.email)
+
+    @property
+    def ticket_ids(self) -> list[str]:
+        return [ticket.ticket_id for ticket in self.tickets]
+
+    @property
+    def earliest(self) -> datetime:
+        return self.tickets[0].closed_at
+
+
+def customer_key(email: str) -> str:
+    return hashlib.sha256(email.strip().casefold().encode("utf-8")).hexdigest()
+
+
+def _ticket_order(ticket: ClosedTicket) -> tuple:
+    ticket_id = ticket.ticket_id
+    natural = (0, int(ticket_id), "") if ticket_id.isdigit() else (1, 0, ticket_id.casefold())
+    return (ticket.closed_at, natural)
+
+
+def group_by_customer(tickets: Iterable[ClosedTicket]) -> list[Customer]:
+    """One customer per email (compared case-insensitively), tickets sorted by date then id.
+
+    When rows of one address carry different names (a shared mailbox), the customer is
+    greeted neutrally rather than by one of the names.
+    """
+    groups: dict[str, list[ClosedTicket]] = {}
+    for ticket in tickets:
+        groups.setdefault(ticket.email_key, []).append(ticket)
+    customers = []
+    for group in groups.values():
+        group.sort(key=_ticket_order)
+        latest = max(group, key=lambda ticket: ticket.closed_at)
+        names = {(t.first_name.casefold(), t.full_name.casefold()) for t in group}
+        same_person = len(names) == 1
+        customers.append(Customer(
+            email=group[0].email,
+            full_name=latest.full_name if same_person else "",
+            first_name=latest.first_name if same_person else "",
+            tickets=tuple(group),
+        ))
+    customers.sort(key=lambda customer: (customer.earliest, customer.email.casefold()))
+    return customers
+
+
+def is_notified(ticket: ClosedTicket, notified: Mapping[str, str]) -> bool:
+    recorded = notified.get(ticket.ticket_id)
+    return recorded is not None and datetime.fromisoformat(recorded) >= ticket.closed_at
+
+
+def drop_already_notified(customers: Iterable[Customer],
+                          notified: Mapping[str, Mapping[str, str]]) -> tuple[list[Customer], int]:
+    """Customers with only the tickets not yet recorded as notified, and how many were dropped."""
+    remaining, dropped = [], 0
+    for customer in customers:
+        done = notified.get(customer.key, {})
+        tickets = tuple(ticket for ticket in customer.tickets if not is_notified(ticket, done))
+        dropped += len(customer.tickets) - len(tickets)
+        if tickets:
+            remaining.append(Customer(customer.email, customer.full_name, customer.first_name, tickets))
+    return remaining, dropped
+
+
+def split_by_weekly_guard(customers: Iterable[Customer], last_emailed: Mapping[str, str], today: date,
+                          min_days: int) -> tuple[list[Customer], list[Customer]]:
+    """(to send, deferred): a customer emailed fewer than `min_days` calendar days ago waits."""
+    to_send, deferred = [], []
+    for customer in customers:
+        last = last_emailed.get(customer.key)
+        if min_days > 0 and last and (today - date.fromisoformat(last)).days < min_days:
+            deferred.append(customer)
+        else:
+            to_send.append(customer)
+    return to_send, deferred
+
+
+# ---------------------------------------------------------------- what is sent
+
+def human_day(moment: datetime) -> str:
+    return f"{moment.day} {MONTHS[moment.month - 1]} {moment.year}"
+
+
+def template_values(customer: Customer) -> dict[str, str]:
+    lines = "\n".join(f"  - Ticket {t.ticket_id}, closed on {human_day(t.closed_at)}" for t in customer.tickets)
+    return {
+        "first_name": customer.first_name,
+        "full_name": customer.full_name,
+        "ticket_count": str(len(customer.tickets)),
+        "ticket_lines": lines,
+    }
+
+
+def render_body(customer: Customer, body_template: Template | None = None) -> str:
+    values = template_values(customer)
+    if body_template is not None:
+        return body_template.substitute(values)
+    count = len(customer.tickets)
+    greeting_name = customer.first_name or customer.full_name
+    intro = ("Good news: your support ticket has been closed." if count == 1
+             else f"Good news: these {count} support tickets of yours have been closed.")
+    return DEFAULT_BODY.substitute(values, greeting=f"Hello {greeting_name}," if greeting_name else "Hello,",
+                                   intro=intro)
+
+
+def check_body_template(body_template: Template) -> None:
+    """Raise ValueError naming a placeholder the template uses that the notifier does not fill."""
+    try:
+        body_template.substitute(dict.fromkeys(TEMPLATE_FIELDS, ""))
+    except KeyError as missing:
+        raise ValueError(f"unknown placeholder ${missing.args[0]}; use {', '.join('$' + f for f in TEMPLATE_FIELDS)}")
+    except ValueError as error:
+        raise ValueError(f"{error} (write $$ for a literal $)")
+
+
+def build_payload(customer: Customer, subject: str | None = None, body_template: Template | None = None) -> dict:
+    count = len(customer.tickets)
+    return {
+        "full_name": customer.full_name,
+        "email_address": customer.email,
+        "ready_to_send": True,
+        "email": {
+            "subject": subject or (DEFAULT_SUBJECT_ONE if count == 1 else DEFAULT_SUBJECT_MANY),
+            "to_address": [customer.email],
+            "cc_address": [],
+            "body": render_body(customer, body_template),
+        },
+        "tickets": [{"ticket": t.ticket_id, "status": t.status, "closed_date": t.closed_date}
+                    for t in customer.tickets],
+    }
+
+
+def webhook_id(customer: Customer) -> str:
+    """Same customer and same tickets with the same closed dates give the same id, on every retry
+    and rerun, so the receiver can drop duplicates; a ticket closed again gives a new one."""
+    parts = [customer.email.strip().casefold()]
+    parts += sorted(f"{t.ticket_id}@{t.closed_date}" for t in customer.tickets)
+    return "msg_" + hashlib.sha256("\n".join(parts).encode("utf-8")).hexdigest()[:32]
+
+
+# ---------------------------------------------------------------- next state
+
+@dataclass
+class RunState:
+    """What last_run_date.json holds: the start of the next window, tickets already notified
+    in it (customer key -> ticket id -> closed date) and each customer's last email day."""
+    last_run_date: date
+    notified: dict[str, dict[str, str]] = field(default_factory=dict)
+    last_emailed: dict[str, str] = field(default_factory=dict)
+
+
+def record_delivery(state: RunState, customer: Customer, today: date) -> RunState:
+    notified = {key: dict(tickets) for key, tickets in state.notified.items()}
+    done = notified.setdefault(customer.key, {})
+    for ticket in customer.tickets:
+        done[ticket.ticket_id] = ticket.closed_date
+    last_emailed = {**state.last_emailed, customer.key: today.isoformat()}
+    return RunState(state.last_run_date, notified, last_emailed)
+
+
+def next_last_run_date(start: date, tickets: Iterable[ClosedTicket], pending: Iterable[Customer]) -> date:
+    """The latest closed day that is fully settled, never past a pending ticket.
+
+    Tickets dated on the returned day are still looked at next time (the window is
+    inclusive); the notified list keeps them from being sent twice.
+    """
+    pending_days = [customer.earliest.date() for customer in pending]
+    if pending_days:
+        return max(start, min(pending_days))
+    seen_days = [ticket.closed_at.date() for ticket in tickets]
+    return max([start, *seen_days])
+
+
+def finish_state(state: RunState, new_last_run_date: date, today: date, keep_email_days: int) -> RunState:
+    """The state to keep after a run: forget what the next window can no longer see."""
+    notified = {}
+    for key, tickets in state.notified.items():
+        kept = {ticket_id: closed for ticket_id, closed in tickets.items()
+                if datetime.fromisoformat(closed).date() >= new_last_run_date}
+        if kept:
+            notified[key] = kept
+    horizon = today - timedelta(days=max(keep_email_days, 31))
+    last_emailed = {key: day for key, day in state.last_emailed.items() if date.fromisoformat(day) >= horizon}
+    return RunState(new_last_run_date, notified, last_emailed)

@@ -1,0 +1,232 @@
+"""The email webhook: Standard Webhooks headers, retries with backoff, concurrent delivery."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import hmac
+import ipaddress
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from urllib.parse import urlsplit
+
+import requests
+from requests.adapters import HTTPAdapter
+from urllib3.exceptions import ConnectTimeoutError, MaxRetryError, ProtocolError, ReadTimeoutError
+from urllib3.util.retry import Retry
+
+log = logging.getLogger("ticket_notifier")
+
+RETRY_STATUSES = frozenset([408, 429, *range(500, 600)])
+MISCONFIGURED_STATUSES = frozenset([401, 403, 404, 405, 410])
+RETRY_AFTER_MAX_SECONDS = 120
+
+DELIVERED, FAILED, MISCONFIGURED = "delivered", "failed", "misconfigured"
+
+
+class WebhookConfigError(Exception):
+    """The webhook settings are unusable: exit 2 before any traffic."""
+
+
+def host_of(url: str) -> str:
+    """The part of a webhook URL that may appear in logs: never its path or query."""
+    parts = urlsplit(url)
+    return parts.hostname or "(no host)"
+
+
+def is_loopback(host: str) -> bool:
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def check_webhook_url(url: str, allow_http: bool) -> None:
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise WebhookConfigError("the webhook URL must start with https:// and name a host")
+    if parts.scheme == "http" and not allow_http and not is_loopback(parts.hostname):
+        raise WebhookConfigError(
+            f"refusing plain http to {parts.hostname}: use https, or pass --allow-http if you really mean it")
+
+
+def parse_secret(text: str) -> bytes:
+    """A Standard Webhooks secret: 'whsec_' followed by base64 key bytes."""
+    encoded = text.strip().removeprefix("whsec_")
+    try:
+        key = base64.b64decode(encoded, validate=True)
+    except (binascii.Error, ValueError):
+        key = b""
+    if not key:
+        raise WebhookConfigError("WEBHOOK_SECRET must be 'whsec_' followed by a base64 key")
+    return key
+
+
+def sign(key: bytes, msg_id: str, timestamp: int, body: bytes) -> str:
+    signed = f"{msg_id}.{timestamp}.".encode() + body
+    return "v1," + base64.b64encode(hmac.new(key, signed, hashlib.sha256).digest()).decode()
+
+
+def webhook_headers(msg_id: str, body: bytes, key: bytes | None, authorization: str | None,
+                    timestamp: int | None = None) -> dict[str, str]:
+    timestamp = int(time.time()) if timestamp is None else timestamp
+    headers = {
+        "Content-Type": "application/json",
+        "webhook-id": msg_id,
+        "webhook-timestamp": str(timestamp),
+    }
+    if key:
+        headers["webhook-signature"] = sign(key, msg_id, timestamp, body)
+    if authorization:
+        headers["Authorization"] = authorization
+    return headers
+
+
+@dataclass(frozen=True)
+class Outcome:
+    result: str  # DELIVERED, FAILED or MISCONFIGURED
+    detail: str
+
+
+class WebhookSender:
+    """POSTs to one webhook. Retries follow urllib3's Retry policy (backoff, jitter, Retry-After),
+    driven here rather than inside the adapter so every attempt gets a fresh timestamp and signature."""
+
+    def __init__(self, url: str, *, secret: str | None = None, authorization: str | None = None,
+                 timeout: float = 30, retries: int = 3, pool_size: int = 4, backoff_factor: float = 1.0) -> None:
+        self.url = url
+        self.host = host_of(url)
+        self.key = parse_secret(secret) if secret else None
+        self.authorization = authorization or None
+        self.timeout = timeout
+        self.retry_policy = Retry(
+            total=retries, connect=retries, read=retries, status=retries, other=0, redirect=0,
+            allowed_methods=None, status_forcelist=RETRY_STATUSES, backoff_factor=backoff_factor,
+            backoff_jitter=backoff_factor / 2, backoff_max=60, raise_on_status=False,
+            respect_retry_after_header=True, retry_after_max=RETRY_AFTER_MAX_SECONDS)
+        self.session = requests.Session()
+        adapter = HTTPAdapter(pool_connections=1, pool_maxsize=max(pool_size, 1), max_retries=0)
+        self.session.mount("https://", adapter)
+        self.session.mount("http://", adapter)
+        # requests reads REQUESTS_CA_BUNDLE itself; SSL_CERT_FILE is the other common variable.
+        ca_bundle = os.environ.get("SSL_CERT_FILE")
+        if ca_bundle and not os.environ.get("REQUESTS_CA_BUNDLE"):
+            self.session.verify = ca_bundle
+
+    def close(self) -> None:
+        self.session.close()
+
+    def deliver(self, msg_id: str, body: bytes, should_stop: Callable[[], bool] = lambda: False) -> Outcome:
+        retry = self.retry_policy
+        while True:
+            headers = webhook_headers(msg_id, body, self.key, self.authorization)
+            try:
+                response = self.session.post(self.url, data=body, headers=headers, timeout=self.timeout,
+                                             allow_redirects=False)
+            except requests.exceptions.SSLError:
+                return Outcome(MISCONFIGURED, f"TLS certificate of {self.host} not accepted "
+                                              "(set REQUESTS_CA_BUNDLE to your CA bundle)")
+            except requests.exceptions.RequestException as error:
+                failure, transport_error = self._describe(error), self._as_retry_error(error)
+                try:
+                    retry = retry.increment(method="POST", url=self.host, error=transport_error)
+                except (MaxRetryError, ProtocolError, ConnectTimeoutError, ReadTimeoutError):
+                    return Outcome(FAILED, failure)
+                log.info("webhook %s: %s; retrying", self.host, failure)
+                if should_stop():
+                    return Outcome(FAILED, failure)
+                retry.sleep()
+                continue
+            status = response.status_code
+            if 200 <= status < 300:
+                return Outcome(DELIVERED, f"HTTP {status}")
+            if status in MISCONFIGURED_STATUSES:
+                return Outcome(MISCONFIGURED, f"the webhook at {self.host} answered HTTP {status}: "
+                                              "check the webhook URL and WEBHOOK_AUTHORIZATION / WEBHOOK_SECRET")
+            if not retry.is_retry("POST", status, "Retry-After" in response.headers):
+                return Outcome(FAILED, f"HTTP {status}")
+            try:
+                retry = retry.increment(method="POST", url=self.host, response=response.raw)
+            except MaxRetryError:
+                return Outcome(FAILED, f"HTTP {status} after {self.retry_policy.total} retries")
+            log.info("webhook %s answered HTTP %s; retrying", self.host, status)
+            if should_stop():
+                return Outcome(FAILED, f"HTTP {status}")
+            retry.sleep(response.raw)
+
+    def _describe(self, error: Exception) -> str:
+        """A one-line reason that never repeats the URL's path or query."""
+        if isinstance(error, requests.exceptions.ConnectTimeout):
+            return f"connecting to {self.host} timed out"
+        if isinstance(error, requests.exceptions.Timeout):
+            return f"{self.host} did not answer within {self.timeout:g}s"
+        if isinstance(error, requests.exceptions.ConnectionError):
+            return f"could not connect to {self.host}"
+        return f"request to {self.host} failed ({type(error).__name__})"
+
+    @staticmethod
+    def _as_retry_error(error: Exception) -> Exception:
+        """The urllib3 error class Retry.increment counts: connect errors or read errors."""
+        if isinstance(error, requests.exceptions.ConnectTimeout):
+            return ConnectTimeoutError("connect timeout")
+        if isinstance(error, requests.exceptions.ReadTimeout):
+            return ReadTimeoutError(None, "", "read timeout")  # type: ignore[arg-type]
+        cause = error.args[0] if error.args else None
+        if isinstance(cause, MaxRetryError) and isinstance(cause.reason, ConnectTimeoutError):
+            return ConnectTimeoutError("connection failed")
+        return ProtocolError("connection broken")
+
+
+@dataclass(frozen=True)
+class Job:
+    """One customer's delivery: the webhook-id and the exact bytes to POST."""
+    customer: object
+    msg_id: str
+    body: bytes
+
+
+def deliver_all(sender: WebhookSender, jobs: Sequence[Job], workers: int,
+                on_delivered: Callable[[Job], None],
+                on_progress: Callable[[int, int], None] = lambda done, total: None) -> dict[str, list]:
+    """Deliver every job with `workers` threads. `on_delivered` (which saves the state) runs in the
+    worker before it takes its next job; when it raises, or the webhook shows itself misconfigured,
+    no new job starts. Returns the jobs by result, plus 'not_attempted' and the stop reason."""
+    stop = threading.Event()
+    results: dict[str, list] = {DELIVERED: [], FAILED: [], MISCONFIGURED: [], "not_attempted": [], "stop": []}
+    results_lock = threading.Lock()
+    done_count = [0]
+
+    def run(job: Job) -> None:
+        if stop.is_set():
+            with results_lock:
+                results["not_attempted"].append(job)
+            return
+        outcome = sender.deliver(job.msg_id, job.body, stop.is_set)
+        if outcome.result == DELIVERED:
+            try:
+                on_delivered(job)
+            except Exception as error:  # the state could not be saved: stop sending
+                stop.set()
+                with results_lock:
+                    results["stop"].append(str(error))
+        elif outcome.result == MISCONFIGURED:
+            stop.set()
+        with results_lock:
+            results[outcome.result].append((job, outcome.detail))
+            if outcome.result == MISCONFIGURED:
+                results["stop"].append(outcome.detail)
+            done_count[0] += 1
+            on_progress(done_count[0], len(jobs))
+
+    with ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="webhook") as pool:
+        list(pool.map(run, jobs))
+    results[DELIVERED] = [job for job, _ in results[DELIVERED]]
+    return results
