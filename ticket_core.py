@@ -433,9 +433,9 @@ def check_body_template(body_template: Template) -> None:
     try:
         body_template.substitute(dict.fromkeys(TEMPLATE_FIELDS, ""))
     except KeyError as missing:
-        raise ValueError(f"unknown placeholder ${missing.args[0]}; use {', '.join('$' + f for f in TEMPLATE_FIELDS)}")
+        raise ValueError(f"unknown placeholder ${missing.args[0]}; use {', '.join('$' + f for f in TEMPLATE_FIELDS)}") from None
     except ValueError as error:
-        raise ValueError(f"{error} (write $$ for a literal $)")
+        raise ValueError(f"{error} (write $$ for a literal $)") from None
 
 
 def build_payload(customer: Customer, subject: str | None = None, body_template: Template | None = None) -> dict:

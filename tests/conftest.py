@@ -1,0 +1,137 @@
+"""Shared test helpers: a real HTTP server on 127.0.0.1 and the real CLI in a subprocess."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+SEED_HEADER = ["Firstname", "Lastname", "Email", "Ticket", "Status", "Date"]
+SECRET_ENV = ("WEBHOOK_URL", "WEBHOOK_SECRET", "WEBHOOK_AUTHORIZATION", "GOOGLE_API_KEY", "SHEETS_API_ENDPOINT",
+              "HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy", "ALL_PROXY", "all_proxy")
+
+
+@dataclass
+class Received:
+    path: str
+    headers: dict
+    body: bytes
+
+    @property
+    def json(self) -> dict:
+        return json.loads(self.body)
+
+
+@dataclass
+class Reply:
+    status: int = 200
+    headers: dict = field(default_factory=dict)
+    delay: float = 0.0
+    body: bytes = b'{"ok": true}'
+
+
+class WebhookServer:
+    """A scripted webhook: `respond(received, index)` returns the Reply for each request."""
+
+    def __init__(self) -> None:
+        self.requests: list[Received] = []
+        self.respond: Callable[[Received, int], Reply] = lambda received, index: Reply()
+        self._lock = threading.Lock()
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def do_POST(self) -> None:  # noqa: N802 (http.server's naming)
+                length = int(self.headers.get("Content-Length") or 0)
+                received = Received(self.path, {k.lower(): v for k, v in self.headers.items()}, self.rfile.read(length))
+                with server._lock:
+                    index = len(server.requests)
+                    server.requests.append(received)
+                reply = server.respond(received, index)
+                if reply.delay:
+                    time.sleep(reply.delay)
+                try:
+                    self.send_response(reply.status)
+                    for name, value in reply.headers.items():
+                        self.send_header(name, value)
+                    self.send_header("Content-Length", str(len(reply.body)))
+                    self.end_headers()
+                    self.wfile.write(reply.body)
+                except (BrokenPipeError, ConnectionResetError):
+                    pass
+
+            def log_message(self, *args) -> None:
+                pass
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd.daemon_threads = True
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+        self.thread.start()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.httpd.server_address[1]}/hooks/notify"
+
+    def payloads(self) -> list[dict]:
+        return [received.json for received in self.requests]
+
+    def emails(self) -> list[str]:
+        return [payload["email_address"] for payload in self.payloads()]
+
+    def close(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+@pytest.fixture
+def webhook():
+    server = WebhookServer()
+    yield server
+    server.close()
+
+
+def clean_env(**extra: str) -> dict[str, str]:
+    env = {key: value for key, value in os.environ.items() if key not in SECRET_ENV}
+    env["PYTHONIOENCODING"] = "utf-8"
+    env.update(extra)
+    return env
+
+
+def run_cli(*args: str, env: dict | None = None, cwd: Path | None = None, timeout: float = 120,
+            script: str = "process_ticket.py") -> subprocess.CompletedProcess:
+    """The real CLI in a subprocess, stdin closed, as Task Scheduler or cron would start it."""
+    return subprocess.run([sys.executable, str(ROOT / script), *args], capture_output=True, text=True,
+                          encoding="utf-8", env=env or clean_env(), cwd=cwd or ROOT, timeout=timeout,
+                          stdin=subprocess.DEVNULL)
+
+
+def write_csv(path: Path, rows: list[list[str]], header: list[str] | None = SEED_HEADER, **csv_options) -> Path:
+    with path.open("w", encoding=csv_options.pop("encoding", "utf-8"), newline="") as handle:
+        writer = csv.writer(handle, **csv_options)
+        if header:
+            writer.writerow(header)
+        writer.writerows(rows)
+    return path
+
+
+def write_state(path: Path, data: object) -> Path:
+    path.write_text(json.dumps(data) if not isinstance(data, str) else data, encoding="utf-8")
+    return path
+
+
+def read_state(path: Path) -> dict:
+    return json.loads(path.read_text(encoding="utf-8"))

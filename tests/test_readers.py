@@ -1,0 +1,71 @@
+"""Report files as exported by real systems: encodings, delimiters, multi-line fields, XLSX dates."""
+
+from datetime import date, datetime
+
+import pytest
+from conftest import SEED_HEADER, write_csv
+from openpyxl import Workbook
+
+from report_readers import read_report
+from ticket_core import ReportError, select_closed_tickets
+
+NOW = datetime(2026, 11, 27, 6, 0)
+
+
+def closed(path, since=date(2026, 11, 1)):
+    selection = select_closed_tickets(read_report(path), since, NOW)
+    return [(t.email, t.ticket_id, t.full_name, t.closed_date) for t in selection.tickets]
+
+
+@pytest.mark.parametrize("delimiter", [",", ";", "\t"])
+def test_delimiter_is_detected(tmp_path, delimiter):
+    path = write_csv(tmp_path / "report.csv", [["Jane", "Doe", "jane@example.com", "1", "Closed", "21/11/2026"]],
+                     delimiter=delimiter)
+    assert closed(path) == [("jane@example.com", "1", "Jane Doe", "2026-11-21")]
+
+
+def test_utf8_with_bom_and_cp1252_are_both_read(tmp_path):
+    row = [["Zoë", "Müller", "zoe@example.com", "1", "Closed", "21/11/2026"]]
+    with_bom = write_csv(tmp_path / "bom.csv", row, encoding="utf-8-sig")
+    windows = write_csv(tmp_path / "win.csv", row, encoding="cp1252")
+    assert closed(with_bom) == closed(windows) == [("zoe@example.com", "1", "Zoë Müller", "2026-11-21")]
+
+
+def test_quoted_fields_may_span_lines(tmp_path):
+    path = tmp_path / "report.csv"
+    path.write_text('Ticket,Email,Description,Status,Date\n'
+                    '1,jane@example.com,"line one\nline two, with comma",Closed,21/11/2026\n'
+                    '2,john@example.com,"x",Closed,22/11/2026\n', encoding="utf-8")
+    assert [t[1] for t in closed(path)] == ["1", "2"]
+
+
+def test_xlsx_date_cells_and_numbers(tmp_path):
+    workbook = Workbook()
+    sheet = workbook.active
+    sheet.append(SEED_HEADER)
+    sheet.append(["Jane", "Doe", "jane@example.com", 1001, "Closed", datetime(2026, 11, 21)])
+    sheet.append(["John", "Roe", "john@example.com", 1002.0, "closed", datetime(2026, 11, 22, 9, 30)])
+    sheet.append([None, None, None, None, None, None])
+    sheet.append(["Ann", "Lee", "ann@example.com", "1003", "Closed", "23/11/2026"])
+    workbook.create_sheet("Other").append(["ignored"])
+    workbook.save(tmp_path / "report.xlsx")
+    assert closed(tmp_path / "report.xlsx") == [
+        ("jane@example.com", "1001", "Jane Doe", "2026-11-21"),
+        ("john@example.com", "1002", "John Roe", "2026-11-22T09:30:00"),
+        ("ann@example.com", "1003", "Ann Lee", "2026-11-23")]
+
+
+def test_unreadable_reports_raise_report_error(tmp_path):
+    (tmp_path / "broken.xlsx").write_bytes(b"not a zip")
+    (tmp_path / "old.xls").write_bytes(b"\xd0\xcf")
+    with pytest.raises(ReportError, match="not a readable .xlsx"):
+        read_report(tmp_path / "broken.xlsx")
+    with pytest.raises(ReportError, match="export the report as .csv or .xlsx"):
+        read_report(tmp_path / "old.xls")
+    with pytest.raises(ReportError, match="report file not found"):
+        read_report(tmp_path / "missing.csv")
+
+
+def test_empty_report_has_no_rows(tmp_path):
+    (tmp_path / "empty.csv").write_text("", encoding="utf-8")
+    assert closed(tmp_path / "empty.csv") == []
