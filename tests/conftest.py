@@ -29,6 +29,7 @@ class Received:
     path: str
     headers: dict
     body: bytes
+    arrived: float = field(default_factory=time.monotonic)
 
     @property
     def json(self) -> dict:
@@ -50,6 +51,8 @@ class WebhookServer:
         self.requests: list[Received] = []
         self.respond: Callable[[Received, int], Reply] = lambda received, index: Reply()
         self._lock = threading.Lock()
+        self.in_flight = 0
+        self.max_in_flight = 0
         server = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -61,9 +64,13 @@ class WebhookServer:
                 with server._lock:
                     index = len(server.requests)
                     server.requests.append(received)
+                    server.in_flight += 1
+                    server.max_in_flight = max(server.max_in_flight, server.in_flight)
                 reply = server.respond(received, index)
                 if reply.delay:
                     time.sleep(reply.delay)
+                with server._lock:
+                    server.in_flight -= 1
                 try:
                     self.send_response(reply.status)
                     for name, value in reply.headers.items():

@@ -1,0 +1,210 @@
+"""Delivery you can trust: retries, misconfigured webhooks, kills, concurrent runs, the weekly guard."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from datetime import date, timedelta
+
+import pytest
+from conftest import ROOT, Reply, clean_env, read_state, run_cli, write_csv, write_state
+from standardwebhooks.webhooks import Webhook
+
+from webhook_sender import DELIVERED, FAILED, MISCONFIGURED, WebhookSender, sign
+
+SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+CUSTOMERS = [[f"Cust{i}", "Omer", f"c{i}@example.com", str(100 + i), "Closed", f"{20 + i}/11/2026"] for i in range(5)]
+
+
+@pytest.fixture
+def setup(tmp_path):
+    report = write_csv(tmp_path / "report.csv", CUSTOMERS)
+    state = write_state(tmp_path / "last_run_date.json", {"last_run_date": "20/11/2026"})
+    return report, state
+
+
+def live_args(report, state, url, *extra):
+    return ["--report", str(report), "--state-file", str(state), "-webhook_url", url, "-testmode", "no", *extra]
+
+
+def sender(url, **options):
+    return WebhookSender(url, secret=SECRET, backoff_factor=0.01, **options)
+
+
+def test_503_then_200_is_one_delivery_with_the_same_id_and_a_valid_signature_each_time(webhook):
+    webhook.respond = lambda received, index: Reply(503) if index == 0 else Reply(200)
+    outcome = sender(webhook.url, retries=2).deliver("msg_abc", b'{"a": 1}')
+    assert outcome.result == DELIVERED
+    assert [r.headers["webhook-id"] for r in webhook.requests] == ["msg_abc", "msg_abc"]
+    for received in webhook.requests:
+        Webhook(SECRET).verify(received.body, received.headers)
+
+
+def test_429_with_retry_after_waits_as_asked_and_signs_each_attempt_afresh(webhook):
+    webhook.respond = lambda received, index: Reply(429, {"Retry-After": "2"}) if index == 0 else Reply(200)
+    assert sender(webhook.url, retries=1).deliver("msg_1", b"{}").result == DELIVERED
+    first, second = webhook.requests
+    assert second.arrived - first.arrived >= 1.9
+    assert int(second.headers["webhook-timestamp"]) > int(first.headers["webhook-timestamp"])
+    assert second.headers["webhook-signature"] != first.headers["webhook-signature"]
+    for received in (first, second):
+        Webhook(SECRET).verify(received.body, received.headers)
+
+
+def test_retries_give_up_after_the_configured_count(webhook):
+    webhook.respond = lambda received, index: Reply(502)
+    outcome = sender(webhook.url, retries=2).deliver("msg_1", b"{}")
+    assert (outcome.result, len(webhook.requests)) == (FAILED, 3)
+
+
+@pytest.mark.parametrize("status", [401, 403, 404, 405, 410])
+def test_misconfigured_statuses_are_not_retried(webhook, status):
+    webhook.respond = lambda received, index: Reply(status)
+    outcome = sender(webhook.url, retries=3).deliver("msg_1", b"{}")
+    assert (outcome.result, len(webhook.requests)) == (MISCONFIGURED, 1)
+    assert str(status) in outcome.detail
+
+
+def test_redirects_are_not_followed(webhook):
+    webhook.respond = lambda received, index: Reply(302, {"Location": "http://127.0.0.1:1/elsewhere"})
+    outcome = sender(webhook.url, retries=3).deliver("msg_1", b"{}")
+    assert (outcome.result, outcome.detail, len(webhook.requests)) == (FAILED, "HTTP 302", 1)
+
+
+def test_connection_refused_is_retried_then_fails_without_the_path():
+    outcome = sender("http://127.0.0.1:9/secret/path?token=x", retries=1).deliver("msg_1", b"{}")
+    assert outcome.result == FAILED
+    assert "127.0.0.1" in outcome.detail and "secret" not in outcome.detail and "token" not in outcome.detail
+
+
+def test_signature_matches_the_standard_webhooks_reference():
+    headers = {"webhook-id": "msg_x", "webhook-timestamp": str(int(time.time()))}
+    key = __import__("base64").b64decode(SECRET[6:])
+    headers["webhook-signature"] = sign(key, "msg_x", int(headers["webhook-timestamp"]), b'{"k": "v"}')
+    Webhook(SECRET).verify(b'{"k": "v"}', headers)
+
+
+def test_a_slow_webhook_times_out_and_the_customer_stays_pending(setup, webhook):
+    report, state = setup
+    webhook.respond = lambda received, index: Reply(200, delay=3) if received.json["email_address"] == "c2@example.com" \
+        else Reply(200)
+    result = run_cli(*live_args(report, state, webhook.url, "--timeout", "0.5", "--retries", "0"))
+    assert result.returncode == 1
+    assert "c2@example.com: 127.0.0.1 did not answer within 0.5s" in result.stderr
+    assert read_state(state)["last_run_date"] == "22/11/2026"
+
+
+def test_401_stops_at_once_keeping_what_was_delivered(setup, webhook):
+    report, state = setup
+    webhook.respond = lambda received, index: Reply(401) if index == 2 else Reply(200)
+    result = run_cli(*live_args(report, state, webhook.url, "--workers", "1"))
+    assert result.returncode == 2
+    assert len(webhook.requests) == 3
+    assert "answered HTTP 401" in result.stderr
+    assert "Customers not attempted  2 (run stopped; pending)" in result.stdout
+    saved = read_state(state)
+    assert saved["last_run_date"] == "22/11/2026"
+    assert len(saved["last_emailed"]) == 2          # c0 and c1 were delivered and recorded
+    webhook.respond = lambda received, index: Reply(200)
+    rerun = run_cli(*live_args(report, state, webhook.url, "--min-days-between-emails", "0"))
+    assert rerun.returncode == 0
+    assert sorted(webhook.emails()[3:]) == ["c2@example.com", "c3@example.com", "c4@example.com"]
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="SIGKILL is POSIX")
+@pytest.mark.parametrize("kill_at", [0, 2, 4])
+def test_kill_at_any_moment_loses_nothing_and_repeats_only_the_call_in_flight(setup, webhook, kill_at):
+    report, state = setup
+    process = {}
+
+    def respond(received, index):
+        if index == kill_at:
+            os.kill(process["cli"].pid, signal.SIGKILL)
+            time.sleep(0.2)
+        return Reply(200)
+
+    webhook.respond = respond
+    process["cli"] = subprocess.Popen([sys.executable, str(ROOT / "process_ticket.py"),
+                                       *live_args(report, state, webhook.url, "--workers", "1")],
+                                      env=clean_env(), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                      stderr=subprocess.PIPE)
+    process["cli"].wait(timeout=60)
+    assert process["cli"].returncode == -signal.SIGKILL
+    assert len(webhook.requests) == kill_at + 1
+    rerun = run_cli(*live_args(report, state, webhook.url, "--min-days-between-emails", "0"))
+    assert rerun.returncode == 0, rerun.stderr
+    emails = webhook.emails()
+    assert sorted(set(emails)) == [f"c{i}@example.com" for i in range(5)]
+    repeated = {email for email in emails if emails.count(email) > 1}
+    assert repeated == {f"c{kill_at}@example.com"}
+    ids = {r.headers["webhook-id"] for r in webhook.requests if r.json["email_address"] in repeated}
+    assert len(ids) == 1
+
+
+def test_a_second_live_run_exits_2_at_once_while_the_first_holds_the_lock(setup, webhook):
+    report, state = setup
+    webhook.respond = lambda received, index: Reply(200, delay=1.5 if index == 0 else 0)
+    first = subprocess.Popen([sys.executable, str(ROOT / "process_ticket.py"),
+                              *live_args(report, state, webhook.url, "--workers", "1")],
+                             env=clean_env(), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 30
+    while not webhook.requests and time.monotonic() < deadline:
+        time.sleep(0.05)
+    second = run_cli(*live_args(report, state, webhook.url))
+    assert second.returncode == 2
+    assert "another run is in progress" in second.stderr
+    assert first.wait(timeout=60) == 0
+    assert len(webhook.requests) == 5
+    assert run_cli("--report", str(report), "--state-file", str(state), "-testmode", "yes").returncode == 0
+
+
+def test_weekly_guard_defers_a_customer_emailed_recently_and_a_later_run_releases(tmp_path, webhook):
+    report = write_csv(tmp_path / "r.csv", CUSTOMERS[:2])
+    state = write_state(tmp_path / "s.json", {"last_run_date": "20/11/2026"})
+    assert run_cli(*live_args(report, state, webhook.url)).returncode == 0
+    write_csv(report, [*CUSTOMERS[:2], ["Cust0", "Omer", "c0@example.com", "999", "Closed", "24/11/2026"]])
+    deferred = run_cli(*live_args(report, state, webhook.url))
+    assert deferred.returncode == 0
+    assert "Customers deferred       1 (emailed too recently; they wait)" in deferred.stdout
+    assert len(webhook.requests) == 2
+    saved = read_state(state)
+    assert saved["last_run_date"] == "24/11/2026"       # the deferred ticket of 24/11 stays inside the window
+    assert "999" not in str(saved["notified"])
+    week_ago = (date.today() - timedelta(days=7)).isoformat()
+    saved["last_emailed"] = dict.fromkeys(saved["last_emailed"], week_ago)
+    write_state(state, saved)
+    released = run_cli(*live_args(report, state, webhook.url))
+    assert released.returncode == 0
+    assert webhook.payloads()[-1]["tickets"] == [{"ticket": "999", "status": "Closed", "closed_date": "2026-11-24"}]
+    assert read_state(state)["last_run_date"] == "24/11/2026"
+
+
+def test_state_that_cannot_be_written_mid_run_stops_sending(tmp_path, webhook):
+    folder = tmp_path / "state"
+    folder.mkdir()
+    report = write_csv(tmp_path / "r.csv", CUSTOMERS)
+    state = write_state(folder / "last_run_date.json", {"last_run_date": "20/11/2026"})
+
+    def respond(received, index):
+        if index == 0:
+            folder.rename(tmp_path / "moved")
+            folder.write_text("a file where the state folder was")
+        return Reply(200)
+
+    webhook.respond = respond
+    result = run_cli(*live_args(report, state, webhook.url, "--workers", "1"))
+    assert result.returncode == 2
+    assert "cannot write the state file" in result.stderr
+    assert len(webhook.requests) == 1
+
+
+def test_workers_send_concurrently(tmp_path, webhook):
+    rows = [[f"N{i}", "X", f"n{i}@example.com", str(i), "Closed", "21/11/2026"] for i in range(12)]
+    report = write_csv(tmp_path / "r.csv", rows)
+    webhook.respond = lambda received, index: Reply(200, delay=0.2)
+    result = run_cli("--report", str(report), "--state-file", str(tmp_path / "s.json"), "-webhook_url", webhook.url,
+                     "-testmode", "no", "--since", "20/11/2026", "--workers", "4")
+    assert result.returncode == 0
+    assert len(webhook.requests) == 12
+    assert webhook.max_in_flight >= 2
