@@ -1,9 +1,258 @@
-"""Google Sheets: credentials, reading the report, and the one-off auth check."""
+"""Everything Google: credentials, reading the sheet, and the one-off auth check (`python google_api.py`)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+
+import google.auth.exceptions
+import google_auth_httplib2
+import httplib2
+import requests
+from google.auth.transport.requests import Request
+from google.oauth2 import service_account
+from google.oauth2.credentials import Credentials
+from googleapiclient.discovery import build
+from googleapiclient.errors import HttpError
+
+SCOPES = ["https://www.googleapis.com/auth/spreadsheets.readonly"]
+SCRIPT_DIR = Path(__file__).resolve().parent
+SHEET_RETRIES = 4
+HTTP_TIMEOUT_SECONDS = 60
+AUTH_ADVICE = "run `python google_api.py` once to authorise"
+
+# googleapiclient logs retried request URIs, API key included: keep its records away from any handler.
+logging.getLogger("googleapiclient").addHandler(logging.NullHandler())
+logging.getLogger("googleapiclient").propagate = False
 
 
 class GoogleSetupError(Exception):
-    pass
+    """Credentials, access or the sheet itself are not usable: one clear line, exit 2."""
 
 
-def read_sheet_rows(sheet_id, range_, **kwargs):
-    raise GoogleSetupError("reading Google Sheets is not available yet; export the report and use --report")
+# ---------------------------------------------------------------- credentials
+
+def ca_bundle() -> str | None:
+    """The CA bundle corporate networks set, in the order the libraries would look."""
+    for name in ("HTTPLIB2_CA_CERTS", "REQUESTS_CA_BUNDLE", "SSL_CERT_FILE"):
+        if os.environ.get(name):
+            return os.environ[name]
+    return None
+
+
+def token_request() -> Request:
+    """google-auth's transport over requests: honours the proxy variables and the CA bundle."""
+    session = requests.Session()
+    bundle = ca_bundle()
+    if bundle:
+        session.verify = bundle
+    return Request(session)
+
+
+def read_credential_file(path: Path) -> dict:
+    try:
+        info = json.loads(path.read_text(encoding="utf-8-sig"))
+    except FileNotFoundError:
+        raise GoogleSetupError(f"no Google credential file at {path}: download it from the Google Cloud console "
+                               "(see README, 'Set up Google')") from None
+    except (OSError, ValueError) as error:
+        raise GoogleSetupError(f"cannot read the Google credential file {path}: {error}") from None
+    if not isinstance(info, dict) or not ({"installed", "web"} & info.keys() or info.get("type") == "service_account"):
+        raise GoogleSetupError(f"{path} is neither an OAuth client (installed/web) nor a service account key")
+    return info
+
+
+def save_token(credentials: Credentials, token_path: Path) -> None:
+    """Write token.json readable by its owner only (where the OS has such permissions)."""
+    token_path.parent.mkdir(parents=True, exist_ok=True)
+    descriptor = os.open(token_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
+        handle.write(credentials.to_json())
+    if os.name == "posix":
+        os.chmod(token_path, 0o600)
+
+
+def refresh_and_save(credentials: Credentials, token_path: Path) -> Credentials:
+    """Refresh an expired user token and save it; a refused or unreachable refresh is a setup error."""
+    try:
+        credentials.refresh(token_request())
+    except google.auth.exceptions.RefreshError as error:
+        raise GoogleSetupError(f"Google refused to refresh the saved token ({_first_line(error)}): "
+                               f"{AUTH_ADVICE} again") from None
+    except google.auth.exceptions.TransportError as error:
+        raise GoogleSetupError(f"cannot reach Google's token endpoint ({_first_line(error)}): check the network "
+                               f"or proxy settings; if it persists, {AUTH_ADVICE} again") from None
+    save_token(credentials, token_path)
+    return credentials
+
+
+def load_user_token(token_path: Path) -> Credentials | None:
+    try:
+        return Credentials.from_authorized_user_file(str(token_path), SCOPES)
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as error:
+        raise GoogleSetupError(f"the saved token {token_path} is unreadable ({error}): {AUTH_ADVICE} again") from None
+
+
+def load_credentials(credentials_path: Path, token_path: Path):
+    """Credentials for an unattended run: a service account key, or the saved (refreshed) user token.
+    Never opens a browser or waits for input."""
+    if credentials_path.exists() and read_credential_file(credentials_path).get("type") == "service_account":
+        try:
+            return service_account.Credentials.from_service_account_file(str(credentials_path), scopes=SCOPES)
+        except (ValueError, KeyError) as error:
+            raise GoogleSetupError(f"the service account key {credentials_path} is not usable ({error})") from None
+    credentials = load_user_token(token_path)
+    if credentials is None:
+        where = "" if credentials_path.exists() else f" (and put credential.json at {credentials_path})"
+        raise GoogleSetupError(f"not authorised with Google yet: no token at {token_path}; {AUTH_ADVICE}{where}")
+    if not credentials.valid:
+        if not credentials.refresh_token:
+            raise GoogleSetupError(f"the saved token {token_path} has expired and cannot be refreshed: {AUTH_ADVICE}")
+        refresh_and_save(credentials, token_path)
+    return credentials
+
+
+def authorise_interactively(credentials_path: Path, token_path: Path, open_browser: bool) -> Credentials:
+    """The one-off consent (Google's quickstart flow): reuse a valid or refreshable token, else ask."""
+    from google_auth_oauthlib.flow import InstalledAppFlow
+
+    credentials = load_user_token(token_path)
+    if credentials and credentials.valid:
+        return credentials
+    if credentials and credentials.expired and credentials.refresh_token:
+        try:
+            return refresh_and_save(credentials, token_path)
+        except GoogleSetupError as error:
+            print(f"{error}; asking for consent again", file=sys.stderr)
+    read_credential_file(credentials_path)
+    flow = InstalledAppFlow.from_client_secrets_file(str(credentials_path), SCOPES)
+    credentials = flow.run_local_server(port=0, open_browser=open_browser)
+    save_token(credentials, token_path)
+    return credentials
+
+
+# ---------------------------------------------------------------- reading the sheet
+
+def build_service(credentials=None, api_key: str | None = None):
+    """The Sheets client; SHEETS_API_ENDPOINT replaces the API root (a proxy or a local test server)."""
+    http = httplib2.Http(timeout=HTTP_TIMEOUT_SECONDS, ca_certs=ca_bundle())  # proxy from the environment
+    if credentials is not None:
+        http = google_auth_httplib2.AuthorizedHttp(credentials, http=http)
+    options = {"api_endpoint": os.environ["SHEETS_API_ENDPOINT"]} if os.environ.get("SHEETS_API_ENDPOINT") else None
+    return build("sheets", "v4", http=http, developerKey=api_key, client_options=options,
+                 cache_discovery=False, static_discovery=True)
+
+
+def fetch_values(service, sheet_id: str, range_: str, account: str = "") -> list[list]:
+    """values.get with unformatted values and serial-number dates, retried on 429 and 5xx."""
+    request = service.spreadsheets().values().get(
+        spreadsheetId=sheet_id, range=range_, valueRenderOption="UNFORMATTED_VALUE",
+        dateTimeRenderOption="SERIAL_NUMBER")
+    try:
+        return request.execute(num_retries=SHEET_RETRIES).get("values", [])
+    except HttpError as error:
+        raise GoogleSetupError(explain_http_error(error, sheet_id, range_, account)) from None
+    except google.auth.exceptions.RefreshError as error:
+        raise GoogleSetupError(f"Google refused the credentials ({_first_line(error)}): {AUTH_ADVICE} again") from None
+    except google.auth.exceptions.TransportError as error:
+        raise GoogleSetupError(f"cannot reach Google's token endpoint ({_first_line(error)}): check the network "
+                               f"or proxy settings; if it persists, {AUTH_ADVICE} again") from None
+    except (httplib2.HttpLib2Error, OSError) as error:
+        raise GoogleSetupError(f"cannot reach the Google Sheets API ({type(error).__name__}: {_first_line(error)}): "
+                               "check the network, HTTPS_PROXY and the CA bundle settings") from None
+
+
+def explain_http_error(error: HttpError, sheet_id: str, range_: str, account: str = "") -> str:
+    status = error.resp.status
+    if status == 400:
+        return f"Google Sheets rejected the range {range_!r} ({error.reason}): check -range, e.g. Sheet1!A2:F"
+    if status == 403:
+        who = f"share the sheet with {account}" if account else "share the sheet with your Google account"
+        return (f"access to sheet {sheet_id} denied ({error.reason}): {who}, and enable the Google Sheets API "
+                "in the Google Cloud project")
+    if status == 404:
+        return f"spreadsheet {sheet_id!r} not found: check -sheetid (the id is the long part of the sheet's URL)"
+    if status == 401:
+        return f"Google did not accept the credentials (HTTP 401): {AUTH_ADVICE} again"
+    return f"the Google Sheets API answered HTTP {status} ({error.reason}) after {SHEET_RETRIES} retries"
+
+
+def read_sheet_rows(sheet_id: str, range_: str, *, credentials_path: Path, token_path: Path,
+                    api_key: str | None = None) -> list[list]:
+    """The report's rows, as process_ticket.py needs them. Raises GoogleSetupError."""
+    if api_key:
+        return fetch_values(build_service(api_key=api_key), sheet_id, range_)
+    credentials = load_credentials(credentials_path, token_path)
+    account = getattr(credentials, "service_account_email", "") or ""
+    return fetch_values(build_service(credentials), sheet_id, range_, account)
+
+
+def _first_line(error: Exception) -> str:
+    text = str(error.args[0] if error.args else error)
+    return text.splitlines()[0] if text else type(error).__name__
+
+
+# ---------------------------------------------------------------- the auth check
+
+def preview(rows: list[list], count: int = 5) -> str:
+    from run_output import format_table
+
+    shown = [[str(cell) for cell in row] for row in rows[:count]]
+    width = max((len(row) for row in shown), default=0)
+    shown = [row + [""] * (width - len(row)) for row in shown]
+    return format_table([f"col {i + 1}" for i in range(width)], shown) if shown else "  (no rows)"
+
+
+def count_data_rows(rows: list[list]) -> int:
+    """Non-empty rows, not counting a header row (recognised as process_ticket.py would)."""
+    from ticket_core import cell_text, is_header_row
+
+    filled = [row for row in rows if any(cell_text(cell) for cell in row)]
+    return len(filled) - (1 if filled and is_header_row(filled[0], {}) else 0)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="google_api.py", allow_abbrev=False,
+                                     description="Authorise with Google once and check that the sheet can be read.")
+    parser.add_argument("-sheetid", "--sheet-id", dest="sheet_id", help="spreadsheet id or URL to read as a check")
+    parser.add_argument("-range", "--range", dest="range", default="Sheet1", help="A1 range (default: Sheet1)")
+    parser.add_argument("--no-browser", action="store_true", help="print the consent URL instead of opening it")
+    parser.add_argument("--credentials", default=str(SCRIPT_DIR / "credential.json"), help="default: credential.json")
+    parser.add_argument("--token", default=str(SCRIPT_DIR / "token.json"), help="default: token.json")
+    args = parser.parse_args(argv)
+    credentials_path, token_path = Path(args.credentials).absolute(), Path(args.token).absolute()
+    try:
+        info = read_credential_file(credentials_path) if credentials_path.exists() or not token_path.exists() else {}
+        if info.get("type") == "service_account":
+            credentials = load_credentials(credentials_path, token_path)
+            account = credentials.service_account_email
+            print(f"Service account {account}: no consent needed; share the sheet with this address.")
+        else:
+            credentials = authorise_interactively(credentials_path, token_path, open_browser=not args.no_browser)
+            account = ""
+            print(f"Authorised; token saved to {token_path}")
+        if args.sheet_id:
+            from cli_options import SHEET_URL_ID
+
+            match = SHEET_URL_ID.search(args.sheet_id)
+            sheet_id = match.group(1) if match else args.sheet_id.strip()
+            rows = fetch_values(build_service(credentials), sheet_id, args.range, account)
+            print(f"First rows of {args.range}:\n{preview(rows)}")
+            print(f"{count_data_rows(rows)} data rows")
+    except GoogleSetupError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("error: authorisation cancelled", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

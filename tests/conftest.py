@@ -26,6 +26,7 @@ SECRET_ENV = ("WEBHOOK_URL", "WEBHOOK_SECRET", "WEBHOOK_AUTHORIZATION", "GOOGLE_
 
 @dataclass
 class Received:
+    method: str
     path: str
     headers: dict
     body: bytes
@@ -45,7 +46,8 @@ class Reply:
 
 
 class WebhookServer:
-    """A scripted webhook: `respond(received, index)` returns the Reply for each request."""
+    """A scripted HTTP server (a webhook, or the Sheets API and its token endpoint):
+    `respond(received, index)` returns the Reply for each request."""
 
     def __init__(self) -> None:
         self.requests: list[Received] = []
@@ -59,8 +61,15 @@ class WebhookServer:
             protocol_version = "HTTP/1.1"
 
             def do_POST(self) -> None:  # noqa: N802 (http.server's naming)
+                self.answer()
+
+            def do_GET(self) -> None:  # noqa: N802
+                self.answer()
+
+            def answer(self) -> None:
                 length = int(self.headers.get("Content-Length") or 0)
-                received = Received(self.path, {k.lower(): v for k, v in self.headers.items()}, self.rfile.read(length))
+                received = Received(self.command, self.path, {k.lower(): v for k, v in self.headers.items()},
+                                    self.rfile.read(length))
                 with server._lock:
                     index = len(server.requests)
                     server.requests.append(received)
@@ -90,8 +99,12 @@ class WebhookServer:
         self.thread.start()
 
     @property
+    def root(self) -> str:
+        return f"http://127.0.0.1:{self.httpd.server_address[1]}/"
+
+    @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.httpd.server_address[1]}/hooks/notify"
+        return self.root + "hooks/notify"
 
     def payloads(self) -> list[dict]:
         return [received.json for received in self.requests]

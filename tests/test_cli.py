@@ -2,6 +2,8 @@
 
 import json
 import shutil
+import subprocess
+import sys
 
 import pytest
 from conftest import ROOT, Reply, clean_env, read_state, run_cli, write_csv, write_state
@@ -223,3 +225,14 @@ def test_version_and_help():
     for option in ("-sheetid", "-range", "-webhook_url", "-testmode", "--report", "--column", "--since"):
         assert option in help_text
 
+
+
+def test_reading_a_file_does_not_import_the_google_libraries(report, tmp_path):
+    code = ("import sys, process_ticket; code = process_ticket.main(sys.argv[1:]); "
+            "print('google loaded' if any(m.startswith(('googleapiclient', 'google.auth')) for m in sys.modules) "
+            "else 'google not loaded'); sys.exit(code)")
+    result = subprocess.run([sys.executable, "-c", code, "--report", str(report), "-testmode", "yes",
+                             "--state-file", str(tmp_path / "s.json")], cwd=ROOT, capture_output=True, text=True,
+                            env=clean_env(), stdin=subprocess.DEVNULL)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.rstrip().endswith("google not loaded")
