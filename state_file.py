@@ -19,27 +19,30 @@ class StateError(Exception):
     """The state file cannot be trusted or written: the run stops with exit 2, nothing lost."""
 
 
+REPAIR = "restore it from a backup, or move it aside and run once with --since DD/MM/YYYY (the day of the last run)"
+
+
 def state_from_json(text: str, source: str = "state file") -> RunState:
     """Read the seed's {"last_run_date": "DD/MM/YYYY"} and our own keys; never guess."""
     try:
         data = json.loads(text)
     except ValueError as error:
-        raise StateError(f"{source} is not valid JSON ({error}); fix or delete it, or pass --since") from None
+        raise StateError(f"{source} is not valid JSON ({error}): {REPAIR}") from None
     if not isinstance(data, dict):
-        raise StateError(f"{source} is not a JSON object; fix or delete it, or pass --since")
+        raise StateError(f"{source} is not a JSON object: {REPAIR}")
     raw_day = data.get("last_run_date")
     if not isinstance(raw_day, str):
-        raise StateError(f'{source} has no "last_run_date" text; fix or delete it, or pass --since')
+        raise StateError(f'{source} has no "last_run_date" text: {REPAIR}')
     try:
         last_run_date = parse_day(raw_day)
     except ValueError:
-        raise StateError(f'{source}: "last_run_date" is {raw_day!r}, not DD/MM/YYYY; fix it or pass --since') from None
+        raise StateError(f'{source}: "last_run_date" is {raw_day!r}, not DD/MM/YYYY: {REPAIR}') from None
     notified = data.get("notified", {})
     last_emailed = data.get("last_emailed", {})
     if not _is_nested_day_map(notified, datetime.fromisoformat, depth=2):
-        raise StateError(f'{source}: "notified" is not in the form this program writes; restore the file from a backup')
+        raise StateError(f'{source}: "notified" is not in the form this program writes: {REPAIR}')
     if not _is_nested_day_map(last_emailed, date.fromisoformat, depth=1):
-        raise StateError(f'{source}: "last_emailed" is not in the form this program writes; restore the file from a backup')
+        raise StateError(f'{source}: "last_emailed" is not in the form this program writes: {REPAIR}')
     return RunState(last_run_date, notified, last_emailed)
 
 
