@@ -267,28 +267,31 @@ def test_google_and_webhook_traffic_go_through_the_proxy_from_the_environment(ap
         # Hosts that do not resolve here: only a proxy can reach them.
         env = clean_env(SHEETS_API_ENDPOINT="http://sheets.proxied.test/", GOOGLE_API_KEY="k",
                         HTTP_PROXY=sheets_proxy.url)
-        env_webhook = {**env, "HTTP_PROXY": webhook_proxy.url, "NO_PROXY": "sheets.proxied.test"}
+        env_webhook = {**env, "HTTP_PROXY": webhook_proxy.url}
         result = run_cli("-sheetid", SHEET_ID, "--state-file", str(tmp_path / "s.json"), "-testmode", "yes", env=env)
         assert result.returncode == 0, result.stderr
         assert [line.rsplit(" ", 1)[0] for line in sheets_proxy.request_lines] == ["CONNECT sheets.proxied.test:80"]
-        # The webhook through its proxy; the sheet host is excluded by NO_PROXY, so reading it fails.
+        assert "Would email 3 customers" in result.stdout
         result = run_cli("--report", str(write_report(tmp_path)), "--state-file", str(tmp_path / "s.json"),
                          "-webhook_url", "http://hooks.proxied.test/notify", "--allow-http", "-testmode", "no",
                          "--since", "20/11/2026", env=env_webhook)
         assert result.returncode == 0, result.stderr
         assert webhook_proxy.request_lines == ["POST http://hooks.proxied.test/notify HTTP/1.1"]
         assert webhook.emails() == ["jane@example.com"]
-        bypassed = run_cli("-sheetid", SHEET_ID, "--state-file", str(tmp_path / "s.json"), "-testmode", "yes",
-                           env=env_webhook)
-        assert bypassed.returncode == 2 and "cannot reach the Google Sheets API" in bypassed.stderr
+        # NO_PROXY sends a listed host directly.
+        direct = run_cli("--report", str(write_report(tmp_path, ticket="2")), "--state-file", str(tmp_path / "s.json"),
+                         "-webhook_url", webhook.url, "-testmode", "no", "--min-days-between-emails", "0",
+                         env={**env_webhook, "NO_PROXY": "127.0.0.1"})
+        assert direct.returncode == 0, direct.stderr
+        assert len(webhook_proxy.request_lines) == 1 and len(webhook.requests) == 2
     finally:
         for server in (sheets_proxy, webhook_proxy, webhook):
             server.close()
 
 
-def write_report(tmp_path):
+def write_report(tmp_path, ticket="1"):
     path = tmp_path / "r.csv"
-    path.write_text("Email,Ticket,Status,Date\njane@example.com,1,Closed,21/11/2026\n", encoding="utf-8")
+    path.write_text(f"Email,Ticket,Status,Date\njane@example.com,{ticket},Closed,21/11/2026\n", encoding="utf-8")
     return path
 
 
