@@ -16,7 +16,7 @@ from pathlib import Path
 
 from cli_options import UsageError, parse_args
 from run_output import format_customer_table, format_summary, setup_logging
-from state_file import StateError, acquire_lock, load_state, save_state
+from state_file import StateError, StateWriter, acquire_lock, load_state, save_state
 from ticket_core import (
     Customer,
     ReportError,
@@ -160,11 +160,10 @@ def send_all(args, customers: list[Customer], state: RunState, today: date, repo
     jobs = [Job(customer, webhook_id(customer),
                 json.dumps(build_payload(customer, args.subject, body_template), ensure_ascii=False).encode("utf-8"))
             for customer in customers]
-    current = {"state": state}
+    writer = StateWriter(args.state_file, state)
 
     def remember(job: Job) -> None:
-        current["state"] = record_delivery(current["state"], job.customer, today)
-        save_state(args.state_file, current["state"])
+        writer.update(lambda current: record_delivery(current, job.customer, today))
         log.info("delivered to %s (%s)", job.customer.email, ", ".join(job.customer.ticket_ids))
 
     progress = progress_printer() if sys.stderr.isatty() and len(jobs) >= 20 and not args.quiet else None
@@ -182,7 +181,7 @@ def send_all(args, customers: list[Customer], state: RunState, today: date, repo
         log.warning("not delivered to %s: %s; it stays pending for the next run", customer.email, detail)
     if results["stop"]:
         report.stop_reason = results["stop"][0]
-    return current["state"]
+    return writer.state
 
 
 def progress_printer():

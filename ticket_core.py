@@ -475,12 +475,10 @@ class RunState:
 
 
 def record_delivery(state: RunState, customer: Customer, today: date) -> RunState:
-    notified = {key: dict(tickets) for key, tickets in state.notified.items()}
-    done = notified.setdefault(customer.key, {})
-    for ticket in customer.tickets:
-        done[ticket.ticket_id] = ticket.closed_date
-    last_emailed = {**state.last_emailed, customer.key: today.isoformat()}
-    return RunState(state.last_run_date, notified, last_emailed)
+    """The state with this customer's tickets notified and emailed today (the input is not changed)."""
+    done = {**state.notified.get(customer.key, {}), **{t.ticket_id: t.closed_date for t in customer.tickets}}
+    return RunState(state.last_run_date, {**state.notified, customer.key: done},
+                    {**state.last_emailed, customer.key: today.isoformat()})
 
 
 def next_last_run_date(start: date, tickets: Iterable[ClosedTicket], pending: Iterable[Customer]) -> date:
