@@ -42,10 +42,10 @@ def setup_logging(log_file: Path | None, verbose: bool, quiet: bool) -> logging.
 
 
 def format_table(headers: Sequence[str], rows: Sequence[Sequence[str]], indent: str = "  ") -> str:
-    widths = [max([len(header), *(len(row[i]) for row in rows)]) for i, header in enumerate(headers)]
+    widths = [max(len(header), max((len(row[i]) for row in rows), default=0)) for i, header in enumerate(headers)]
+    line_format = indent + "  ".join(f"{{:<{width}}}" for width in widths[:-1]) + "  {}"
     lines = [headers, ["-" * width for width in widths], *rows]
-    return "\n".join(indent + "  ".join(cell.ljust(width) for cell, width in zip(line, widths, strict=True)).rstrip()
-                     for line in lines)
+    return "\n".join(line_format.format(*line).rstrip() for line in lines)
 
 
 def format_customer_table(customers: Sequence[Customer], title: str) -> str:

@@ -7,6 +7,9 @@ import re
 from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from itertools import chain
+from operator import itemgetter
+from typing import NamedTuple
 from datetime import date, datetime, timedelta
 from string import Template
 
@@ -57,6 +60,7 @@ Customer Support
 """)
 TEMPLATE_FIELDS = ("first_name", "full_name", "ticket_count", "ticket_lines")
 MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
+MISSING = object()
 _EMAIL_FORBIDDEN = re.compile(r"[\s\x00-\x1f\x7f,;:<>()\[\]\\\"]")
 
 
@@ -188,8 +192,8 @@ def find_columns(header: Sequence[object], overrides: Mapping[str, str]) -> dict
 
 # ---------------------------------------------------------------- selecting closed tickets
 
-@dataclass(frozen=True)
-class ClosedTicket:
+class ClosedTicket(NamedTuple):
+    """One closed ticket of the report (a tuple: a large report holds hundreds of thousands)."""
     email: str
     ticket_id: str
     status: str
@@ -245,17 +249,22 @@ def select_closed_tickets(rows: Iterable[Sequence[object]], since: date, now: da
         if options.columns:
             raise ReportError("--column needs a header row, but the report's first row holds data")
         columns = SEED_LAYOUT
-        data_rows = _chain_first(first, row_iter)
+        data_rows = chain([first], row_iter)
         first_row_number = 1
 
     closed = {status.strip().casefold(): status.strip() for status in options.closed_statuses}
     parser = DateParser(options.date_formats)
     since_moment = datetime(since.year, since.month, since.day)
     latest_allowed = now + timedelta(days=1)
-    i_email, i_ticket, i_status, i_date = (columns[role] for role in REQUIRED_ROLES)
+    # One C call takes the four cells every closed row needs; short rows are padded first.
+    pick = itemgetter(*(columns[role] for role in ("status", "date", "ticket", "email")))
+    padding = [""] * (max(columns.values()) + 1)
     i_first, i_last, i_name = (columns.get(role) for role in ("first_name", "last_name", "name"))
     newest: dict[tuple[str, str], ClosedTicket] = {}
     email_ok: dict[str, bool] = {}
+    # Reports repeat the same few statuses and dates: look each distinct cell up once.
+    status_of: dict[object, str] = {}
+    date_of: dict[str, tuple[datetime, bool] | None] = {}
     skipped = selection.skipped
 
     def skip(row_number: int, reason: str) -> None:
@@ -264,14 +273,24 @@ def select_closed_tickets(rows: Iterable[Sequence[object]], since: date, now: da
 
     rows_read = 0
     for row_number, row in enumerate(data_rows, first_row_number):
-        width = len(row)
-        if not any(cell_text(cell) for cell in row):
+        if not any(row):
             continue
         rows_read += 1
-        status = closed.get(cell_text(row[i_status]).casefold()) if i_status < width else None
+        try:
+            raw_status, raw_date, raw_ticket, raw_email = pick(row)
+        except IndexError:  # Sheets drops trailing empty cells
+            raw_status, raw_date, raw_ticket, raw_email = pick([*row, *padding[len(row):]])
+        status = status_of.get(raw_status)
         if status is None:
+            status = status_of[raw_status] = closed.get(cell_text(raw_status).casefold(), "")
+        if not status:
             continue
-        parsed = parser.parse(row[i_date]) if i_date < width else None
+        if type(raw_date) is str:
+            parsed = date_of.get(raw_date, MISSING)
+            if parsed is MISSING:
+                parsed = date_of[raw_date] = parser.parse(raw_date)
+        else:
+            parsed = parser.parse(raw_date)
         if parsed is None:
             skip(row_number, SKIP_BAD_DATE)
             continue
@@ -281,40 +300,45 @@ def select_closed_tickets(rows: Iterable[Sequence[object]], since: date, now: da
         if closed_at > latest_allowed:
             skip(row_number, SKIP_FUTURE_DATE)
             continue
-        ticket_id = cell_text(row[i_ticket]) if i_ticket < width else ""
+        ticket_id = raw_ticket.strip() if type(raw_ticket) is str else cell_text(raw_ticket)
         if not ticket_id:
             skip(row_number, SKIP_NO_TICKET)
             continue
-        email = cell_text(row[i_email]) if i_email < width else ""
+        email = raw_email.strip() if type(raw_email) is str else cell_text(raw_email)
         valid = email_ok.get(email)
         if valid is None:
             valid = email_ok[email] = is_valid_email(email)
         if not valid:
             skip(row_number, SKIP_NO_EMAIL)
             continue
-        first_name = cell_text(row[i_first]) if i_first is not None and i_first < width else ""
-        last_name = cell_text(row[i_last]) if i_last is not None and i_last < width else ""
-        full_name = cell_text(row[i_name]) if i_name is not None and i_name < width else ""
-        ticket = ClosedTicket(email, ticket_id, status, closed_at, has_time, first_name, last_name,
-                              full_name or " ".join(part for part in (first_name, last_name) if part), row_number)
         key = (email.casefold(), ticket_id)
         previous = newest.get(key)
-        if previous is None or closed_at >= previous.closed_at:
-            newest[key] = ticket
+        if previous is not None and closed_at < previous.closed_at:
+            continue
+        first_name = _cell(row, i_first)
+        last_name = _cell(row, i_last)
+        full_name = _cell(row, i_name) or (
+            f"{first_name} {last_name}" if first_name and last_name else first_name or last_name)
+        newest[key] = ClosedTicket(email, ticket_id, status, closed_at, has_time, first_name, last_name, full_name,
+                                   row_number)
     selection.rows_read = rows_read
     selection.tickets = list(newest.values())
     return selection
 
 
-def _chain_first(first: Sequence[object], rest: Iterator[Sequence[object]]) -> Iterator[Sequence[object]]:
-    yield first
-    yield from rest
+def _cell(row: Sequence[object], index: int | None) -> str:
+    """A cell as trimmed text; '' when the column is absent or the row is short (Sheets drops
+    trailing empty cells)."""
+    if index is None or index >= len(row):
+        return ""
+    value = row[index]
+    return value.strip() if type(value) is str else cell_text(value)
 
 
 # ---------------------------------------------------------------- customers
 
-@dataclass(frozen=True)
-class Customer:
+class Customer(NamedTuple):
+    """One email address and its newly closed tickets, sorted by date then id."""
     email: str
     full_name: str
     first_name: str
@@ -339,9 +363,8 @@ def customer_key(email: str) -> str:
 
 
 def _ticket_order(ticket: ClosedTicket) -> tuple:
-    ticket_id = ticket.ticket_id
-    natural = (0, int(ticket_id), "") if ticket_id.isdigit() else (1, 0, ticket_id.casefold())
-    return (ticket.closed_at, natural)
+    """By date, then id in natural order: shorter first, so 9 comes before 10 and T-9 before T-10."""
+    return (ticket.closed_at, len(ticket.ticket_id), ticket.ticket_id)
 
 
 def group_by_customer(tickets: Iterable[ClosedTicket]) -> list[Customer]:
@@ -355,17 +378,19 @@ def group_by_customer(tickets: Iterable[ClosedTicket]) -> list[Customer]:
         groups.setdefault(ticket.email_key, []).append(ticket)
     customers = []
     for group in groups.values():
-        group.sort(key=_ticket_order)
-        latest = max(group, key=lambda ticket: ticket.closed_at)
-        names = {(t.first_name.casefold(), t.full_name.casefold()) for t in group}
-        same_person = len(names) == 1
+        latest, same_person = group[0], True
+        if len(group) > 1:
+            group.sort(key=_ticket_order)
+            latest = max(group, key=lambda ticket: ticket.closed_at)
+            names = {(t.first_name, t.full_name) for t in group}
+            same_person = len(names) == 1 or len({(a.casefold(), b.casefold()) for a, b in names}) == 1
         customers.append(Customer(
             email=group[0].email,
             full_name=latest.full_name if same_person else "",
             first_name=latest.first_name if same_person else "",
             tickets=tuple(group),
         ))
-    customers.sort(key=lambda customer: (customer.earliest, customer.email.casefold()))
+    customers.sort(key=lambda customer: (customer.tickets[0].closed_at, customer.email))
     return customers
 
 
@@ -379,7 +404,10 @@ def drop_already_notified(customers: Iterable[Customer],
     """Customers with only the tickets not yet recorded as notified, and how many were dropped."""
     remaining, dropped = [], 0
     for customer in customers:
-        done = notified.get(customer.key, {})
+        done = notified.get(customer.key) if notified else None
+        if not done:
+            remaining.append(customer)
+            continue
         tickets = tuple(ticket for ticket in customer.tickets if not is_notified(ticket, done))
         dropped += len(customer.tickets) - len(tickets)
         if tickets:
@@ -390,6 +418,8 @@ def drop_already_notified(customers: Iterable[Customer],
 def split_by_weekly_guard(customers: Iterable[Customer], last_emailed: Mapping[str, str], today: date,
                           min_days: int) -> tuple[list[Customer], list[Customer]]:
     """(to send, deferred): a customer emailed fewer than `min_days` calendar days ago waits."""
+    if min_days <= 0 or not last_emailed:
+        return list(customers), []
     to_send, deferred = [], []
     for customer in customers:
         last = last_emailed.get(customer.key)

@@ -1,0 +1,161 @@
+"""Benchmark: builds synthetic inputs, times the job against a bare csv.reader pass and delivery
+against the ideal, all in one run, and prints the figures and ratios as Markdown tables.
+
+    venv/bin/python bench/bench.py            # 10k, 100k and 1M rows, and 500 deliveries
+    venv/bin/python bench/bench.py --quick    # 10k and 100k rows only
+"""
+
+from __future__ import annotations
+
+import argparse
+import multiprocessing
+import os
+import platform
+import random
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import date, timedelta
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+STATUSES = ["Closed"] * 36 + ["closed"] * 2 + ["CLOSED "] * 2 + ["Open"] * 30 + ["In Progress"] * 15 + ["Pending"] * 15
+FIRST_NAMES = ["Jane", "John", "Maria", "Wei", "Aisha", "Tom", "Emma", "Lucas", "Sofia", "Noah", "Olivia", "Liam"]
+LAST_NAMES = ["Doe", "Smith", "Garcia", "Chen", "Khan", "Brown", "Wilson", "Martin", "Rossi", "Müller"]
+SINCE = "01/01/2026"
+
+
+def build_report(path: Path, rows: int, seed: int = 1) -> None:
+    """The seed's headerless layout; about 40% closed; one customer per ten rows; dates over 18 months."""
+    rng = random.Random(seed)
+    customers = max(rows // 10, 1)
+    first_day = date(2025, 6, 1)
+    days = [(first_day + timedelta(days=offset)).strftime("%d/%m/%Y") for offset in range(540)]
+    with path.open("w", encoding="utf-8", newline="") as handle:
+        for ticket in range(1, rows + 1):
+            customer = rng.randrange(customers)
+            handle.write(f"{FIRST_NAMES[customer % 12]},{LAST_NAMES[customer % 10]},customer{customer}@example.com,"
+                         f"{ticket},{rng.choice(STATUSES)},{rng.choice(days)}\n")
+
+
+def timed(command: list[str]) -> tuple[float, float]:
+    """(wall seconds, peak RSS in MB) of one child process, measured by the OS for that child."""
+    start = time.perf_counter()
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL)
+    _, status, usage = os.wait4(process.pid, 0)
+    wall = time.perf_counter() - start
+    if os.waitstatus_to_exitcode(status) != 0:
+        raise SystemExit(f"benchmark command failed: {' '.join(command)}\n{process.stderr.read().decode()}")
+    process.stderr.close()
+    rss_mb = usage.ru_maxrss / 1024 if sys.platform != "darwin" else usage.ru_maxrss / 1024 / 1024
+    return wall, rss_mb
+
+
+BASELINE = "import csv, sys\nfor row in csv.reader(open(sys.argv[1], encoding='utf-8', newline='')): pass"
+
+
+def measure_report(path: Path) -> dict:
+    baseline_wall, baseline_rss = timed([sys.executable, "-c", BASELINE, str(path)])
+    job_wall, job_rss = timed([sys.executable, str(ROOT / "process_ticket.py"), "--report", str(path),
+                               "--since", SINCE, "-testmode", "yes", "--state-file", str(path.with_suffix(".json"))])
+    return {"baseline": baseline_wall, "baseline_rss": baseline_rss, "job": job_wall, "job_rss": job_rss}
+
+
+# ---------------------------------------------------------------- delivery
+
+def serve(port_queue, connections, latency: float) -> None:
+    """A webhook in its own process (so it does not share the client's GIL) that answers after `latency`."""
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def setup(self) -> None:
+            super().setup()
+            with connections.get_lock():
+                connections.value += 1
+
+        def do_POST(self) -> None:  # noqa: N802
+            self.rfile.read(int(self.headers.get("Content-Length") or 0))
+            time.sleep(latency)
+            self.send_response(200)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, *args) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server.daemon_threads = True
+    port_queue.put(server.server_address[1])
+    server.serve_forever()
+
+
+def measure_delivery(folder: Path, customers: int, latency: float, workers: int) -> dict:
+    import process_ticket
+    from cli_options import parse_args
+
+    report = folder / "delivery.csv"
+    with report.open("w", encoding="utf-8") as handle:
+        for number in range(customers):
+            handle.write(f"Cust,{number},c{number}@example.com,{number},Closed,20/11/2026\n")
+    connections = multiprocessing.Value("i", 0)
+    port_queue = multiprocessing.Queue()
+    server = multiprocessing.Process(target=serve, args=(port_queue, connections, latency), daemon=True)
+    server.start()
+    try:
+        port = port_queue.get(timeout=30)
+        args = parse_args(["--report", str(report), "-webhook_url", f"http://127.0.0.1:{port}/hook", "-testmode", "no",
+                           "--since", "20/11/2026", "--workers", str(workers), "--state-file",
+                           str(folder / "delivery_state.json"), "-q"], ROOT, "bench")
+        process_ticket.setup_logging(None, verbose=False, quiet=True)
+        start = time.perf_counter()
+        report_of_run = process_ticket.run(args)
+        wall = time.perf_counter() - start
+    finally:
+        server.terminate()
+    if len(report_of_run.notified) != customers:
+        raise SystemExit(f"delivery benchmark: only {len(report_of_run.notified)} of {customers} delivered")
+    ideal = customers * latency / workers
+    return {"wall": wall, "ideal": ideal, "connections": connections.value}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="skip the 1,000,000-row report")
+    parser.add_argument("--keep", metavar="DIR", help="build the inputs in DIR and keep them")
+    options = parser.parse_args()
+    sizes = [10_000, 100_000] if options.quick else [10_000, 100_000, 1_000_000]
+    folder_context = tempfile.TemporaryDirectory(prefix="ticket-bench-") if not options.keep else None
+    folder = Path(options.keep or folder_context.name)
+    folder.mkdir(parents=True, exist_ok=True)
+
+    print(f"Machine: {platform.system()} {platform.machine()}, {os.cpu_count()} CPUs, "
+          f"Python {platform.python_version()}; {date.today().isoformat()}\n")
+    print(f"Test mode on a report in the seed's layout (~40% closed, one customer per 10 rows, --since {SINCE}), "
+          "against a bare csv.reader pass over the same file in the same Python:\n")
+    print("| rows | csv.reader s | job s | job / csv.reader | job µs/row | job peak RSS MB |")
+    print("|---:|---:|---:|---:|---:|---:|")
+    for rows in sizes:
+        path = folder / f"report_{rows}.csv"
+        build_report(path, rows)
+        figures = measure_report(path)
+        print(f"| {rows:,} | {figures['baseline']:.2f} | {figures['job']:.2f} | {figures['job'] / figures['baseline']:.2f} "
+              f"| {figures['job'] / rows * 1e6:.2f} | {figures['job_rss']:.0f} |", flush=True)
+
+    customers, latency, workers = 500, 0.020, 8
+    figures = measure_delivery(folder, customers, latency, workers)
+    print(f"\nDelivery: {customers} customers, webhook answering after {latency * 1000:.0f} ms, --workers {workers} "
+          "(the whole run in-process: read, select, send, save the state after every delivery):\n")
+    print("| ideal s (customers x latency / workers) | actual s | ideal / actual | connections opened |")
+    print("|---:|---:|---:|---:|")
+    print(f"| {figures['ideal']:.2f} | {figures['wall']:.2f} | {figures['ideal'] / figures['wall']:.2f} "
+          f"| {figures['connections']} |")
+    if folder_context:
+        folder_context.cleanup()
+
+
+if __name__ == "__main__":
+    main()
