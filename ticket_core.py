@@ -7,11 +7,10 @@ import re
 from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from itertools import chain
-from operator import itemgetter
-from typing import NamedTuple
 from datetime import date, datetime, timedelta
+from itertools import chain
 from string import Template
+from typing import NamedTuple
 
 ROLES = ("first_name", "last_name", "name", "email", "ticket", "status", "date")
 REQUIRED_ROLES = ("email", "ticket", "status", "date")
@@ -60,8 +59,10 @@ Customer Support
 """)
 TEMPLATE_FIELDS = ("first_name", "full_name", "ticket_count", "ticket_lines")
 MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
-MISSING = object()
-_EMAIL_FORBIDDEN = re.compile(r"[\s\x00-\x1f\x7f,;:<>()\[\]\\\"]")
+# One address: one '@', a dotted domain with no empty label, no spaces, separators or control characters.
+_LOCAL_CHAR = r'[^@\s\x00-\x1f\x7f,;:<>()\[\]\\"]'
+_DOMAIN_CHAR = r'[^@.\s\x00-\x1f\x7f,;:<>()\[\]\\"]'
+_EMAIL = re.compile(rf"{_LOCAL_CHAR}+@(?:{_DOMAIN_CHAR}+\.)+{_DOMAIN_CHAR}+")
 
 
 class ReportError(Exception):
@@ -88,12 +89,8 @@ def cell_text(value: object) -> str:
 
 
 def is_valid_email(text: str) -> bool:
-    """One address: one '@', a dotted domain, no spaces, separators or control characters."""
-    if text.count("@") != 1 or _EMAIL_FORBIDDEN.search(text):
-        return False
-    local, domain = text.split("@")
-    labels = domain.split(".")
-    return bool(local) and len(labels) >= 2 and all(labels)
+    """One plain address, as a mailer can send to it (no name, no list, no spaces)."""
+    return _EMAIL.fullmatch(text) is not None
 
 
 def has_time_directive(fmt: str) -> bool:
@@ -215,11 +212,15 @@ class ClosedTicket(NamedTuple):
 
 @dataclass
 class Selection:
-    """What one pass over the report found."""
+    """What one pass over the report found: the closed tickets by email key, then by ticket id."""
     rows_read: int = 0
-    tickets: list[ClosedTicket] = field(default_factory=list)
+    by_email: dict[str, dict[str, ClosedTicket]] = field(default_factory=dict)
     skipped: Counter = field(default_factory=Counter)
     skipped_rows: list[tuple[int, str]] = field(default_factory=list)
+
+    @property
+    def tickets(self) -> list[ClosedTicket]:
+        return [ticket for tickets in self.by_email.values() for ticket in tickets.values()]
 
 
 @dataclass(frozen=True)
@@ -256,41 +257,34 @@ def select_closed_tickets(rows: Iterable[Sequence[object]], since: date, now: da
     parser = DateParser(options.date_formats)
     since_moment = datetime(since.year, since.month, since.day)
     latest_allowed = now + timedelta(days=1)
-    # One C call takes the four cells every closed row needs; short rows are padded first.
-    pick = itemgetter(*(columns[role] for role in ("status", "date", "ticket", "email")))
-    padding = [""] * (max(columns.values()) + 1)
+    i_status, i_date, i_ticket, i_email = (columns[role] for role in ("status", "date", "ticket", "email"))
     i_first, i_last, i_name = (columns.get(role) for role in ("first_name", "last_name", "name"))
-    newest: dict[tuple[str, str], ClosedTicket] = {}
-    email_ok: dict[str, bool] = {}
-    # Reports repeat the same few statuses and dates: look each distinct cell up once.
-    status_of: dict[object, str] = {}
-    date_of: dict[str, tuple[datetime, bool] | None] = {}
+    width = max(columns.values()) + 1
+    by_email = selection.by_email
+    # Reports repeat the same few statuses, dates and addresses: work each distinct cell out once.
+    status_of = _Memo(lambda cell: closed.get(cell_text(cell).casefold(), ""))
+    date_of = _Memo(parser.parse)
+    email_key_of = _Memo(lambda email: email.casefold() if is_valid_email(email) else "")
     skipped = selection.skipped
 
     def skip(row_number: int, reason: str) -> None:
         skipped[reason] += 1
         selection.skipped_rows.append((row_number, reason))
 
-    rows_read = 0
+    row_number, blank_rows = first_row_number - 1, 0
     for row_number, row in enumerate(data_rows, first_row_number):
-        if not any(row):
-            continue
-        rows_read += 1
-        try:
-            raw_status, raw_date, raw_ticket, raw_email = pick(row)
-        except IndexError:  # Sheets drops trailing empty cells
-            raw_status, raw_date, raw_ticket, raw_email = pick([*row, *padding[len(row):]])
-        status = status_of.get(raw_status)
-        if status is None:
-            status = status_of[raw_status] = closed.get(cell_text(raw_status).casefold(), "")
+        if len(row) < width:  # Sheets drops trailing empty cells; a blank CSV line is []
+            if not any(row):
+                blank_rows += 1
+                continue
+            row = [*row, *[""] * (width - len(row))]
+        status = status_of[row[i_status]]
         if not status:
+            if not any(row):
+                blank_rows += 1
             continue
-        if type(raw_date) is str:
-            parsed = date_of.get(raw_date, MISSING)
-            if parsed is MISSING:
-                parsed = date_of[raw_date] = parser.parse(raw_date)
-        else:
-            parsed = parser.parse(raw_date)
+        raw_date = row[i_date]
+        parsed = date_of[raw_date] if type(raw_date) is str else parser.parse(raw_date)
         if parsed is None:
             skip(row_number, SKIP_BAD_DATE)
             continue
@@ -300,39 +294,53 @@ def select_closed_tickets(rows: Iterable[Sequence[object]], since: date, now: da
         if closed_at > latest_allowed:
             skip(row_number, SKIP_FUTURE_DATE)
             continue
-        ticket_id = raw_ticket.strip() if type(raw_ticket) is str else cell_text(raw_ticket)
+        ticket_id = row[i_ticket]
+        ticket_id = ticket_id.strip() if type(ticket_id) is str else cell_text(ticket_id)
         if not ticket_id:
             skip(row_number, SKIP_NO_TICKET)
             continue
-        email = raw_email.strip() if type(raw_email) is str else cell_text(raw_email)
-        valid = email_ok.get(email)
-        if valid is None:
-            valid = email_ok[email] = is_valid_email(email)
-        if not valid:
+        email = row[i_email]
+        email = email.strip() if type(email) is str else cell_text(email)
+        email_key = email_key_of[email]
+        if not email_key:
             skip(row_number, SKIP_NO_EMAIL)
             continue
-        key = (email.casefold(), ticket_id)
-        previous = newest.get(key)
-        if previous is not None and closed_at < previous.closed_at:
-            continue
+        tickets = by_email.get(email_key)
+        if tickets is None:
+            tickets = by_email[email_key] = {}
+        else:
+            previous = tickets.get(ticket_id)
+            if previous is not None and closed_at < previous.closed_at:
+                continue
         first_name = _cell(row, i_first)
         last_name = _cell(row, i_last)
         full_name = _cell(row, i_name) or (
             f"{first_name} {last_name}" if first_name and last_name else first_name or last_name)
-        newest[key] = ClosedTicket(email, ticket_id, status, closed_at, has_time, first_name, last_name, full_name,
-                                   row_number)
+        tickets[ticket_id] = ClosedTicket(email, ticket_id, status, closed_at, has_time, first_name, last_name,
+                                          full_name, row_number)
+    rows_read = row_number - first_row_number + 1 - blank_rows
     selection.rows_read = rows_read
-    selection.tickets = list(newest.values())
     return selection
 
 
 def _cell(row: Sequence[object], index: int | None) -> str:
-    """A cell as trimmed text; '' when the column is absent or the row is short (Sheets drops
-    trailing empty cells)."""
-    if index is None or index >= len(row):
+    """A cell as trimmed text; '' when the column is absent."""
+    if index is None:
         return ""
     value = row[index]
     return value.strip() if type(value) is str else cell_text(value)
+
+
+class _Memo(dict):
+    """A dict that works out a missing value once with `compute` (the lookup of a known key stays in C)."""
+
+    def __init__(self, compute) -> None:
+        super().__init__()
+        self.compute = compute
+
+    def __missing__(self, key):
+        value = self[key] = self.compute(key)
+        return value
 
 
 # ---------------------------------------------------------------- customers
@@ -367,17 +375,26 @@ def _ticket_order(ticket: ClosedTicket) -> tuple:
     return (ticket.closed_at, len(ticket.ticket_id), ticket.ticket_id)
 
 
-def group_by_customer(tickets: Iterable[ClosedTicket]) -> list[Customer]:
+def index_by_email(tickets: Iterable[ClosedTicket]) -> dict[str, dict[str, ClosedTicket]]:
+    """Tickets by email key then ticket id, as a Selection holds them; the latest date wins."""
+    index: dict[str, dict[str, ClosedTicket]] = {}
+    for ticket in tickets:
+        same_customer = index.setdefault(ticket.email_key, {})
+        previous = same_customer.get(ticket.ticket_id)
+        if previous is None or ticket.closed_at >= previous.closed_at:
+            same_customer[ticket.ticket_id] = ticket
+    return index
+
+
+def group_by_customer(by_email: Mapping[str, Mapping[str, ClosedTicket]]) -> list[Customer]:
     """One customer per email (compared case-insensitively), tickets sorted by date then id.
 
     When rows of one address carry different names (a shared mailbox), the customer is
     greeted neutrally rather than by one of the names.
     """
-    groups: dict[str, list[ClosedTicket]] = {}
-    for ticket in tickets:
-        groups.setdefault(ticket.email_key, []).append(ticket)
     customers = []
-    for group in groups.values():
+    for tickets in by_email.values():
+        group = list(tickets.values())
         latest, same_person = group[0], True
         if len(group) > 1:
             group.sort(key=_ticket_order)

@@ -21,6 +21,7 @@ from ticket_core import (
     drop_already_notified,
     finish_state,
     group_by_customer,
+    index_by_email,
     is_valid_email,
     next_last_run_date,
     record_delivery,
@@ -42,7 +43,7 @@ def ids(selection):
 
 
 def customers_of(rows, since=date(2026, 11, 1)):
-    return group_by_customer(select([HEADER, *rows], since).tickets)
+    return group_by_customer(select([HEADER, *rows], since).by_email)
 
 
 def test_closed_status_matches_trimmed_and_case_insensitively_and_others_are_ignored():
@@ -282,7 +283,7 @@ def ticket(ticket_id, day, email="jane@example.com"):
 
 
 def test_already_notified_tickets_are_dropped_but_a_new_one_on_the_same_day_is_not():
-    customers = group_by_customer([ticket("1", date(2026, 11, 20)), ticket("2", date(2026, 11, 20))])
+    customers = group_by_customer(index_by_email([ticket("1", date(2026, 11, 20)), ticket("2", date(2026, 11, 20))]))
     notified = {customer_key("JANE@example.com"): {"1": "2026-11-20"}}
     remaining, dropped = drop_already_notified(customers, notified)
     assert dropped == 1
@@ -290,14 +291,14 @@ def test_already_notified_tickets_are_dropped_but_a_new_one_on_the_same_day_is_n
 
 
 def test_a_ticket_closed_again_after_its_notification_is_sent_again():
-    customers = group_by_customer([ticket("1", date(2026, 11, 25))])
+    customers = group_by_customer(index_by_email([ticket("1", date(2026, 11, 25))]))
     remaining, dropped = drop_already_notified(customers, {customer_key("jane@example.com"): {"1": "2026-11-20"}})
     assert (dropped, [c.ticket_ids for c in remaining]) == (0, [["1"]])
 
 
 def test_weekly_guard_counts_calendar_days():
-    customers = group_by_customer([ticket("1", date(2026, 11, 20), "a@example.com"),
-                                   ticket("2", date(2026, 11, 21), "b@example.com")])
+    customers = group_by_customer(index_by_email([ticket("1", date(2026, 11, 20), "a@example.com"),
+                                                  ticket("2", date(2026, 11, 21), "b@example.com")]))
     emailed = {customer_key("a@example.com"): "2026-11-21", customer_key("b@example.com"): "2026-11-20"}
     to_send, deferred = split_by_weekly_guard(customers, emailed, date(2026, 11, 27), 7)
     assert [c.email for c in to_send] == ["b@example.com"]
@@ -310,7 +311,7 @@ def test_next_last_run_date_is_the_latest_settled_day_and_never_passes_a_pending
     start = date(2026, 11, 20)
     tickets = [ticket("1", date(2026, 11, 21), "a@example.com"), ticket("2", date(2026, 11, 24), "b@example.com"),
                ticket("3", date(2026, 11, 23), "b@example.com")]
-    pending = group_by_customer(tickets[1:])
+    pending = group_by_customer(index_by_email(tickets[1:]))
     assert next_last_run_date(start, tickets, []) == date(2026, 11, 24)
     assert next_last_run_date(start, tickets, pending) == date(2026, 11, 23)
     assert next_last_run_date(start, [], []) == start
@@ -319,7 +320,7 @@ def test_next_last_run_date_is_the_latest_settled_day_and_never_passes_a_pending
 def test_record_delivery_then_finish_state_keeps_only_what_the_next_window_sees():
     state = RunState(date(2026, 11, 20), {customer_key("old@example.com"): {"9": "2026-11-19"}},
                      {customer_key("old@example.com"): "2025-01-01"})
-    [customer] = group_by_customer([ticket("1", date(2026, 11, 20)), ticket("2", date(2026, 11, 24))])
+    [customer] = group_by_customer(index_by_email([ticket("1", date(2026, 11, 20)), ticket("2", date(2026, 11, 24))]))
     state = record_delivery(state, customer, date(2026, 11, 27))
     assert state.notified[customer.key] == {"1": "2026-11-20", "2": "2026-11-24"}
     finished = finish_state(state, date(2026, 11, 24), date(2026, 11, 27), 7)

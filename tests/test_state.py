@@ -9,7 +9,7 @@ from datetime import date, datetime
 import pytest
 
 from state_file import StateError, StateWriter, load_state, save_state, state_from_json
-from ticket_core import ClosedTicket, RunState, group_by_customer, record_delivery
+from ticket_core import ClosedTicket, RunState, group_by_customer, index_by_email, record_delivery
 
 
 def test_the_seeds_form_and_iso_are_read_and_dd_mm_yyyy_is_written(tmp_path):
@@ -50,8 +50,8 @@ def test_a_failed_write_keeps_the_old_file(tmp_path, monkeypatch):
 def test_concurrent_deliveries_are_all_recorded_by_the_one_writer(tmp_path):
     path = tmp_path / "state.json"
     writer = StateWriter(path, RunState(date(2026, 11, 20)))
-    customers = group_by_customer(
-        ClosedTicket(f"c{i}@example.com", str(i), "Closed", datetime(2026, 11, 21), False) for i in range(200))
+    customers = group_by_customer(index_by_email(
+        ClosedTicket(f"c{i}@example.com", str(i), "Closed", datetime(2026, 11, 21), False) for i in range(200)))
     today = date(2026, 11, 27)
 
     def deliver(batch):
