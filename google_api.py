@@ -206,7 +206,7 @@ def preview(rows: list[list], count: int = 5) -> str:
     shown = [[str(cell) for cell in row] for row in rows[:count]]
     width = max((len(row) for row in shown), default=0)
     shown = [row + [""] * (width - len(row)) for row in shown]
-    return format_table([f"col {i + 1}" for i in range(width)], shown) if shown else "  (no rows)"
+    return format_table([f"col {i + 1}" for i in range(width)], list(zip(*shown, strict=True))) if shown else "  (no rows)"
 
 
 def count_data_rows(rows: list[list]) -> int:

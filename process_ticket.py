@@ -109,19 +109,19 @@ def run(args) -> RunReport:
             customers = group_by_customer(selection.by_email)
         for row_number, reason in selection.skipped_rows:
             log.info("row %d skipped: %s", row_number, reason)
+        found = customers
         customers, already = drop_already_notified(customers, state.notified)
         to_send, deferred = split_by_weekly_guard(customers, state.last_emailed, today, args.min_days_between_emails)
-        tickets = selection.tickets
-        report = RunReport(rows_read=selection.rows_read, new_tickets=len(tickets) - already,
+        report = RunReport(rows_read=selection.rows_read, new_tickets=selection.ticket_count - already,
                            already_notified=already, skipped=dict(selection.skipped), deferred=deferred,
                            old_last_run_date=start, test_mode=args.test_mode)
         if args.test_mode:
             report.would_notify = to_send
-            report.new_last_run_date = next_last_run_date(start, tickets, deferred)
+            report.new_last_run_date = next_last_run_date(start, found, deferred)
             return report
         state = send_all(args, to_send, state, today, report)
         pending = deferred + [customer for customer, _ in report.failed] + report.not_attempted
-        report.new_last_run_date = next_last_run_date(start, tickets, pending)
+        report.new_last_run_date = next_last_run_date(start, found, pending)
         save_state(args.state_file, finish_state(state, report.new_last_run_date, today,
                                                  args.min_days_between_emails))
         return report
@@ -226,4 +226,8 @@ def months_before(day: date, months: int) -> date:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        sys.exit(main())
+    except BrokenPipeError:  # the output was piped into `head` or similar, which stopped reading
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        sys.exit(0)

@@ -6,9 +6,12 @@ import logging
 import logging.handlers
 import sys
 from collections.abc import Sequence
+from operator import attrgetter
 from pathlib import Path
 
 from ticket_core import SKIP_REASONS, Customer, format_day
+
+_ticket_id = attrgetter("ticket_id")
 
 LOGGER_NAME = "ticket_notifier"
 LOG_FILE_BYTES = 1_000_000
@@ -41,19 +44,22 @@ def setup_logging(log_file: Path | None, verbose: bool, quiet: bool) -> logging.
     return logger
 
 
-def format_table(headers: Sequence[str], rows: Sequence[Sequence[str]], indent: str = "  ") -> str:
-    widths = [max(len(header), max((len(row[i]) for row in rows), default=0)) for i, header in enumerate(headers)]
-    line_format = indent + "  ".join(f"{{:<{width}}}" for width in widths[:-1]) + "  {}"
-    lines = [headers, ["-" * width for width in widths], *rows]
-    return "\n".join(line_format.format(*line).rstrip() for line in lines)
+def format_table(headers: Sequence[str], columns: Sequence[Sequence[str]], indent: str = "  ") -> str:
+    """Columns left-aligned under their headers (the last one unpadded)."""
+    widths = [max(len(header), max(map(len, column), default=0)) for header, column in zip(headers, columns, strict=True)]
+    line_format = indent + "".join(f"{{:<{width}}}  " for width in widths[:-1]) + "{}"
+    lines = [line_format.format(*headers), line_format.format(*("-" * width for width in widths))]
+    return "\n".join(lines + list(map(line_format.format, *columns)))
 
 
 def format_customer_table(customers: Sequence[Customer], title: str) -> str:
     if not customers:
         return f"{title}."
-    rows = [[customer.full_name or "-", customer.email, ", ".join(customer.ticket_ids)] for customer in customers]
+    names = [customer.full_name or "-" for customer in customers]
+    emails = [customer.email for customer in customers]
+    ticket_ids = [", ".join(map(_ticket_id, customer.tickets)) for customer in customers]
     noun = "customer" if len(customers) == 1 else "customers"
-    return f"{title} {len(customers)} {noun}:\n" + format_table(("Customer", "Email", "Tickets"), rows)
+    return f"{title} {len(customers)} {noun}:\n" + format_table(("Customer", "Email", "Tickets"), (names, emails, ticket_ids))
 
 
 def format_summary(report) -> str:

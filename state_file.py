@@ -70,7 +70,7 @@ def state_to_json(state: RunState) -> str:
     every delivery (json's indented output is several times slower for large states)."""
     parts = [("last_run_date", format_day(state.last_run_date)), ("notified", state.notified),
              ("last_emailed", state.last_emailed)]
-    return "{\n" + ",\n".join(f"  {json.dumps(key)}: {json.dumps(value, sort_keys=True)}" for key, value in parts) + "\n}\n"
+    return "{\n" + ",\n".join(f"  {json.dumps(key)}: {json.dumps(value)}" for key, value in parts) + "\n}\n"
 
 
 def load_state(path: Path) -> RunState | None:

@@ -197,9 +197,7 @@ class ClosedTicket(NamedTuple):
     closed_at: datetime
     has_time: bool
     first_name: str = ""
-    last_name: str = ""
     full_name: str = ""
-    row_number: int = 0
 
     @property
     def email_key(self) -> str:
@@ -221,6 +219,10 @@ class Selection:
     @property
     def tickets(self) -> list[ClosedTicket]:
         return [ticket for tickets in self.by_email.values() for ticket in tickets.values()]
+
+    @property
+    def ticket_count(self) -> int:
+        return sum(map(len, self.by_email.values()))
 
 
 @dataclass(frozen=True)
@@ -313,11 +315,11 @@ def select_closed_tickets(rows: Iterable[Sequence[object]], since: date, now: da
             if previous is not None and closed_at < previous.closed_at:
                 continue
         first_name = _cell(row, i_first)
-        last_name = _cell(row, i_last)
-        full_name = _cell(row, i_name) or (
-            f"{first_name} {last_name}" if first_name and last_name else first_name or last_name)
-        tickets[ticket_id] = ClosedTicket(email, ticket_id, status, closed_at, has_time, first_name, last_name,
-                                          full_name, row_number)
+        full_name = _cell(row, i_name)
+        if not full_name:
+            last_name = _cell(row, i_last)
+            full_name = f"{first_name} {last_name}" if first_name and last_name else first_name or last_name
+        tickets[ticket_id] = ClosedTicket(email, ticket_id, status, closed_at, has_time, first_name, full_name)
     rows_read = row_number - first_row_number + 1 - blank_rows
     selection.rows_read = rows_read
     return selection
@@ -387,27 +389,24 @@ def index_by_email(tickets: Iterable[ClosedTicket]) -> dict[str, dict[str, Close
 
 
 def group_by_customer(by_email: Mapping[str, Mapping[str, ClosedTicket]]) -> list[Customer]:
-    """One customer per email (compared case-insensitively), tickets sorted by date then id.
+    """One customer per email (compared case-insensitively), in the order they first appear in
+    the report, each with its tickets sorted by date then id.
 
     When rows of one address carry different names (a shared mailbox), the customer is
     greeted neutrally rather than by one of the names.
     """
     customers = []
     for tickets in by_email.values():
-        group = list(tickets.values())
-        latest, same_person = group[0], True
-        if len(group) > 1:
-            group.sort(key=_ticket_order)
-            latest = max(group, key=lambda ticket: ticket.closed_at)
-            names = {(t.first_name, t.full_name) for t in group}
-            same_person = len(names) == 1 or len({(a.casefold(), b.casefold()) for a, b in names}) == 1
-        customers.append(Customer(
-            email=group[0].email,
-            full_name=latest.full_name if same_person else "",
-            first_name=latest.first_name if same_person else "",
-            tickets=tuple(group),
-        ))
-    customers.sort(key=lambda customer: (customer.tickets[0].closed_at, customer.email))
+        if len(tickets) == 1:
+            (ticket,) = tickets.values()
+            customers.append(Customer(ticket.email, ticket.full_name, ticket.first_name, (ticket,)))
+            continue
+        group = sorted(tickets.values(), key=_ticket_order)
+        latest = group[-1]
+        names = {(ticket.first_name, ticket.full_name) for ticket in group}
+        same_person = len(names) == 1 or len({(first.casefold(), full.casefold()) for first, full in names}) == 1
+        customers.append(Customer(group[0].email, latest.full_name if same_person else "",
+                                  latest.first_name if same_person else "", tuple(group)))
     return customers
 
 
@@ -528,17 +527,18 @@ def record_delivery(state: RunState, customer: Customer, today: date) -> RunStat
                     {**state.last_emailed, customer.key: today.isoformat()})
 
 
-def next_last_run_date(start: date, tickets: Iterable[ClosedTicket], pending: Iterable[Customer]) -> date:
+def next_last_run_date(start: date, found: Iterable[Customer], pending: Iterable[Customer]) -> date:
     """The latest closed day that is fully settled, never past a pending ticket.
 
+    `found` is every customer with closed tickets in the window, notified before or now.
     Tickets dated on the returned day are still looked at next time (the window is
     inclusive); the notified list keeps them from being sent twice.
     """
     pending_days = [customer.earliest.date() for customer in pending]
     if pending_days:
         return max(start, min(pending_days))
-    seen_days = [ticket.closed_at.date() for ticket in tickets]
-    return max([start, *seen_days])
+    latest = max((customer.tickets[-1].closed_at for customer in found), default=None)
+    return max(start, latest.date()) if latest else start
 
 
 def finish_state(state: RunState, new_last_run_date: date, today: date, keep_email_days: int) -> RunState:

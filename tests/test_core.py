@@ -311,9 +311,10 @@ def test_next_last_run_date_is_the_latest_settled_day_and_never_passes_a_pending
     start = date(2026, 11, 20)
     tickets = [ticket("1", date(2026, 11, 21), "a@example.com"), ticket("2", date(2026, 11, 24), "b@example.com"),
                ticket("3", date(2026, 11, 23), "b@example.com")]
+    found = group_by_customer(index_by_email(tickets))
     pending = group_by_customer(index_by_email(tickets[1:]))
-    assert next_last_run_date(start, tickets, []) == date(2026, 11, 24)
-    assert next_last_run_date(start, tickets, pending) == date(2026, 11, 23)
+    assert next_last_run_date(start, found, []) == date(2026, 11, 24)
+    assert next_last_run_date(start, found, pending) == date(2026, 11, 23)
     assert next_last_run_date(start, [], []) == start
 
 
