@@ -12,8 +12,6 @@ from collections.abc import Callable
 from datetime import date, datetime
 from pathlib import Path
 
-from filelock import FileLock, Timeout
-
 from ticket_core import RunState, format_day, parse_day
 
 
@@ -142,14 +140,12 @@ class StateWriter:
             self._saved_changes = covered
 
 
-def lock_for(path: Path) -> FileLock:
-    """An OS-level lock beside the state file: it dies with its process, so a killed run never
-    blocks the next one."""
-    return FileLock(path.with_name(path.name + ".lock"), timeout=0)
+def acquire_lock(path: Path):
+    """An OS-level lock beside the state file (a FileLock): it dies with its process, so a killed
+    run never blocks the next one. Imported here: test mode needs no lock, and filelock is slow to load."""
+    from filelock import FileLock, Timeout
 
-
-def acquire_lock(path: Path) -> FileLock:
-    lock = lock_for(path)
+    lock = FileLock(path.with_name(path.name + ".lock"), timeout=0)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         lock.acquire()
