@@ -8,6 +8,7 @@ from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
+from functools import partial
 from itertools import chain
 from string import Template
 from typing import NamedTuple
@@ -263,6 +264,7 @@ def select_closed_tickets(rows: Iterable[Sequence[object]], since: date, now: da
     i_first, i_last, i_name = (columns.get(role) for role in ("first_name", "last_name", "name"))
     width = max(columns.values()) + 1
     by_email = selection.by_email
+    new_ticket = partial(tuple.__new__, ClosedTicket)  # ClosedTicket(...) without its Python-level __new__
     # Reports repeat the same few statuses, dates and addresses: work each distinct cell out once.
     status_of = _Memo(lambda cell: closed.get(cell_text(cell).casefold(), ""))
     date_of = _Memo(parser.parse)
@@ -319,7 +321,7 @@ def select_closed_tickets(rows: Iterable[Sequence[object]], since: date, now: da
         if not full_name:
             last_name = _cell(row, i_last)
             full_name = f"{first_name} {last_name}" if first_name and last_name else first_name or last_name
-        tickets[ticket_id] = ClosedTicket(email, ticket_id, status, closed_at, has_time, first_name, full_name)
+        tickets[ticket_id] = new_ticket((email, ticket_id, status, closed_at, has_time, first_name, full_name))
     rows_read = row_number - first_row_number + 1 - blank_rows
     selection.rows_read = rows_read
     return selection
