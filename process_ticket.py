@@ -17,7 +17,7 @@ from datetime import date, datetime, timedelta
 from pathlib import Path
 
 from cli_options import UsageError, parse_args
-from run_output import format_customer_table, format_summary, setup_logging
+from run_output import FILE_ONLY, format_customer_table, format_summary, setup_logging
 from state_file import StateError, StateWriter, acquire_lock, load_state, save_state
 from ticket_core import (
     Customer,
@@ -81,6 +81,11 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         log.error("interrupted; what was delivered is recorded, the rest stays pending")
         return 2
+    except Exception as error:  # a bug, not a user's mistake: still one line, the details in the log
+        log.debug("unexpected error", exc_info=True)
+        log.error("unexpected %s: %s; what was delivered is recorded (details with -v or in --log-file)",
+                  type(error).__name__, error)
+        return 2
     if report.test_mode:
         print(format_customer_table(report.would_notify, "Would email" if report.would_notify else "Nobody to email"))
     elif report.notified:
@@ -88,7 +93,7 @@ def main(argv: list[str] | None = None) -> int:
     summary = format_summary(report)
     print("\n" + summary)
     for line in summary.splitlines():
-        log.info("%s", line)
+        log.info("%s", line, extra=FILE_ONLY)
     if report.stop_reason:
         log.error("%s", report.stop_reason)
         return 2

@@ -18,6 +18,9 @@ LOG_FILE_BYTES = 1_000_000
 LOG_FILE_BACKUPS = 5
 
 
+FILE_ONLY = {"file_only": True}  # extra= for records already printed on stdout (the summary)
+
+
 class _StderrFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         prefix = "" if record.levelno < logging.WARNING else f"{record.levelname.lower()}: "
@@ -33,6 +36,7 @@ def setup_logging(log_file: Path | None, verbose: bool, quiet: bool) -> logging.
     console = logging.StreamHandler(sys.stderr)
     console.setLevel(logging.ERROR if quiet else logging.INFO if verbose else logging.WARNING)
     console.setFormatter(_StderrFormatter())
+    console.addFilter(lambda record: not getattr(record, "file_only", False))
     logger.addHandler(console)
     if log_file:
         log_file.parent.mkdir(parents=True, exist_ok=True)

@@ -231,6 +231,10 @@ def deliver_all(sender: WebhookSender, jobs: Sequence[Job], workers: int,
             on_progress(done_count[0], len(jobs))
 
     with ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="webhook") as pool:
-        list(pool.map(run, jobs))
+        try:
+            list(pool.map(run, jobs))
+        except BaseException:  # Ctrl+C or a bug: let the calls in flight finish, start no new one
+            stop.set()
+            raise
     results[DELIVERED] = [job for job, _ in results[DELIVERED]]
     return results

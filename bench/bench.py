@@ -42,16 +42,22 @@ def build_report(path: Path, rows: int, seed: int = 1) -> None:
                          f"{ticket},{rng.choice(STATUSES)},{rng.choice(days)}\n")
 
 
-def timed(command: list[str]) -> tuple[float, float]:
-    """(wall seconds, peak RSS in MB) of one child process, measured by the OS for that child."""
-    start = time.perf_counter()
-    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL)
-    _, status, usage = os.wait4(process.pid, 0)
-    wall = time.perf_counter() - start
-    if os.waitstatus_to_exitcode(status) != 0:
-        raise SystemExit(f"benchmark command failed: {' '.join(command)}\n{process.stderr.read().decode()}")
-    process.stderr.close()
-    rss_mb = usage.ru_maxrss / 1024 if sys.platform != "darwin" else usage.ru_maxrss / 1024 / 1024
+def timed(command: list[str]) -> tuple[float, float | None]:
+    """(wall seconds, peak RSS in MB) of one child process, measured by the OS for that child.
+    Windows has no wait4: there only the wall time is measured."""
+    with tempfile.TemporaryFile() as errors:
+        start = time.perf_counter()
+        process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=errors, stdin=subprocess.DEVNULL)
+        if hasattr(os, "wait4"):
+            _, status, usage = os.wait4(process.pid, 0)
+            exit_code = os.waitstatus_to_exitcode(status)
+            rss_mb = usage.ru_maxrss / 1024 if sys.platform != "darwin" else usage.ru_maxrss / 1024 / 1024
+        else:
+            exit_code, rss_mb = process.wait(), None
+        wall = time.perf_counter() - start
+        if exit_code != 0:
+            errors.seek(0)
+            raise SystemExit(f"benchmark command failed: {' '.join(command)}\n{errors.read().decode()}")
     return wall, rss_mb
 
 
@@ -122,6 +128,10 @@ def measure_delivery(folder: Path, customers: int, latency: float, workers: int)
     return {"wall": wall, "ideal": ideal, "connections": connections.value}
 
 
+def rss(megabytes: float | None) -> str:
+    return "n/a" if megabytes is None else f"{megabytes:.0f}"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="skip the 1,000,000-row report")
@@ -143,7 +153,7 @@ def main() -> None:
         build_report(path, rows)
         figures = measure_report(path)
         print(f"| {rows:,} | {figures['baseline']:.2f} | {figures['job']:.2f} | {figures['job'] / figures['baseline']:.2f} "
-              f"| {figures['job'] / rows * 1e6:.2f} | {figures['job_rss']:.0f} |", flush=True)
+              f"| {figures['job'] / rows * 1e6:.2f} | {rss(figures['job_rss'])} |", flush=True)
 
     customers, latency, workers = 500, 0.020, 8
     figures = measure_delivery(folder, customers, latency, workers)
