@@ -112,6 +112,8 @@ def run(args) -> RunReport:
             selection = select_closed_tickets(read_rows(args), start, now, SelectOptions(
                 closed_statuses=args.closed_statuses, date_formats=args.date_formats, columns=args.columns))
             customers = group_by_customer(selection.by_email)
+        for warning in selection.warnings:
+            log.warning("%s", warning)
         for row_number, reason in selection.skipped_rows:
             log.info("row %d skipped: %s", row_number, reason)
         found = customers

@@ -216,6 +216,7 @@ class Selection:
     by_email: dict[str, dict[str, ClosedTicket]] = field(default_factory=dict)
     skipped: Counter = field(default_factory=Counter)
     skipped_rows: list[tuple[int, str]] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
 
     @property
     def tickets(self) -> list[ClosedTicket]:
@@ -255,6 +256,13 @@ def select_closed_tickets(rows: Iterable[Sequence[object]], since: date, now: da
         columns = SEED_LAYOUT
         data_rows = chain([first], row_iter)
         first_row_number = 1
+        email_cell = cell_text(first[SEED_LAYOUT["email"]]) if len(first) > SEED_LAYOUT["email"] else ""
+        if not is_valid_email(email_cell):
+            shown = ", ".join(cell_text(cell) for cell in first[:8]) + (", ..." if len(first) > 8 else "")
+            selection.warnings.append(
+                "no header row recognised, so the columns are read as Firstname, Lastname, Email, Ticket, Status, "
+                f"Date, but the first row's third cell is not an email address (first row: {shown}); "
+                "if that row is a header, map its columns with --column ROLE=HEADER")
 
     closed = {status.strip().casefold(): status.strip() for status in options.closed_statuses}
     parser = DateParser(options.date_formats)

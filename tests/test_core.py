@@ -128,6 +128,16 @@ def test_headerless_report_uses_the_seed_layout():
     assert selection.rows_read == 2
 
 
+def test_an_unrecognised_header_read_as_the_seed_layout_gets_a_warning():
+    rows = [["Resumen", "Clave", "Informador", "Estado", "Creada", "Resuelta?"],
+            ["Printer", "IHS-1", "maria@example.com", "Completado", "18/jul/26", ""]]
+    selection = select(rows)
+    assert selection.tickets == []
+    [warning] = selection.warnings
+    assert "first row: Resumen, Clave, Informador" in warning and "--column ROLE=HEADER" in warning
+    assert select(rows[1:]).warnings == []
+
+
 def test_header_in_any_order_with_extra_columns_and_recognised_synonyms():
     rows = [["Priority", "Ticket #", "State", "Customer Name", "E-mail", "Last Updated"],
             ["High", "T-7", "closed", "Jane Doe", "jane@example.com", "2026-11-21 10:30"]]
