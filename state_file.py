@@ -63,12 +63,31 @@ def _is_nested_day_map(value: object, parse_day_text, depth: int) -> bool:
     return True
 
 
+class StateEncoder:
+    """The state file's text: one top-level key per line, last_run_date first. It remembers each
+    customer's encoded entry and encodes again only those that changed since its last call, so
+    saving after every delivery stays cheap however many customers the file holds."""
+
+    def __init__(self) -> None:
+        self._encoded: dict[tuple[str, str], tuple[object, str]] = {}
+
+    def __call__(self, state: RunState) -> str:
+        return (f'{{\n  "last_run_date": {json.dumps(format_day(state.last_run_date))},\n'
+                f'  "notified": {self._encode("notified", state.notified)},\n'
+                f'  "last_emailed": {self._encode("last_emailed", state.last_emailed)}\n}}\n')
+
+    def _encode(self, section: str, mapping: dict) -> str:
+        entries = []
+        for key, value in mapping.items():
+            known = self._encoded.get((section, key))
+            if known is None or known[0] is not value:
+                known = self._encoded[(section, key)] = (value, f"{json.dumps(key)}: {json.dumps(value)}")
+            entries.append(known[1])
+        return "{" + ", ".join(entries) + "}"
+
+
 def state_to_json(state: RunState) -> str:
-    """One top-level key per line, last_run_date first: readable, and fast to write after
-    every delivery (json's indented output is several times slower for large states)."""
-    parts = [("last_run_date", format_day(state.last_run_date)), ("notified", state.notified),
-             ("last_emailed", state.last_emailed)]
-    return "{\n" + ",\n".join(f"  {json.dumps(key)}: {json.dumps(value)}" for key, value in parts) + "\n}\n"
+    return StateEncoder()(state)
 
 
 def load_state(path: Path) -> RunState | None:
@@ -82,14 +101,15 @@ def load_state(path: Path) -> RunState | None:
     return state_from_json(text, f"the state file {path}")
 
 
-def save_state(path: Path, state: RunState) -> None:
+def save_state(path: Path, state: RunState, encode: Callable[[RunState], str] = state_to_json) -> None:
     """Write atomically: a temporary file beside the target, flushed to disk, then renamed over it."""
+    text = encode(state)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         handle, temp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
         try:
             with os.fdopen(handle, "w", encoding="utf-8", newline="\n") as temp:
-                temp.write(state_to_json(state))
+                temp.write(text)
                 temp.flush()
                 os.fsync(temp.fileno())
             _replace(temp_name, path)
@@ -124,6 +144,7 @@ class StateWriter:
         self._saved_changes = 0
         self._state_lock = threading.Lock()
         self._save_lock = threading.Lock()
+        self._encode = StateEncoder()
 
     def update(self, change: Callable[[RunState], RunState]) -> None:
         """Apply `change` and return once a save that includes it is on disk. Raises StateError."""
@@ -136,7 +157,7 @@ class StateWriter:
                 return
             with self._state_lock:
                 snapshot, covered = self.state, self._changes
-            save_state(self.path, snapshot)
+            save_state(self.path, snapshot, self._encode)
             self._saved_changes = covered
 
 

@@ -12,6 +12,7 @@ import multiprocessing
 import os
 import platform
 import random
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -64,11 +65,17 @@ def timed(command: list[str]) -> tuple[float, float | None]:
 BASELINE = "import csv, sys\nfor row in csv.reader(open(sys.argv[1], encoding='utf-8', newline='')): pass"
 
 
-def measure_report(path: Path) -> dict:
-    baseline_wall, baseline_rss = timed([sys.executable, "-c", BASELINE, str(path)])
-    job_wall, job_rss = timed([sys.executable, str(ROOT / "process_ticket.py"), "--report", str(path),
-                               "--since", SINCE, "-testmode", "yes", "--state-file", str(path.with_suffix(".json"))])
-    return {"baseline": baseline_wall, "baseline_rss": baseline_rss, "job": job_wall, "job_rss": job_rss}
+def measure_report(path: Path, repeats: int) -> dict:
+    """Baseline and job alternately, `repeats` times each; the medians (this machine is noisy)."""
+    baseline, job, job_rss = [], [], []
+    for _ in range(repeats):
+        baseline.append(timed([sys.executable, "-c", BASELINE, str(path)])[0])
+        wall, rss_mb = timed([sys.executable, str(ROOT / "process_ticket.py"), "--report", str(path), "--since", SINCE,
+                              "-testmode", "yes", "--state-file", str(path.with_suffix(".json"))])
+        job.append(wall)
+        job_rss.append(rss_mb)
+    return {"baseline": statistics.median(baseline), "job": statistics.median(job),
+            "job_rss": None if None in job_rss else max(job_rss)}
 
 
 # ---------------------------------------------------------------- delivery
@@ -128,6 +135,17 @@ def measure_delivery(folder: Path, customers: int, latency: float, workers: int)
     return {"wall": wall, "ideal": ideal, "connections": connections.value}
 
 
+def measure_delivery_repeated(folder: Path, repeats: int, customers: int, latency: float, workers: int) -> dict:
+    runs = []
+    for attempt in range(repeats):
+        run_folder = folder / f"delivery_{attempt}"
+        run_folder.mkdir()
+        runs.append(measure_delivery(run_folder, customers, latency, workers))
+    walls = sorted(run["wall"] for run in runs)
+    return {"wall": statistics.median(walls), "fastest": walls[0], "slowest": walls[-1], "ideal": runs[0]["ideal"],
+            "connections": max(run["connections"] for run in runs)}
+
+
 def rss(megabytes: float | None) -> str:
     return "n/a" if megabytes is None else f"{megabytes:.0f}"
 
@@ -136,6 +154,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="skip the 1,000,000-row report")
     parser.add_argument("--keep", metavar="DIR", help="build the inputs in DIR and keep them")
+    parser.add_argument("--repeats", type=int, default=3, help="runs of each measurement; medians are shown")
     options = parser.parse_args()
     sizes = [10_000, 100_000] if options.quick else [10_000, 100_000, 1_000_000]
     folder_context = tempfile.TemporaryDirectory(prefix="ticket-bench-") if not options.keep else None
@@ -145,23 +164,25 @@ def main() -> None:
     print(f"Machine: {platform.system()} {platform.machine()}, {os.cpu_count()} CPUs, "
           f"Python {platform.python_version()}; {date.today().isoformat()}\n")
     print(f"Test mode on a report in the seed's layout (~40% closed, one customer per 10 rows, --since {SINCE}), "
-          "against a bare csv.reader pass over the same file in the same Python:\n")
+          f"against a bare csv.reader pass over the same file in the same Python; medians of {options.repeats} runs:\n")
     print("| rows | csv.reader s | job s | job / csv.reader | job µs/row | job peak RSS MB |")
     print("|---:|---:|---:|---:|---:|---:|")
     for rows in sizes:
         path = folder / f"report_{rows}.csv"
         build_report(path, rows)
-        figures = measure_report(path)
+        figures = measure_report(path, options.repeats)
         print(f"| {rows:,} | {figures['baseline']:.2f} | {figures['job']:.2f} | {figures['job'] / figures['baseline']:.2f} "
               f"| {figures['job'] / rows * 1e6:.2f} | {rss(figures['job_rss'])} |", flush=True)
 
     customers, latency, workers = 500, 0.020, 8
-    figures = measure_delivery(folder, customers, latency, workers)
+    figures = measure_delivery_repeated(folder, options.repeats, customers, latency, workers)
     print(f"\nDelivery: {customers} customers, webhook answering after {latency * 1000:.0f} ms, --workers {workers} "
           "(the whole run in-process: read, select, send, save the state after every delivery):\n")
-    print("| ideal s (customers x latency / workers) | actual s | ideal / actual | connections opened |")
-    print("|---:|---:|---:|---:|")
+    print("| ideal s (customers x latency / workers) | actual s, median | ideal / actual | range of ideal / actual "
+          "| connections opened |")
+    print("|---:|---:|---:|---:|---:|")
     print(f"| {figures['ideal']:.2f} | {figures['wall']:.2f} | {figures['ideal'] / figures['wall']:.2f} "
+          f"| {figures['ideal'] / figures['slowest']:.2f} to {figures['ideal'] / figures['fastest']:.2f} "
           f"| {figures['connections']} |")
     if folder_context:
         folder_context.cleanup()
