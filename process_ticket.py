@@ -6,6 +6,7 @@ call per customer, and remember what was sent in last_run_date.json.
 
 from __future__ import annotations
 
+import calendar
 import gc
 import json
 import logging
@@ -13,7 +14,7 @@ import os
 import sys
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import date, datetime, timedelta
+from datetime import date, datetime
 from pathlib import Path
 
 from cli_options import UsageError, parse_args
@@ -116,19 +117,18 @@ def run(args) -> RunReport:
             log.warning("%s", warning)
         for row_number, reason in selection.skipped_rows:
             log.info("row %d skipped: %s", row_number, reason)
-        found = customers
-        customers, already = drop_already_notified(customers, state.notified)
-        to_send, deferred = split_by_weekly_guard(customers, state.last_emailed, today, args.min_days_between_emails)
+        owed, already = drop_already_notified(customers, state.notified)
+        to_send, deferred = split_by_weekly_guard(owed, state.last_emailed, today, args.min_days_between_emails)
         report = RunReport(rows_read=selection.rows_read, new_tickets=selection.ticket_count - already,
                            already_notified=already, skipped=dict(selection.skipped), deferred=deferred,
                            old_last_run_date=start, test_mode=args.test_mode)
         if args.test_mode:
             report.would_notify = to_send
-            report.new_last_run_date = next_last_run_date(start, found, deferred)
+            report.new_last_run_date = next_last_run_date(start, customers, deferred)
             return report
         state = send_all(args, to_send, state, today, report)
         pending = deferred + [customer for customer, _ in report.failed] + report.not_attempted
-        report.new_last_run_date = next_last_run_date(start, found, pending)
+        report.new_last_run_date = next_last_run_date(start, customers, pending)
         save_state(args.state_file, finish_state(state, report.new_last_run_date, today,
                                                  args.min_days_between_emails))
         return report
@@ -176,7 +176,7 @@ def read_rows(args):
 
 def send_all(args, customers: list[Customer], state: RunState, today: date, report: RunReport) -> RunState:
     """Deliver one call per customer; save the state after every delivery, before the next call."""
-    from webhook_sender import DELIVERED, FAILED, Job, WebhookConfigError, WebhookSender, deliver_all
+    from webhook_sender import Job, WebhookConfigError, WebhookSender, deliver_all
 
     if not customers:
         return state
@@ -204,13 +204,12 @@ def send_all(args, customers: list[Customer], state: RunState, today: date, repo
         sender.close()
         if progress:
             print(file=sys.stderr)
-    report.notified = [job.customer for job in results[DELIVERED]]
-    report.failed = [(job.customer, detail) for job, detail in results[FAILED] + results["misconfigured"]]
-    report.not_attempted = [job.customer for job in results["not_attempted"]]
+    report.notified = [job.customer for job in results.delivered]
+    report.failed = [(job.customer, detail) for job, detail in results.failed]
+    report.not_attempted = [job.customer for job in results.not_attempted]
+    report.stop_reason = results.stop_reason
     for customer, detail in report.failed:
         log.warning("not delivered to %s: %s; it stays pending for the next run", customer.email, detail)
-    if results["stop"]:
-        report.stop_reason = results["stop"][0]
     return writer.state
 
 
@@ -221,15 +220,10 @@ def progress_printer():
 
 
 def months_before(day: date, months: int) -> date:
-    month_index = day.year * 12 + day.month - 1 - months
-    year, month = divmod(month_index, 12)
-    month += 1
-    for candidate_day in range(day.day, 0, -1):
-        try:
-            return date(year, month, candidate_day)
-        except ValueError:
-            continue
-    return day - timedelta(days=30 * months)
+    """The same day `months` earlier, or the last day of that month when it is shorter."""
+    year, month_index = divmod(day.year * 12 + day.month - 1 - months, 12)
+    month = month_index + 1
+    return date(year, month, min(day.day, calendar.monthrange(year, month)[1]))
 
 
 if __name__ == "__main__":

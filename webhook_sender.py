@@ -13,7 +13,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
 import requests
@@ -197,38 +197,49 @@ class Job:
     body: bytes
 
 
+@dataclass
+class Deliveries:
+    """What deliver_all did with the jobs."""
+    delivered: list[Job] = field(default_factory=list)
+    failed: list[tuple[Job, str]] = field(default_factory=list)  # with the reason; pending for the next run
+    not_attempted: list[Job] = field(default_factory=list)  # left when sending stopped early
+    stop_reason: str = ""  # why sending stopped early: a misconfigured webhook, a state that could not be saved
+
+
 def deliver_all(sender: WebhookSender, jobs: Sequence[Job], workers: int,
                 on_delivered: Callable[[Job], None],
-                on_progress: Callable[[int, int], None] = lambda done, total: None) -> dict[str, list]:
+                on_progress: Callable[[int, int], None] = lambda done, total: None) -> Deliveries:
     """Deliver every job with `workers` threads. `on_delivered` (which saves the state) runs in the
     worker before it takes its next job; when it raises, or the webhook shows itself misconfigured,
-    no new job starts. Returns the jobs by result, plus 'not_attempted' and the stop reason."""
+    no new job starts."""
     stop = threading.Event()
-    results: dict[str, list] = {DELIVERED: [], FAILED: [], MISCONFIGURED: [], "not_attempted": [], "stop": []}
+    results = Deliveries()
     results_lock = threading.Lock()
-    done_count = [0]
+
+    def stop_sending(reason: str) -> None:
+        stop.set()
+        with results_lock:
+            results.stop_reason = results.stop_reason or reason
 
     def run(job: Job) -> None:
         if stop.is_set():
             with results_lock:
-                results["not_attempted"].append(job)
+                results.not_attempted.append(job)
             return
         outcome = sender.deliver(job.msg_id, job.body, stop.is_set)
         if outcome.result == DELIVERED:
             try:
                 on_delivered(job)
             except Exception as error:  # the state could not be saved: stop sending
-                stop.set()
-                with results_lock:
-                    results["stop"].append(str(error))
+                stop_sending(str(error))
         elif outcome.result == MISCONFIGURED:
-            stop.set()
+            stop_sending(outcome.detail)
         with results_lock:
-            results[outcome.result].append((job, outcome.detail))
-            if outcome.result == MISCONFIGURED:
-                results["stop"].append(outcome.detail)
-            done_count[0] += 1
-            on_progress(done_count[0], len(jobs))
+            if outcome.result == DELIVERED:
+                results.delivered.append(job)
+            else:
+                results.failed.append((job, outcome.detail))
+            on_progress(len(results.delivered) + len(results.failed), len(jobs))
 
     with ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="webhook") as pool:
         try:
@@ -236,5 +247,4 @@ def deliver_all(sender: WebhookSender, jobs: Sequence[Job], workers: int,
         except BaseException:  # Ctrl+C or a bug: let the calls in flight finish, start no new one
             stop.set()
             raise
-    results[DELIVERED] = [job for job, _ in results[DELIVERED]]
     return results
