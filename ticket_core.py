@@ -242,20 +242,21 @@ def select_closed_tickets(rows: Iterable[Sequence[object]], since: date, now: da
     that cannot be used are counted by reason.
     """
     selection = Selection()
-    row_iter = iter(rows)
-    first = next((row for row in row_iter if any(cell_text(cell) for cell in row)), None)
+    numbered_rows = enumerate(rows, 1)  # row numbers as a spreadsheet shows them
+    first_number, first = next(((number, row) for number, row in numbered_rows
+                                if any(cell_text(cell) for cell in row)), (0, None))
     if first is None:
         return selection
     if is_header_row(first, options.columns):
         columns = find_columns(first, options.columns)
-        data_rows: Iterator[Sequence[object]] = row_iter
-        first_row_number = 2
+        data_rows: Iterator[tuple[int, Sequence[object]]] = numbered_rows
+        first_row_number = first_number + 1
     else:
         if options.columns:
             raise ReportError("--column needs a header row, but the report's first row holds data")
         columns = SEED_LAYOUT
-        data_rows = chain([first], row_iter)
-        first_row_number = 1
+        data_rows = chain([(first_number, first)], numbered_rows)
+        first_row_number = first_number
         email_cell = cell_text(first[SEED_LAYOUT["email"]]) if len(first) > SEED_LAYOUT["email"] else ""
         if not is_valid_email(email_cell):
             shown = ", ".join(cell_text(cell) for cell in first[:8]) + (", ..." if len(first) > 8 else "")
@@ -284,15 +285,16 @@ def select_closed_tickets(rows: Iterable[Sequence[object]], since: date, now: da
         selection.skipped_rows.append((row_number, reason))
 
     row_number, blank_rows = first_row_number - 1, 0
-    for row_number, row in enumerate(data_rows, first_row_number):
+    for row_number, row in data_rows:
         if len(row) < width:  # Sheets drops trailing empty cells; a blank CSV line is []
             if not any(row):
                 blank_rows += 1
                 continue
             row = [*row, *[""] * (width - len(row))]
-        status = status_of[row[i_status]]
+        raw_status = row[i_status]
+        status = status_of[raw_status]
         if not status:
-            if not any(row):
+            if not raw_status and not any(row):
                 blank_rows += 1
             continue
         raw_date = row[i_date]

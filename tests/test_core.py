@@ -119,6 +119,17 @@ def test_the_same_ticket_on_several_closed_rows_is_kept_once_with_its_latest_dat
     assert ticket.closed_at == datetime(2026, 11, 23)
 
 
+def test_row_numbers_are_the_spreadsheet_rows_and_blank_rows_are_not_read():
+    rows = [[], ["", " "], HEADER,
+            ["A", "B", "a@example.com", "1", "Closed", "31/02/2026"],
+            ["", "", "", "", "", ""],
+            [None, None, None, None, None],
+            ["A", "B", "a@example.com", "2", "Open", "21/11/2026"]]
+    selection = select(rows)
+    assert selection.skipped_rows == [(4, SKIP_BAD_DATE)]
+    assert selection.rows_read == 2
+
+
 def test_headerless_report_uses_the_seed_layout():
     rows = [["Jane", "Doe", "jane@example.com", "1001", "Closed", "21/11/2026"],
             ["", "", "", "", "", ""],
