@@ -26,19 +26,28 @@ def read_report(path: Path) -> Iterator[list]:
     return read_csv(path)
 
 
-def detect_encoding(path: Path) -> str:
-    """UTF-8 (with or without BOM) when the whole file decodes as UTF-8, else Windows-1252."""
+def sniff(path: Path) -> tuple[str, bool]:
+    """(encoding, has_quotes) from one pass over the bytes: UTF-8 (with or without BOM) when the
+    whole file decodes as UTF-8, else Windows-1252; and whether any '"' occurs at all."""
     decoder = codecs.getincrementaldecoder("utf-8")()
+    utf8, has_quotes = True, False
     try:
         with path.open("rb") as raw:
             while chunk := raw.read(_PROBE_CHUNK):
-                decoder.decode(chunk)
-            decoder.decode(b"", final=True)
-    except UnicodeDecodeError:
-        return "cp1252"
+                has_quotes = has_quotes or b'"' in chunk
+                if utf8:
+                    try:
+                        decoder.decode(chunk)
+                    except UnicodeDecodeError:
+                        utf8 = False
+            if utf8:
+                try:
+                    decoder.decode(b"", final=True)
+                except UnicodeDecodeError:
+                    utf8 = False
     except OSError as error:
         raise ReportError(f"cannot read {path}: {error.strerror or error}") from None
-    return "utf-8-sig"
+    return ("utf-8-sig" if utf8 else "cp1252"), has_quotes
 
 
 def detect_delimiter(first_line: str) -> str:
@@ -55,14 +64,22 @@ def detect_delimiter(first_line: str) -> str:
 
 
 def read_csv(path: Path) -> Iterator[list[str]]:
-    encoding = detect_encoding(path)
+    encoding, has_quotes = sniff(path)
     try:
         with path.open(encoding=encoding, errors="replace", newline="") as probe:
             first_line = probe.readline()
         delimiter = detect_delimiter(first_line)
     except OSError as error:
         raise ReportError(f"cannot read {path}: {error.strerror or error}") from None
-    return _csv_rows(path, encoding, delimiter)
+    return _csv_rows(path, encoding, delimiter) if has_quotes else _split_rows(path, encoding, delimiter)
+
+
+def _split_rows(path: Path, encoding: str, delimiter: str) -> Iterator[list[str]]:
+    """A file without a single '"' has one record per line and no quoting: splitting each line
+    gives exactly what csv.reader gives, in about half the time (large exports are often like this)."""
+    with path.open(encoding=encoding, errors="replace", newline="") as handle:
+        for line in handle:
+            yield line.rstrip("\r\n").split(delimiter)
 
 
 def _csv_rows(path: Path, encoding: str, delimiter: str) -> Iterator[list[str]]:

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from functools import partial
 from itertools import chain
+from operator import attrgetter
 from string import Template
 from typing import NamedTuple
 
@@ -277,7 +278,7 @@ def select_closed_tickets(rows: Iterable[Sequence[object]], since: date, now: da
     # Reports repeat the same few statuses, dates and addresses: work each distinct cell out once.
     status_of = _Memo(lambda cell: closed.get(cell_text(cell).casefold(), ""))
     date_of = _Memo(parser.parse)
-    email_key_of = _Memo(lambda email: email.casefold() if is_valid_email(email) else "")
+    email_key_of = _Memo(_email_key_or_blank)
     skipped = selection.skipped
 
     def skip(row_number: int, reason: str) -> None:
@@ -337,6 +338,10 @@ def select_closed_tickets(rows: Iterable[Sequence[object]], since: date, now: da
     return selection
 
 
+def _email_key_or_blank(email: str) -> str:
+    return email.casefold() if _EMAIL.fullmatch(email) else ""
+
+
 def _cell(row: Sequence[object], index: int | None) -> str:
     """A cell as trimmed text; '' when the column is absent."""
     if index is None:
@@ -384,6 +389,10 @@ def customer_key(email: str) -> str:
     return hashlib.sha256(email.strip().casefold().encode("utf-8")).hexdigest()
 
 
+_closed_at = attrgetter("closed_at")
+_names = attrgetter("first_name", "full_name")
+
+
 def _ticket_order(ticket: ClosedTicket) -> tuple:
     """By date, then id in natural order: shorter first, so 9 comes before 10 and T-9 before T-10."""
     return (ticket.closed_at, len(ticket.ticket_id), ticket.ticket_id)
@@ -413,9 +422,11 @@ def group_by_customer(by_email: Mapping[str, Mapping[str, ClosedTicket]]) -> lis
             (ticket,) = tickets.values()
             customers.append(Customer(ticket.email, ticket.full_name, ticket.first_name, (ticket,)))
             continue
-        group = sorted(tickets.values(), key=_ticket_order)
+        group = sorted(tickets.values(), key=_closed_at)
+        if len(set(map(_closed_at, group))) < len(group):  # tickets closed at the same moment: by id too
+            group.sort(key=_ticket_order)
         latest = group[-1]
-        names = {(ticket.first_name, ticket.full_name) for ticket in group}
+        names = set(map(_names, group))
         same_person = len(names) == 1 or len({(first.casefold(), full.casefold()) for first, full in names}) == 1
         customers.append(Customer(group[0].email, latest.full_name if same_person else "",
                                   latest.first_name if same_person else "", tuple(group)))

@@ -1,5 +1,6 @@
 """Report files as exported by real systems: encodings, delimiters, multi-line fields, XLSX dates."""
 
+import csv
 from datetime import date, datetime
 
 import pytest
@@ -53,6 +54,21 @@ def test_xlsx_date_cells_and_numbers(tmp_path):
         ("jane@example.com", "1001", "Jane Doe", "2026-11-21"),
         ("john@example.com", "1002", "John Roe", "2026-11-22T09:30:00"),
         ("ann@example.com", "1003", "Ann Lee", "2026-11-23")]
+
+
+@pytest.mark.parametrize("delimiter", [",", ";", "\t"])
+def test_files_without_quotes_read_exactly_as_csv_reader_reads_them(tmp_path, delimiter):
+    """Quote-free files take a faster path; it must give the same rows as the csv module."""
+    lines = ["Firstname,Lastname,Email,Ticket,Status,Date", " Jane , Doe,jane@example.com,1,Closed,21/11/2026",
+             "", ",,,,,", "John,Roe,john@example.com,2,Closed,22/11/2026,extra,", "Ann,Lee,,3", "  ", "Zoë,Ü,z@x.io,4,x,y"]
+    text = "\r\n".join(lines[:4]) + "\n" + "\r".join(lines[4:]) + "\n"
+    path = tmp_path / "plain.csv"
+    path.write_text(text.replace(",", delimiter), encoding="utf-8", newline="")
+    with path.open(encoding="utf-8", newline="") as handle:
+        expected = [row for row in csv.reader(handle, delimiter=delimiter)]
+    got = list(read_report(path))
+    assert [row for row in got if any(row)] == [row for row in expected if any(row)]
+    assert len(got) == len(expected)
 
 
 def test_unreadable_reports_raise_report_error(tmp_path):
