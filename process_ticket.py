@@ -64,6 +64,9 @@ class RunReport:
 
 
 def main(argv: list[str] | None = None) -> int:
+    for stream in (sys.stdout, sys.stderr):  # a name the console's code page lacks must not end the run
+        if hasattr(stream, "reconfigure"):
+            stream.reconfigure(errors="backslashreplace")
     try:
         args = parse_args(argv, SCRIPT_DIR, __version__)
     except UsageError as error:
@@ -89,7 +92,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if report.test_mode:
         print(format_customer_table(report.would_notify, "Would email" if report.would_notify else "Nobody to email"))
-    elif report.notified:
+    elif report.notified and not args.quiet:
         print(format_customer_table(report.notified, "Emailed"))
     summary = format_summary(report)
     print("\n" + summary)

@@ -14,6 +14,8 @@ for /f "usebackq eol=# tokens=1,* delims==" %%A in ("%SETTINGS%") do set "%%A=%%
 if not defined TESTMODE set "TESTMODE=no"
 if not defined SHEET_RANGE set "SHEET_RANGE=Sheet1"
 
+rem Output in UTF-8 whatever the console code page, so every customer name fits in the log.
+set "PYTHONUTF8=1"
 set "PYTHON=%~dp0venv\Scripts\python.exe"
 if not exist "%PYTHON%" (
   echo error: %PYTHON% not found: create the virtual environment first, see README

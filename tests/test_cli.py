@@ -236,3 +236,12 @@ def test_reading_a_file_does_not_import_the_google_libraries(report, tmp_path):
                             env=clean_env(), stdin=subprocess.DEVNULL)
     assert result.returncode == 0, result.stderr
     assert result.stdout.rstrip().endswith("google not loaded")
+
+
+def test_names_the_console_cannot_show_do_not_stop_the_run(tmp_path):
+    report = write_csv(tmp_path / "r.csv", [["Zoë", "Ørsted", "zoe@example.com", "1", "Closed", "21/11/2026"]])
+    result = subprocess.run([sys.executable, str(ROOT / "process_ticket.py"), "--report", str(report), "-testmode", "yes",
+                             "--since", "20/11/2026", "--state-file", str(tmp_path / "s.json")],
+                            capture_output=True, env=clean_env(PYTHONIOENCODING="ascii"), stdin=subprocess.DEVNULL)
+    assert result.returncode == 0, result.stderr
+    assert b"Zo\\xeb \\xd8rsted" in result.stdout and b"zoe@example.com" in result.stdout
