@@ -106,8 +106,7 @@ def parse_args(argv: list[str] | None, script_dir: Path, version: str) -> argpar
     if bool(args.sheet_id) == bool(args.report):
         raise UsageError("give exactly one report source: -sheetid ID or --report PATH")
     if args.sheet_id:
-        match = SHEET_URL_ID.search(args.sheet_id)
-        args.sheet_id = match.group(1) if match else args.sheet_id.strip()
+        args.sheet_id = sheet_id_from(args.sheet_id)
     args.report = absolute(args.report)
     args.state_file = absolute(args.state_file) or script_dir / "last_run_date.json"
     args.credentials = absolute(args.credentials) or script_dir / "credential.json"
@@ -125,6 +124,12 @@ def parse_args(argv: list[str] | None, script_dir: Path, version: str) -> argpar
     args.body_template = load_body_template(absolute(args.body_template)) if args.body_template else None
     check_webhook(args)
     return args
+
+
+def sheet_id_from(text: str) -> str:
+    """The spreadsheet id, also when the whole URL of the sheet was pasted."""
+    match = SHEET_URL_ID.search(text)
+    return match.group(1) if match else text.strip()
 
 
 def absolute(path: str | None) -> Path | None:

@@ -238,11 +238,9 @@ def main(argv: list[str] | None = None) -> int:
             account = ""
             print(f"Authorised; token saved to {token_path}")
         if args.sheet_id:
-            from cli_options import SHEET_URL_ID
+            from cli_options import sheet_id_from
 
-            match = SHEET_URL_ID.search(args.sheet_id)
-            sheet_id = match.group(1) if match else args.sheet_id.strip()
-            rows = fetch_values(build_service(credentials), sheet_id, args.range, account)
+            rows = fetch_values(build_service(credentials), sheet_id_from(args.sheet_id), args.range, account)
             print(f"First rows of {args.range}:\n{preview(rows)}")
             print(f"{count_data_rows(rows)} data rows")
     except GoogleSetupError as error:

@@ -11,14 +11,11 @@ from pathlib import Path
 
 from ticket_core import SKIP_REASONS, Customer, format_day
 
-_ticket_id = attrgetter("ticket_id")
-
 LOGGER_NAME = "ticket_notifier"
 LOG_FILE_BYTES = 1_000_000
 LOG_FILE_BACKUPS = 5
-
-
 FILE_ONLY = {"file_only": True}  # extra= for records already printed on stdout (the summary)
+_ticket_id = attrgetter("ticket_id")
 
 
 class _StderrFormatter(logging.Formatter):
