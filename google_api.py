@@ -7,6 +7,7 @@ import json
 import logging
 import os
 import sys
+import webbrowser
 from pathlib import Path
 
 import google.auth.exceptions
@@ -121,6 +122,7 @@ def load_credentials(credentials_path: Path, token_path: Path):
 def authorise_interactively(credentials_path: Path, token_path: Path, open_browser: bool) -> Credentials:
     """The one-off consent (Google's quickstart flow): reuse a valid or refreshable token, else ask."""
     from google_auth_oauthlib.flow import InstalledAppFlow
+    from oauthlib.oauth2.rfc6749.errors import OAuth2Error
 
     credentials = load_user_token(token_path)
     if credentials and credentials.valid:
@@ -132,7 +134,13 @@ def authorise_interactively(credentials_path: Path, token_path: Path, open_brows
             print(f"{error}; asking for consent again", file=sys.stderr)
     read_credential_file(credentials_path)
     flow = InstalledAppFlow.from_client_secrets_file(str(credentials_path), SCOPES)
-    credentials = flow.run_local_server(port=0, open_browser=open_browser)
+    try:
+        credentials = flow.run_local_server(port=0, open_browser=open_browser)
+    except webbrowser.Error:
+        raise GoogleSetupError("no web browser found on this machine: run again with --no-browser and open "
+                               "the printed address in a browser on this machine") from None
+    except (OAuth2Error, ValueError, OSError) as error:  # a refused or unreachable token exchange, say
+        raise GoogleSetupError(f"authorisation did not complete ({_first_line(error)}): run it again") from None
     save_token(credentials, token_path)
     return credentials
 

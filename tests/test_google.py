@@ -5,12 +5,15 @@ import os
 import socket
 import socketserver
 import stat
+import subprocess
+import sys
 import threading
+import urllib.request
 from datetime import datetime, timedelta, timezone
 from urllib.parse import parse_qs, unquote, urlsplit
 
 import pytest
-from conftest import Reply, WebhookServer, clean_env, read_state, run_cli
+from conftest import ROOT, Reply, WebhookServer, clean_env, read_state, run_cli
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from google.oauth2.credentials import Credentials
@@ -310,3 +313,36 @@ def test_auth_check_without_credentials_exits_2_without_waiting(tmp_path):
                      "--no-browser", script="google_api.py", timeout=30)
     assert result.returncode == 2
     assert "no Google credential file" in result.stderr
+
+
+def test_auth_check_consent_flow_saves_an_owner_only_token(api, tmp_path):
+    """The one-off consent, with the browser played by this test: Google's consent page and token
+    endpoint are the local server, as the client file says."""
+    client = {"installed": {"client_id": "id.apps.googleusercontent.com", "client_secret": "not-a-secret",
+                            "auth_uri": api.root + "auth", "token_uri": api.root + "token",
+                            "redirect_uris": ["http://localhost"]}}
+    (tmp_path / "credential.json").write_text(json.dumps(client))
+    api.respond = lambda received, index: Reply(200, {"Content-Type": "application/json"}, body=json.dumps({
+        "access_token": "consented", "refresh_token": "refresh-9", "expires_in": 3600, "token_type": "Bearer",
+        "scope": google_api.SCOPES[0]}).encode()) if received.path == "/token" else values_reply()
+    env = clean_env(SHEETS_API_ENDPOINT=api.root, PYTHONUNBUFFERED="1", OAUTHLIB_INSECURE_TRANSPORT="1")
+    process = subprocess.Popen([sys.executable, str(ROOT / "google_api.py"), "--no-browser", "-sheetid", SHEET_ID,
+                                "--credentials", str(tmp_path / "credential.json"), "--token", str(tmp_path / "token.json")],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True, env=env)
+    try:
+        consent_url = next(word for line in process.stdout for word in line.split() if word.startswith("http"))
+        query = parse_qs(urlsplit(consent_url).query)
+        assert consent_url.startswith(api.root + "auth?") and query["scope"] == google_api.SCOPES
+        # The browser, after the user said yes: Google redirects back to the local port.
+        urllib.request.urlopen(f"{query['redirect_uri'][0]}?state={query['state'][0]}&code=the-code", timeout=10).read()
+        rest, errors = process.communicate(timeout=60)
+    finally:
+        process.kill()
+    assert process.returncode == 0, errors
+    assert "4 data rows" in rest
+    saved = json.loads((tmp_path / "token.json").read_text())
+    assert (saved["token"], saved["refresh_token"]) == ("consented", "refresh-9")
+    if os.name == "posix":
+        assert stat.S_IMODE((tmp_path / "token.json").stat().st_mode) == 0o600
+    exchange = next(r for r in api.requests if r.path == "/token")
+    assert parse_qs(exchange.body.decode())["code"] == ["the-code"]
