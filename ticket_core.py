@@ -100,11 +100,11 @@ def has_time_directive(fmt: str) -> bool:
 
 
 class DateParser:
-    """Parses report date cells, each distinct text once (a report repeats the same dates)."""
+    """Parses report date cells: text in the given formats (never guessed), spreadsheet serial
+    numbers, and the date cells of an XLSX file."""
 
     def __init__(self, formats: Sequence[str] = DEFAULT_DATE_FORMATS) -> None:
         self.formats = tuple((fmt, has_time_directive(fmt)) for fmt in formats)
-        self._cache: dict[str, tuple[datetime, bool] | None] = {}
 
     def parse(self, value: object) -> tuple[datetime, bool] | None:
         """(moment, has_time) or None when the cell is not a date in an accepted form."""
@@ -114,12 +114,7 @@ class DateParser:
             return datetime(value.year, value.month, value.day), False
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             return self._from_serial(float(value))
-        text = str(value or "").strip()
-        try:
-            return self._cache[text]
-        except KeyError:
-            parsed = self._cache[text] = self._parse_text(text)
-            return parsed
+        return self._parse_text(str(value or "").strip())
 
     def _parse_text(self, text: str) -> tuple[datetime, bool] | None:
         for fmt, has_time in self.formats:
@@ -258,13 +253,7 @@ def select_closed_tickets(rows: Iterable[Sequence[object]], since: date, now: da
         columns = SEED_LAYOUT
         data_rows = chain([(first_number, first)], numbered_rows)
         first_row_number = first_number
-        email_cell = cell_text(first[SEED_LAYOUT["email"]]) if len(first) > SEED_LAYOUT["email"] else ""
-        if not is_valid_email(email_cell):
-            shown = ", ".join(cell_text(cell) for cell in first[:8]) + (", ..." if len(first) > 8 else "")
-            selection.warnings.append(
-                "no header row recognised, so the columns are read as Firstname, Lastname, Email, Ticket, Status, "
-                f"Date, but the first row's third cell is not an email address (first row: {shown}); "
-                "if that row is a header, map its columns with --column ROLE=HEADER")
+        selection.warnings += _seed_layout_doubts(first)
 
     closed = {status.strip().casefold(): status.strip() for status in options.closed_statuses}
     parser = DateParser(options.date_formats)
@@ -336,6 +325,18 @@ def select_closed_tickets(rows: Iterable[Sequence[object]], since: date, now: da
     rows_read = row_number - first_row_number + 1 - blank_rows
     selection.rows_read = rows_read
     return selection
+
+
+def _seed_layout_doubts(first: Sequence[object]) -> list[str]:
+    """A warning when a first row read as the seed's layout has no address where one belongs:
+    most likely a header the program does not know, which would otherwise go unnoticed."""
+    email_cell = cell_text(first[SEED_LAYOUT["email"]]) if len(first) > SEED_LAYOUT["email"] else ""
+    if is_valid_email(email_cell):
+        return []
+    shown = ", ".join(cell_text(cell) for cell in first[:8]) + (", ..." if len(first) > 8 else "")
+    return ["no header row recognised, so the columns are read as Firstname, Lastname, Email, Ticket, Status, "
+            f"Date, but the first row's third cell is not an email address (first row: {shown}); "
+            "if that row is a header, map its columns with --column ROLE=HEADER"]
 
 
 def _email_key_or_blank(email: str) -> str:
