@@ -174,5 +174,7 @@ def check_webhook(args: argparse.Namespace) -> None:
         check_webhook_url(args.webhook_url, args.allow_http)
         if os.environ.get("WEBHOOK_SECRET"):
             parse_secret(os.environ["WEBHOOK_SECRET"])
+        if any(char in os.environ.get("WEBHOOK_AUTHORIZATION", "") for char in "\r\n"):
+            raise WebhookConfigError("WEBHOOK_AUTHORIZATION must be a single line, e.g. Bearer abc123")
     except WebhookConfigError as error:
         raise UsageError(str(error)) from None

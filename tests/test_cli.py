@@ -158,6 +158,18 @@ def test_usage_and_configuration_problems_exit_2_with_one_line(tmp_path, args, m
     assert len(result.stderr.strip().splitlines()) == 1, result.stderr
 
 
+@pytest.mark.parametrize(("variable", "value", "message"), [
+    ("WEBHOOK_SECRET", "whsec_not base64!", "WEBHOOK_SECRET must be 'whsec_' followed by a base64 key"),
+    ("WEBHOOK_AUTHORIZATION", "Bearer a\nX-Evil: 1", "WEBHOOK_AUTHORIZATION must be a single line"),
+])
+def test_bad_webhook_secrets_stop_before_any_traffic(report, state, webhook, variable, value, message):
+    result = run_cli("--report", str(report), "--state-file", str(state), "-webhook_url", webhook.url,
+                     "-testmode", "no", env=clean_env(**{variable: value}))
+    assert result.returncode == 2
+    assert message in result.stderr and value not in result.stderr
+    assert webhook.requests == []
+
+
 def test_missing_columns_name_the_headers_found(tmp_path):
     report = write_csv(tmp_path / "r.csv", [["1", "Closed"]], header=["Ticket", "Status"])
     result = run_cli("--report", str(report), "-testmode", "yes")
