@@ -35,19 +35,19 @@ def sniff(path: Path) -> tuple[str, bool]:
         with path.open("rb") as raw:
             while chunk := raw.read(_PROBE_CHUNK):
                 has_quotes = has_quotes or b'"' in chunk
-                if utf8:
-                    try:
-                        decoder.decode(chunk)
-                    except UnicodeDecodeError:
-                        utf8 = False
-            if utf8:
-                try:
-                    decoder.decode(b"", final=True)
-                except UnicodeDecodeError:
-                    utf8 = False
+                utf8 = utf8 and _decodes(decoder, chunk)
+        utf8 = utf8 and _decodes(decoder, b"", final=True)
     except OSError as error:
         raise ReportError(f"cannot read {path}: {error.strerror or error}") from None
     return ("utf-8-sig" if utf8 else "cp1252"), has_quotes
+
+
+def _decodes(decoder: codecs.IncrementalDecoder, chunk: bytes, final: bool = False) -> bool:
+    try:
+        decoder.decode(chunk, final)
+    except UnicodeDecodeError:
+        return False
+    return True
 
 
 def detect_delimiter(first_line: str) -> str:
