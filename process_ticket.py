@@ -12,6 +12,7 @@ import json
 import logging
 import os
 import sys
+import threading
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import date, datetime
@@ -63,7 +64,8 @@ class RunReport:
     stop_reason: str = ""
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, hard_exit: bool = False) -> int:
+    """The command line; the exit code. With `hard_exit`, a finished run ends the process at once."""
     for stream in (sys.stdout, sys.stderr):  # a name the console's code page lacks must not end the run
         if hasattr(stream, "reconfigure"):
             stream.reconfigure(errors="backslashreplace")
@@ -100,8 +102,10 @@ def main(argv: list[str] | None = None) -> int:
         log.info("%s", line, extra=FILE_ONLY)
     if report.stop_reason:
         log.error("%s", report.stop_reason)
-        return 2
-    return 1 if report.failed or report.not_attempted else 0
+    exit_code = 2 if report.stop_reason else 1 if report.failed or report.not_attempted else 0
+    if hard_exit:
+        exit_now(exit_code)
+    return exit_code
 
 
 def run(args) -> RunReport:
@@ -229,9 +233,22 @@ def months_before(day: date, months: int) -> date:
     return date(year, month, min(day.day, calendar.monthrange(year, month)[1]))
 
 
+def exit_now(exit_code: int) -> None:
+    """End the process without freeing the run's objects one by one, which takes a twentieth of
+    a million-row run and gives nothing back (mypy does the same). Only when all is written: the
+    state is saved and the lock released inside run(), the output and the log are flushed here,
+    and no delivery thread is left."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    logging.shutdown()
+    if threading.active_count() == 1:
+        os._exit(exit_code)
+    sys.exit(exit_code)
+
+
 if __name__ == "__main__":
     try:
-        sys.exit(main())
+        sys.exit(main(hard_exit=True))
     except BrokenPipeError:  # the output was piped into `head` or similar, which stopped reading
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         sys.exit(0)

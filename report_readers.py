@@ -6,12 +6,14 @@ import codecs
 import csv
 import zipfile
 from collections.abc import Iterator
+from itertools import repeat
 from pathlib import Path
 
 from ticket_core import ReportError
 
 DELIMITERS = (",", ";", "\t")
 _PROBE_CHUNK = 1 << 20
+_BLOCK_CHARS = 1 << 20
 
 
 def read_report(path: Path) -> Iterator[list]:
@@ -76,10 +78,17 @@ def read_csv(path: Path) -> Iterator[list[str]]:
 
 def _split_rows(path: Path, encoding: str, delimiter: str) -> Iterator[list[str]]:
     """A file without a single '"' has one record per line and no quoting: splitting each line
-    gives exactly what csv.reader gives, in about half the time (large exports are often like this)."""
+    gives exactly what csv.reader gives, in about half the time (large exports are often like this).
+    The file is read a block of whole lines at a time, split in C rather than line by line."""
     with path.open(encoding=encoding, errors="replace", newline="") as handle:
-        for line in handle:
-            yield line.rstrip("\r\n").split(delimiter)
+        while block := handle.read(_BLOCK_CHARS):
+            block += handle.readline()  # up to the end of the line the block stopped in
+            if "\r" in block:  # as for csv.reader, \r\n, \r and \n all end a line
+                block = block.replace("\r\n", "\n").replace("\r", "\n")
+            lines = block.split("\n")
+            if not lines[-1]:  # the block ended with a line end, not a line
+                lines.pop()
+            yield from map(str.split, lines, repeat(delimiter))
 
 
 def _csv_rows(path: Path, encoding: str, delimiter: str) -> Iterator[list[str]]:

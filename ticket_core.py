@@ -5,17 +5,18 @@ from __future__ import annotations
 import hashlib
 import re
 from collections import Counter
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from functools import partial
 from itertools import chain
-from operator import attrgetter
+from operator import attrgetter, itemgetter
 from string import Template
 from typing import NamedTuple
 
 ROLES = ("first_name", "last_name", "name", "email", "ticket", "status", "date")
 REQUIRED_ROLES = ("email", "ticket", "status", "date")
+NAME_ROLES = ("first_name", "last_name", "name")
 # The seed's sheet has no header row: Firstname | Lastname | Email | Ticket | Status | Date.
 SEED_LAYOUT = {"first_name": 0, "last_name": 1, "email": 2, "ticket": 3, "status": 4, "date": 5}
 
@@ -260,14 +261,16 @@ def select_closed_tickets(rows: Iterable[Sequence[object]], since: date, now: da
     since_moment = datetime(since.year, since.month, since.day)
     latest_allowed = now + timedelta(days=1)
     i_status, i_date, i_ticket, i_email = (columns[role] for role in ("status", "date", "ticket", "email"))
-    i_first, i_last, i_name = (columns.get(role) for role in ("first_name", "last_name", "name"))
+    name_roles = [role for role in NAME_ROLES if role in columns]
+    name_cells = _cells_getter([columns[role] for role in name_roles])
     width = max(columns.values()) + 1
     by_email = selection.by_email
     new_ticket = partial(tuple.__new__, ClosedTicket)  # ClosedTicket(...) without its Python-level __new__
-    # Reports repeat the same few statuses, dates and addresses: work each distinct cell out once.
+    # Reports repeat the same few statuses, dates, addresses and names: work each distinct cell out once.
     status_of = _Memo(lambda cell: closed.get(cell_text(cell).casefold(), ""))
     date_of = _Memo(parser.parse)
-    email_key_of = _Memo(_email_key_or_blank)
+    email_of = _Memo(_email_and_key)
+    names_of = _Memo(lambda cells: _person_names(dict(zip(name_roles, cells, strict=True))))
     skipped = selection.skipped
 
     def skip(row_number: int, reason: str) -> None:
@@ -303,9 +306,7 @@ def select_closed_tickets(rows: Iterable[Sequence[object]], since: date, now: da
         if not ticket_id:
             skip(row_number, SKIP_NO_TICKET)
             continue
-        email = row[i_email]
-        email = email.strip() if type(email) is str else cell_text(email)
-        email_key = email_key_of[email]
+        email, email_key = email_of[row[i_email]]
         if not email_key:
             skip(row_number, SKIP_NO_EMAIL)
             continue
@@ -316,11 +317,7 @@ def select_closed_tickets(rows: Iterable[Sequence[object]], since: date, now: da
             previous = tickets.get(ticket_id)
             if previous is not None and closed_at < previous.closed_at:
                 continue
-        first_name = _cell(row, i_first)
-        full_name = _cell(row, i_name)
-        if not full_name:
-            last_name = _cell(row, i_last)
-            full_name = f"{first_name} {last_name}" if first_name and last_name else first_name or last_name
+        first_name, full_name = names_of[name_cells(row)]
         tickets[ticket_id] = new_ticket((email, ticket_id, status, closed_at, has_time, first_name, full_name))
     rows_read = row_number - first_row_number + 1 - blank_rows
     selection.rows_read = rows_read
@@ -339,16 +336,27 @@ def _seed_layout_doubts(first: Sequence[object]) -> list[str]:
             "if that row is a header, map its columns with --column ROLE=HEADER"]
 
 
-def _email_key_or_blank(email: str) -> str:
-    return email.casefold() if _EMAIL.fullmatch(email) else ""
+def _email_and_key(cell: object) -> tuple[str, str]:
+    """The address as written (trimmed) and its key; the key is '' when it is not one address."""
+    email = cell_text(cell)
+    return email, email.casefold() if _EMAIL.fullmatch(email) else ""
 
 
-def _cell(row: Sequence[object], index: int | None) -> str:
-    """A cell as trimmed text; '' when the column is absent."""
-    if index is None:
-        return ""
-    value = row[index]
-    return value.strip() if type(value) is str else cell_text(value)
+def _person_names(cells: Mapping[str, object]) -> tuple[str, str]:
+    """(first name, full name) from whichever of the name columns the report has."""
+    first_name, last_name, name = (cell_text(cells.get(role)) for role in NAME_ROLES)
+    full_name = name or (f"{first_name} {last_name}" if first_name and last_name else first_name or last_name)
+    return first_name, full_name
+
+
+def _cells_getter(indexes: Sequence[int]) -> Callable[[Sequence[object]], tuple]:
+    """The cells of a row at `indexes`, always as a tuple (itemgetter alone gives a bare cell for one index)."""
+    if len(indexes) > 1:
+        return itemgetter(*indexes)
+    if indexes:
+        (index,) = indexes
+        return lambda row: (row[index],)
+    return lambda row: ()
 
 
 class _Memo(dict):

@@ -7,6 +7,7 @@ import pytest
 from conftest import SEED_HEADER, write_csv
 from openpyxl import Workbook
 
+import report_readers
 from report_readers import read_report
 from ticket_core import ReportError, select_closed_tickets
 
@@ -57,11 +58,16 @@ def test_xlsx_date_cells_and_numbers(tmp_path):
 
 
 @pytest.mark.parametrize("delimiter", [",", ";", "\t"])
-def test_files_without_quotes_read_exactly_as_csv_reader_reads_them(tmp_path, delimiter):
-    """Quote-free files take a faster path; it must give the same rows as the csv module."""
+@pytest.mark.parametrize("block_chars", [1 << 20, 1, 7])
+@pytest.mark.parametrize("last_line_end", ["\n", ""])
+def test_files_without_quotes_read_exactly_as_csv_reader_reads_them(tmp_path, monkeypatch, delimiter, block_chars,
+                                                                    last_line_end):
+    """Quote-free files take a faster path, read in blocks of lines; it must give the same rows as the
+    csv module, wherever a block stops (in a line, between \r and \n) and whether the file ends a line."""
+    monkeypatch.setattr(report_readers, "_BLOCK_CHARS", block_chars)
     lines = ["Firstname,Lastname,Email,Ticket,Status,Date", " Jane , Doe,jane@example.com,1,Closed,21/11/2026",
              "", ",,,,,", "John,Roe,john@example.com,2,Closed,22/11/2026,extra,", "Ann,Lee,,3", "  ", "Zoë,Ü,z@x.io,4,x,y"]
-    text = "\r\n".join(lines[:4]) + "\n" + "\r".join(lines[4:]) + "\n"
+    text = "\r\n".join(lines[:4]) + "\n" + "\r".join(lines[4:]) + "\r\n\r\n\n\rlast,line" + last_line_end
     path = tmp_path / "plain.csv"
     path.write_text(text.replace(",", delimiter), encoding="utf-8", newline="")
     with path.open(encoding="utf-8", newline="") as handle:
