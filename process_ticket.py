@@ -31,7 +31,6 @@ from ticket_core import (
     finish_state,
     group_by_customer,
     next_last_run_date,
-    record_delivery,
     select_closed_tickets,
     split_by_weekly_guard,
     webhook_id,
@@ -200,7 +199,7 @@ def send_all(args, customers: list[Customer], state: RunState, today: date, repo
     writer = StateWriter(args.state_file, state)
 
     def remember(job: Job) -> None:
-        writer.update(lambda current: record_delivery(current, job.customer, today))
+        writer.record(job.customer, today)
         log.info("delivered to %s (%s)", job.customer.email, ", ".join(job.customer.ticket_ids))
 
     progress = progress_printer() if sys.stderr.isatty() and len(jobs) >= 20 and not args.quiet else None

@@ -8,11 +8,11 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Iterable
 from datetime import date, datetime
 from pathlib import Path
 
-from ticket_core import RunState, format_day, parse_day
+from ticket_core import Customer, RunState, delivery_entries, format_day, parse_day
 
 
 class StateError(Exception):
@@ -63,31 +63,21 @@ def _is_nested_day_map(value: object, parse_day_text, depth: int) -> bool:
     return True
 
 
-class StateEncoder:
-    """The state file's text: one top-level key per line, last_run_date first. It remembers each
-    customer's encoded entry and encodes again only those that changed since its last call, so
-    saving after every delivery stays cheap however many customers the file holds."""
-
-    def __init__(self) -> None:
-        self._encoded: dict[tuple[str, str], tuple[object, str]] = {}
-
-    def __call__(self, state: RunState) -> str:
-        return (f'{{\n  "last_run_date": {json.dumps(format_day(state.last_run_date))},\n'
-                f'  "notified": {self._encode("notified", state.notified)},\n'
-                f'  "last_emailed": {self._encode("last_emailed", state.last_emailed)}\n}}\n')
-
-    def _encode(self, section: str, mapping: dict) -> str:
-        entries = []
-        for key, value in mapping.items():
-            known = self._encoded.get((section, key))
-            if known is None or known[0] is not value:
-                known = self._encoded[(section, key)] = (value, f"{json.dumps(key)}: {json.dumps(value)}")
-            entries.append(known[1])
-        return "{" + ", ".join(entries) + "}"
-
-
 def state_to_json(state: RunState) -> str:
-    return StateEncoder()(state)
+    """The state file's text: one top-level key per line, last_run_date first."""
+    return _state_text(state.last_run_date, map(_entry_text, state.notified.items()),
+                       map(_entry_text, state.last_emailed.items()))
+
+
+def _entry_text(item: tuple[str, object]) -> str:
+    key, value = item
+    return f"{json.dumps(key)}: {json.dumps(value)}"
+
+
+def _state_text(last_run_date: date, notified: Iterable[str], last_emailed: Iterable[str]) -> str:
+    return (f'{{\n  "last_run_date": {json.dumps(format_day(last_run_date))},\n'
+            f'  "notified": {{{", ".join(notified)}}},\n'
+            f'  "last_emailed": {{{", ".join(last_emailed)}}}\n}}\n')
 
 
 def load_state(path: Path) -> RunState | None:
@@ -101,9 +91,12 @@ def load_state(path: Path) -> RunState | None:
     return state_from_json(text, f"the state file {path}")
 
 
-def save_state(path: Path, state: RunState, encode: Callable[[RunState], str] = state_to_json) -> None:
+def save_state(path: Path, state: RunState) -> None:
+    write_state_text(path, state_to_json(state))
+
+
+def write_state_text(path: Path, text: str) -> None:
     """Write atomically: a temporary file beside the target, flushed to disk, then renamed over it."""
-    text = encode(state)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         handle, temp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
@@ -135,29 +128,38 @@ def _replace(source: str, target: Path) -> None:
 
 class StateWriter:
     """The one writer of the state during delivery. Each delivery is recorded, then saved before
-    its worker goes on; a save made while others wait covers their deliveries too (group commit)."""
+    its worker goes on; a save made while others wait covers their deliveries too (group commit).
+    A delivery changes one customer's entries, so only those are changed and encoded again:
+    the cost of recording stays flat however many customers the file holds."""
 
     def __init__(self, path: Path, state: RunState) -> None:
         self.path = path
-        self.state = state
+        self.state = RunState(state.last_run_date, dict(state.notified), dict(state.last_emailed))
+        self._notified_text = dict(zip(state.notified, map(_entry_text, state.notified.items()), strict=True))
+        self._emailed_text = dict(zip(state.last_emailed, map(_entry_text, state.last_emailed.items()), strict=True))
         self._changes = 0
         self._saved_changes = 0
         self._state_lock = threading.Lock()
         self._save_lock = threading.Lock()
-        self._encode = StateEncoder()
 
-    def update(self, change: Callable[[RunState], RunState]) -> None:
-        """Apply `change` and return once a save that includes it is on disk. Raises StateError."""
+    def record(self, customer: Customer, today: date) -> None:
+        """Record a delivery to `customer` and return once a save that includes it is on disk.
+        Raises StateError."""
         with self._state_lock:
-            self.state = change(self.state)
+            key, notified, emailed_on = delivery_entries(self.state, customer, today)
+            self.state.notified[key] = notified
+            self.state.last_emailed[key] = emailed_on
+            self._notified_text[key] = _entry_text((key, notified))
+            self._emailed_text[key] = _entry_text((key, emailed_on))
             self._changes += 1
             mine = self._changes
         with self._save_lock:
             if self._saved_changes >= mine:
                 return
             with self._state_lock:
-                snapshot, covered = self.state, self._changes
-            save_state(self.path, snapshot, self._encode)
+                text = _state_text(self.state.last_run_date, self._notified_text.values(), self._emailed_text.values())
+                covered = self._changes
+            write_state_text(self.path, text)
             self._saved_changes = covered
 
 

@@ -552,11 +552,12 @@ class RunState:
     last_emailed: dict[str, str] = field(default_factory=dict)
 
 
-def record_delivery(state: RunState, customer: Customer, today: date) -> RunState:
-    """The state with this customer's tickets notified and emailed today (the input is not changed)."""
-    done = {**state.notified.get(customer.key, {}), **{t.ticket_id: t.closed_date for t in customer.tickets}}
-    return RunState(state.last_run_date, {**state.notified, customer.key: done},
-                    {**state.last_emailed, customer.key: today.isoformat()})
+def delivery_entries(state: RunState, customer: Customer, today: date) -> tuple[str, dict[str, str], str]:
+    """What a delivery to `customer` changes in the state: its key, its notified tickets (those
+    already recorded and the ones just sent) and the day of its last email."""
+    key = customer.key
+    notified = {**state.notified.get(key, {}), **{ticket.ticket_id: ticket.closed_date for ticket in customer.tickets}}
+    return key, notified, today.isoformat()
 
 
 def next_last_run_date(start: date, found: Iterable[Customer], pending: Iterable[Customer]) -> date:

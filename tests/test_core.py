@@ -18,13 +18,13 @@ from ticket_core import (
     build_payload,
     check_body_template,
     customer_key,
+    delivery_entries,
     drop_already_notified,
     finish_state,
     group_by_customer,
     index_by_email,
     is_valid_email,
     next_last_run_date,
-    record_delivery,
     select_closed_tickets,
     split_by_weekly_guard,
     webhook_id,
@@ -339,12 +339,13 @@ def test_next_last_run_date_is_the_latest_settled_day_and_never_passes_a_pending
     assert next_last_run_date(start, [], []) == start
 
 
-def test_record_delivery_then_finish_state_keeps_only_what_the_next_window_sees():
+def test_a_delivery_is_recorded_then_finish_state_keeps_only_what_the_next_window_sees():
     state = RunState(date(2026, 11, 20), {customer_key("old@example.com"): {"9": "2026-11-19"}},
                      {customer_key("old@example.com"): "2025-01-01"})
     [customer] = group_by_customer(index_by_email([ticket("1", date(2026, 11, 20)), ticket("2", date(2026, 11, 24))]))
-    state = record_delivery(state, customer, date(2026, 11, 27))
-    assert state.notified[customer.key] == {"1": "2026-11-20", "2": "2026-11-24"}
+    key, notified, emailed_on = delivery_entries(state, customer, date(2026, 11, 27))
+    assert (key, notified, emailed_on) == (customer.key, {"1": "2026-11-20", "2": "2026-11-24"}, "2026-11-27")
+    state = RunState(state.last_run_date, {**state.notified, key: notified}, {**state.last_emailed, key: emailed_on})
     finished = finish_state(state, date(2026, 11, 24), date(2026, 11, 27), 7)
     assert finished.last_run_date == date(2026, 11, 24)
     assert finished.notified == {customer.key: {"2": "2026-11-24"}}

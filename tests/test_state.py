@@ -8,8 +8,8 @@ from datetime import date, datetime
 
 import pytest
 
-from state_file import StateError, StateWriter, load_state, save_state, state_from_json
-from ticket_core import ClosedTicket, RunState, group_by_customer, index_by_email, record_delivery
+from state_file import StateError, StateWriter, load_state, save_state, state_from_json, state_to_json
+from ticket_core import ClosedTicket, RunState, customer_key, group_by_customer, index_by_email
 
 
 def test_the_seeds_form_and_iso_are_read_and_dd_mm_yyyy_is_written(tmp_path):
@@ -56,7 +56,7 @@ def test_concurrent_deliveries_are_all_recorded_by_the_one_writer(tmp_path):
 
     def deliver(batch):
         for customer in batch:
-            writer.update(lambda state, customer=customer: record_delivery(state, customer, today))
+            writer.record(customer, today)
             saved = json.loads(path.read_text())   # after update returns, this delivery is on disk
             assert customer.key in saved["notified"]
 
@@ -67,3 +67,26 @@ def test_concurrent_deliveries_are_all_recorded_by_the_one_writer(tmp_path):
         thread.join()
     saved = json.loads(path.read_text())
     assert len(saved["notified"]) == len(saved["last_emailed"]) == 200
+
+
+def test_the_writer_keeps_earlier_customers_and_writes_what_a_full_save_writes(tmp_path):
+    """The writer changes only the delivered customer's entries; the file must be the one a
+    save of the whole state gives, with the customers already in the file kept as they were."""
+    earlier = {customer_key("old@example.com"): {"7": "2026-11-19"}, customer_key("jane@example.com"): {"1": "2026-11-19"}}
+    start = RunState(date(2026, 11, 20), earlier, {key: "2026-11-10" for key in earlier})
+    path = tmp_path / "state.json"
+    writer = StateWriter(path, start)
+    [jane, new] = group_by_customer(index_by_email([
+        ClosedTicket("Jane@Example.com", "2", "Closed", datetime(2026, 11, 24, 9, 30), True),
+        ClosedTicket("new@example.com", "N-1", "Closed", datetime(2026, 11, 25), False)]))
+    writer.record(jane, date(2026, 11, 27))
+    writer.record(new, date(2026, 11, 27))
+
+    expected = RunState(date(2026, 11, 20), {
+        customer_key("old@example.com"): {"7": "2026-11-19"},
+        jane.key: {"1": "2026-11-19", "2": "2026-11-24T09:30:00"},
+        new.key: {"N-1": "2026-11-25"}}, {customer_key("old@example.com"): "2026-11-10", jane.key: "2026-11-27",
+                                          new.key: "2026-11-27"})
+    assert load_state(path) == expected == writer.state
+    assert path.read_text(encoding="utf-8") == state_to_json(expected)
+    assert start.notified == earlier  # the caller's state is not changed under it
