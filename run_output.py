@@ -28,7 +28,6 @@ def setup_logging(log_file: Path | None, verbose: bool, quiet: bool) -> logging.
     """Our own logger only: library loggers (urllib3, googleapiclient) would print request paths."""
     logger = logging.getLogger(LOGGER_NAME)
     logger.handlers.clear()
-    logger.setLevel(logging.DEBUG)
     logger.propagate = False
     console = logging.StreamHandler(sys.stderr)
     console.setLevel(logging.ERROR if quiet else logging.INFO if verbose else logging.WARNING)
@@ -42,6 +41,7 @@ def setup_logging(log_file: Path | None, verbose: bool, quiet: bool) -> logging.
         to_file.setLevel(logging.DEBUG if verbose else logging.INFO)
         to_file.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
         logger.addHandler(to_file)
+    logger.setLevel(min(handler.level for handler in logger.handlers))  # what no handler takes is not even formatted
     return logger
 
 

@@ -52,6 +52,21 @@ def test_429_with_retry_after_waits_as_asked_and_signs_each_attempt_afresh(webho
         Webhook(SECRET).verify(received.body, received.headers)
 
 
+def test_each_call_carries_its_own_body_and_headers_and_no_cookie_from_an_earlier_call(webhook):
+    webhook.respond = lambda received, index: Reply(200, {"Set-Cookie": f"session=customer{index}; Path=/"})
+    one = sender(webhook.url, authorization="Bearer t0ken")
+    assert one.deliver("msg_a", b'{"to": "a"}').result == DELIVERED
+    assert one.deliver("msg_b", b'{"to": "bb"}').result == DELIVERED
+    first, second = webhook.requests
+    assert (first.body, second.body) == (b'{"to": "a"}', b'{"to": "bb"}')
+    assert (first.headers["content-length"], second.headers["content-length"]) == ("11", "12")
+    assert (first.headers["webhook-id"], second.headers["webhook-id"]) == ("msg_a", "msg_b")
+    assert first.headers["authorization"] == second.headers["authorization"] == "Bearer t0ken"
+    assert "cookie" not in second.headers
+    for received in (first, second):
+        Webhook(SECRET).verify(received.body, received.headers)
+
+
 def test_retries_give_up_after_the_configured_count(webhook):
     webhook.respond = lambda received, index: Reply(502)
     outcome = sender(webhook.url, retries=2).deliver("msg_1", b"{}")
