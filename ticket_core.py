@@ -261,8 +261,7 @@ def select_closed_tickets(rows: Iterable[Sequence[object]], since: date, now: da
     since_moment = datetime(since.year, since.month, since.day)
     latest_allowed = now + timedelta(days=1)
     i_status, i_date, i_ticket, i_email = (columns[role] for role in ("status", "date", "ticket", "email"))
-    name_roles = [role for role in NAME_ROLES if role in columns]
-    name_cells = _cells_getter([columns[role] for role in name_roles])
+    name_cells = _cells_getter([columns[role] for role in NAME_ROLES if role in columns])
     width = max(columns.values()) + 1
     by_email = selection.by_email
     new_ticket = partial(tuple.__new__, ClosedTicket)  # ClosedTicket(...) without its Python-level __new__
@@ -270,7 +269,7 @@ def select_closed_tickets(rows: Iterable[Sequence[object]], since: date, now: da
     status_of = _Memo(lambda cell: closed.get(cell_text(cell).casefold(), ""))
     date_of = _Memo(parser.parse)
     email_of = _Memo(_email_and_key)
-    names_of = _Memo(lambda cells: _person_names(dict(zip(name_roles, cells, strict=True))))
+    names_of = _Memo(_person_names_reader(columns))
     skipped = selection.skipped
 
     def skip(row_number: int, reason: str) -> None:
@@ -342,11 +341,16 @@ def _email_and_key(cell: object) -> tuple[str, str]:
     return email, email.casefold() if _EMAIL.fullmatch(email) else ""
 
 
-def _person_names(cells: Mapping[str, object]) -> tuple[str, str]:
-    """(first name, full name) from whichever of the name columns the report has."""
-    first_name, last_name, name = (cell_text(cells.get(role)) for role in NAME_ROLES)
-    full_name = name or (f"{first_name} {last_name}" if first_name and last_name else first_name or last_name)
-    return first_name, full_name
+def _person_names_reader(columns: Mapping[str, int]) -> Callable[[tuple], tuple[str, str]]:
+    """A function from a row's name cells (those of NAME_ROLES the report has, in that order) to
+    (first name, full name). A column the report lacks reads as the blank cell added at the end."""
+    present = [role for role in NAME_ROLES if role in columns]
+    pick = itemgetter(*(present.index(role) if role in present else -1 for role in NAME_ROLES))
+
+    def person_names(cells: tuple) -> tuple[str, str]:
+        first_name, last_name, name = map(cell_text, pick((*cells, "")))
+        return first_name, name or (f"{first_name} {last_name}" if first_name and last_name else first_name or last_name)
+    return person_names
 
 
 def _cells_getter(indexes: Sequence[int]) -> Callable[[Sequence[object]], tuple]:
