@@ -6,7 +6,6 @@ call per customer, and remember what was sent in last_run_date.json.
 
 from __future__ import annotations
 
-import calendar
 import gc
 import json
 import logging
@@ -228,8 +227,9 @@ def progress_printer():
 def months_before(day: date, months: int) -> date:
     """The same day `months` earlier, or the last day of that month when it is shorter."""
     year, month_index = divmod(day.year * 12 + day.month - 1 - months, 12)
-    month = month_index + 1
-    return date(year, month, min(day.day, calendar.monthrange(year, month)[1]))
+    first_of_month = date(year, month_index + 1, 1)
+    first_of_next = date(year + (month_index + 1) // 12, (month_index + 1) % 12 + 1, 1)
+    return first_of_month.replace(day=min(day.day, (first_of_next - first_of_month).days))
 
 
 def exit_now(exit_code: int) -> None:

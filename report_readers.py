@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import codecs
 import csv
-import zipfile
 from collections.abc import Iterator
 from itertools import repeat
 from pathlib import Path
@@ -101,6 +100,8 @@ def _csv_rows(path: Path, encoding: str, delimiter: str) -> Iterator[list[str]]:
 
 def read_xlsx(path: Path) -> Iterator[list]:
     """The first worksheet; date cells arrive as datetime values."""
+    import zipfile  # here with openpyxl: a CSV report needs neither
+
     from openpyxl import load_workbook
     from openpyxl.utils.exceptions import InvalidFileException
 

