@@ -9,7 +9,8 @@ from datetime import date
 from pathlib import Path
 from string import Template
 
-from ticket_core import DEFAULT_DATE_FORMATS, ROLES, check_body_template, parse_day
+from payloads import check_body_template
+from ticket_core import DEFAULT_DATE_FORMATS, ROLES, parse_day
 
 TRUE_WORDS, FALSE_WORDS = ("yes", "true", "1"), ("no", "false", "0")
 SHEET_URL_ID = re.compile(r"/spreadsheets/d/([A-Za-z0-9_-]+)")

@@ -18,6 +18,7 @@ from datetime import date, datetime
 from pathlib import Path
 
 from cli_options import UsageError, parse_args
+from payloads import build_payload, webhook_id
 from run_output import FILE_ONLY, format_customer_table, format_summary, setup_logging
 from state_file import StateError, StateWriter, acquire_lock, load_state, save_state
 from ticket_core import (
@@ -25,14 +26,12 @@ from ticket_core import (
     ReportError,
     RunState,
     SelectOptions,
-    build_payload,
     drop_already_notified,
     finish_state,
     group_by_customer,
     next_last_run_date,
     select_closed_tickets,
     split_by_weekly_guard,
-    webhook_id,
 )
 
 __version__ = "1.0.0"

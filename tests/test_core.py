@@ -5,6 +5,7 @@ from string import Template
 
 import pytest
 
+from payloads import build_payload, check_body_template, webhook_id
 from ticket_core import (
     SKIP_BAD_DATE,
     SKIP_FUTURE_DATE,
@@ -15,8 +16,6 @@ from ticket_core import (
     ReportError,
     RunState,
     SelectOptions,
-    build_payload,
-    check_body_template,
     customer_key,
     delivery_entries,
     drop_already_notified,
@@ -27,7 +26,6 @@ from ticket_core import (
     next_last_run_date,
     select_closed_tickets,
     split_by_weekly_guard,
-    webhook_id,
 )
 
 NOW = datetime(2026, 11, 27, 6, 0)
