@@ -13,11 +13,13 @@ import multiprocessing
 import os
 import platform
 import random
+import socket
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from datetime import date, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -111,6 +113,39 @@ def serve(port_queue, connections, latency: float) -> None:
     server.serve_forever()
 
 
+def bare_requests(port: int, calls: int, workers: int) -> float:
+    """Seconds for `calls` POSTs from `workers` threads sharing one requests.Session: no report,
+    no signing, nothing saved. The most any requests-based client reaches against this webhook here."""
+    import requests
+    from requests.adapters import HTTPAdapter
+
+    session = requests.Session()
+    session.trust_env = False
+    session.mount("http://", HTTPAdapter(pool_maxsize=workers))
+    url, body = f"http://127.0.0.1:{port}/hook", b"{}" * 300
+    start = time.perf_counter()
+    with ThreadPoolExecutor(workers) as pool:
+        list(pool.map(lambda _: session.post(url, data=body, timeout=30).raise_for_status(), range(calls)))
+    return time.perf_counter() - start
+
+
+def webhook_round_trip(port: int, calls: int = 30) -> float:
+    """Median seconds for one POST from a bare socket client, one after the other: the webhook's own
+    latency as a client sees it (its nominal latency plus its parsing, sleeping late and loopback)."""
+    request = b"POST /hook HTTP/1.1\r\nHost: bench\r\nContent-Length: 2\r\n\r\n{}"
+    times = []
+    with socket.create_connection(("127.0.0.1", port)) as connection:
+        connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        for _ in range(calls):
+            start = time.perf_counter()
+            connection.sendall(request)
+            answer = b""
+            while b"\r\n\r\n" not in answer:
+                answer += connection.recv(4096)
+            times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
 def write_delivery_report(path: Path, customers: int) -> None:
     with path.open("w", encoding="utf-8") as handle:
         for number in range(customers):
@@ -151,17 +186,19 @@ def measure_delivery_repeated(folder: Path, repeats: int, customers: int, latenc
     server.start()
     try:
         port = port_queue.get(timeout=30)
-        runs = []
+        round_trip = webhook_round_trip(port)
+        runs, bare = [], []
         for attempt in range(repeats):
             run_folder = folder / f"delivery_{customers}_{attempt}"
             run_folder.mkdir()
             runs.append(measure_delivery(run_folder, port, connections, customers, workers))
+            bare.append(bare_requests(port, customers, workers))
     finally:
         server.terminate()
     in_process = sorted(run[0] for run in runs)
     return {"ideal": customers * latency / workers, "wall": statistics.median(in_process), "fastest": in_process[0],
             "slowest": in_process[-1], "command": statistics.median(run[2] for run in runs),
-            "connections": max(run[1] for run in runs)}
+            "connections": max(run[1] for run in runs), "bare": statistics.median(bare), "round_trip": round_trip}
 
 
 def rss(megabytes: float | None) -> str:
@@ -201,16 +238,19 @@ def main() -> None:
     latency, workers = 0.020, 8
     print(f"\nDelivery: a webhook answering after {latency * 1000:.0f} ms, --workers {workers}; medians of "
           f"{options.repeats} runs. In process: the run itself (read, select, send, save the state after every "
-          "delivery). Whole command: the same in a new Python, start-up and imports included:\n")
+          "delivery). Whole command: the same in a new Python, start-up and imports included. Bare requests: "
+          "the same number of POSTs from the same threads with nothing else, for reference:\n")
     print("| customers | ideal s (customers x latency / workers) | in process s | ideal / in process "
-          "| range of ideal / in process | connections opened | whole command s | ideal / whole command |")
-    print("|---:|---:|---:|---:|---:|---:|---:|---:|")
+          "| range of ideal / in process | connections opened | whole command s | ideal / whole command "
+          "| bare requests, ideal / s | webhook's own round trip ms |")
+    print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for customers in (500,) if options.quick else (500, 2000):
         figures = measure_delivery_repeated(folder, options.repeats, customers, latency, workers)
         ideal = figures["ideal"]
         print(f"| {customers:,} | {ideal:.2f} | {figures['wall']:.2f} | {ideal / figures['wall']:.2f} "
               f"| {ideal / figures['slowest']:.2f} to {ideal / figures['fastest']:.2f} | {figures['connections']} "
-              f"| {figures['command']:.2f} | {ideal / figures['command']:.2f} |", flush=True)
+              f"| {figures['command']:.2f} | {ideal / figures['command']:.2f} | {ideal / figures['bare']:.2f} "
+              f"| {figures['round_trip'] * 1000:.1f} |", flush=True)
     if folder_context:
         folder_context.cleanup()
 
