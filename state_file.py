@@ -92,13 +92,17 @@ def load_state(path: Path) -> RunState | None:
 
 
 def save_state(path: Path, state: RunState) -> None:
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise StateError(f"cannot write the state file {path}: {_reason(error)}") from None
     write_state_text(path, state_to_json(state))
 
 
 def write_state_text(path: Path, text: str) -> None:
-    """Write atomically: a temporary file beside the target, flushed to disk, then renamed over it."""
+    """Write atomically: a temporary file beside the target, flushed to disk, then renamed over it.
+    The folder must exist (a live run has made it for its lock)."""
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
         handle, temp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
         try:
             with os.fdopen(handle, "w", encoding="utf-8", newline="\n") as temp:
