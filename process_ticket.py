@@ -180,7 +180,7 @@ def read_rows(args):
 
 def send_all(args, customers: list[Customer], state: RunState, today: date, report: RunReport) -> RunState:
     """Deliver one call per customer; save the state after every delivery, before the next call."""
-    from webhook_sender import Job, WebhookConfigError, WebhookSender, deliver_all
+    from webhook_sender import WebhookConfigError, WebhookSender, deliver_all
 
     if not customers:
         return state
@@ -190,27 +190,28 @@ def send_all(args, customers: list[Customer], state: RunState, today: date, repo
                                timeout=args.timeout, retries=args.retries, pool_size=args.workers)
     except WebhookConfigError as error:
         raise ConfigError(str(error)) from None
-    body_template = args.body_template
-    jobs = [Job(customer, webhook_id(customer),
-                json.dumps(build_payload(customer, args.subject, body_template), ensure_ascii=False).encode("utf-8"))
-            for customer in customers]
     writer = StateWriter(args.state_file, state)
 
-    def remember(job: Job) -> None:
-        writer.record(job.customer, today)
-        log.info("delivered to %s (%s)", job.customer.email, ", ".join(job.customer.ticket_ids))
+    def message_for(customer: Customer) -> tuple[str, bytes]:
+        payload = build_payload(customer, args.subject, args.body_template)
+        return webhook_id(customer), json.dumps(payload, ensure_ascii=False).encode("utf-8")
 
-    progress = progress_printer() if sys.stderr.isatty() and len(jobs) >= 20 and not args.quiet else None
-    log.info("sending %d notification(s) to %s with %d worker(s)", len(jobs), sender.host, args.workers)
+    def remember(customer: Customer) -> None:
+        writer.record(customer, today)
+        log.info("delivered to %s (%s)", customer.email, ", ".join(customer.ticket_ids))
+
+    progress = progress_printer() if sys.stderr.isatty() and len(customers) >= 20 and not args.quiet else None
+    log.info("sending %d notification(s) to %s with %d worker(s)", len(customers), sender.host, args.workers)
     try:
-        results = deliver_all(sender, jobs, args.workers, remember, progress or (lambda done, total: None))
+        results = deliver_all(sender, customers, args.workers, message_for, remember,
+                              progress or (lambda done, total: None))
     finally:
         sender.close()
         if progress:
             print(file=sys.stderr)
-    report.notified = [job.customer for job in results.delivered]
-    report.failed = [(job.customer, detail) for job, detail in results.failed]
-    report.not_attempted = [job.customer for job in results.not_attempted]
+    report.notified = results.delivered
+    report.failed = results.failed
+    report.not_attempted = results.not_attempted
     report.stop_reason = results.stop_reason
     for customer, detail in report.failed:
         log.warning("not delivered to %s: %s; it stays pending for the next run", customer.email, detail)

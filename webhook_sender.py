@@ -198,29 +198,22 @@ class WebhookSender:
         return ProtocolError("connection broken")
 
 
-@dataclass(frozen=True)
-class Job:
-    """One customer's delivery: the webhook-id and the exact bytes to POST."""
-    customer: object
-    msg_id: str
-    body: bytes
-
-
 @dataclass
 class Deliveries:
-    """What deliver_all did with the jobs."""
-    delivered: list[Job] = field(default_factory=list)
-    failed: list[tuple[Job, str]] = field(default_factory=list)  # with the reason; pending for the next run
-    not_attempted: list[Job] = field(default_factory=list)  # left when sending stopped early
+    """What deliver_all did with the customers."""
+    delivered: list = field(default_factory=list)
+    failed: list[tuple[object, str]] = field(default_factory=list)  # with the reason; pending for the next run
+    not_attempted: list = field(default_factory=list)  # left when sending stopped early
     stop_reason: str = ""  # why sending stopped early: a misconfigured webhook, a state that could not be saved
 
 
-def deliver_all(sender: WebhookSender, jobs: Sequence[Job], workers: int,
-                on_delivered: Callable[[Job], None],
+def deliver_all(sender: WebhookSender, customers: Sequence[object], workers: int,
+                message_for: Callable[[object], tuple[str, bytes]], on_delivered: Callable[[object], None],
                 on_progress: Callable[[int, int], None] = lambda done, total: None) -> Deliveries:
-    """Deliver every job with `workers` threads. `on_delivered` (which saves the state) runs in the
-    worker before it takes its next job; when it raises, or the webhook shows itself misconfigured,
-    no new job starts."""
+    """One call per customer with `workers` threads. A worker builds a customer's message (webhook-id
+    and body) just before sending it, so a large run holds only the messages in flight, and the first
+    call goes out at once. `on_delivered` (which saves the state) runs in the worker before it takes
+    its next customer; when it raises, or the webhook shows itself misconfigured, no new call starts."""
     stop = threading.Event()
     results = Deliveries()
     results_lock = threading.Lock()
@@ -230,29 +223,30 @@ def deliver_all(sender: WebhookSender, jobs: Sequence[Job], workers: int,
         with results_lock:
             results.stop_reason = results.stop_reason or reason
 
-    def run(job: Job) -> None:
+    def run(customer: object) -> None:
         if stop.is_set():
             with results_lock:
-                results.not_attempted.append(job)
+                results.not_attempted.append(customer)
             return
-        outcome = sender.deliver(job.msg_id, job.body, stop.is_set)
+        msg_id, body = message_for(customer)
+        outcome = sender.deliver(msg_id, body, stop.is_set)
         if outcome.result == DELIVERED:
             try:
-                on_delivered(job)
+                on_delivered(customer)
             except Exception as error:  # the state could not be saved: stop sending
                 stop_sending(str(error))
         elif outcome.result == MISCONFIGURED:
             stop_sending(outcome.detail)
         with results_lock:
             if outcome.result == DELIVERED:
-                results.delivered.append(job)
+                results.delivered.append(customer)
             else:
-                results.failed.append((job, outcome.detail))
-            on_progress(len(results.delivered) + len(results.failed), len(jobs))
+                results.failed.append((customer, outcome.detail))
+            on_progress(len(results.delivered) + len(results.failed), len(customers))
 
     with ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="webhook") as pool:
         try:
-            list(pool.map(run, jobs))
+            list(pool.map(run, customers))
         except BaseException:  # Ctrl+C or a bug: let the calls in flight finish, start no new one
             stop.set()
             raise

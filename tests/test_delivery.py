@@ -11,7 +11,7 @@ import pytest
 from conftest import ROOT, Reply, clean_env, read_state, run_cli, write_csv, write_state
 from standardwebhooks.webhooks import Webhook
 
-from webhook_sender import DELIVERED, FAILED, MISCONFIGURED, WebhookSender, sign
+from webhook_sender import DELIVERED, FAILED, MISCONFIGURED, WebhookSender, deliver_all, sign
 
 SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
 CUSTOMERS = [[f"Cust{i}", "Omer", f"c{i}@example.com", str(100 + i), "Closed", f"{20 + i}/11/2026"] for i in range(5)]
@@ -98,6 +98,21 @@ def test_signature_matches_the_standard_webhooks_reference():
     key = __import__("base64").b64decode(SECRET[6:])
     headers["webhook-signature"] = sign(key, "msg_x", int(headers["webhook-timestamp"]), b'{"k": "v"}')
     Webhook(SECRET).verify(b'{"k": "v"}', headers)
+
+
+def test_each_message_is_built_by_the_worker_that_sends_it_and_never_after_a_stop(webhook):
+    webhook.respond = lambda received, index: Reply(401) if index == 1 else Reply(200)
+    built, delivered = [], []
+
+    def message_for(customer):
+        built.append(customer)
+        return f"msg_{customer}", f'{{"to": "{customer}"}}'.encode()
+
+    results = deliver_all(sender(webhook.url), ["a", "b", "c", "d"], 1, message_for, delivered.append)
+    assert built == ["a", "b"]                      # c and d were never prepared: the webhook refused b
+    assert [r.body for r in webhook.requests] == [b'{"to": "a"}', b'{"to": "b"}']
+    assert (delivered, results.delivered, results.not_attempted) == (["a"], ["a"], ["c", "d"])
+    assert [customer for customer, _ in results.failed] == ["b"] and "HTTP 401" in results.stop_reason
 
 
 def test_a_slow_webhook_times_out_and_the_customer_stays_pending(setup, webhook):
