@@ -386,6 +386,8 @@ def customer_key(email: str) -> str:
 
 
 _closed_at = attrgetter("closed_at")
+_tickets = attrgetter("tickets")
+_last = itemgetter(-1)
 _names = attrgetter("first_name", "full_name")
 
 
@@ -494,8 +496,8 @@ def next_last_run_date(start: date, found: Iterable[Customer], pending: Iterable
     pending_days = [customer.earliest.date() for customer in pending]
     if pending_days:
         return max(start, min(pending_days))
-    latest = max((customer.tickets[-1].closed_at for customer in found), default=None)
-    return max(start, latest.date()) if latest else start
+    latest = max(map(_last, map(_tickets, found)), key=_closed_at, default=None)  # each customer's last ticket
+    return max(start, latest.closed_at.date()) if latest else start
 
 
 def finish_state(state: RunState, new_last_run_date: date, today: date, keep_email_days: int) -> RunState:
