@@ -83,12 +83,55 @@ def has_time_directive(fmt: str) -> bool:
     return any(directive in fmt for directive in TIME_DIRECTIVES)
 
 
+# The regular expressions datetime.strptime builds for these directives (CPython's _strptime).
+# A format made only of them and literal text is matched here with one regex and gives what
+# strptime gives, several times faster: exports with timestamps have a distinct text per row.
+_STRPTIME_DIRECTIVES = {
+    "d": r"(3[0-1]|[1-2]\d|0[1-9]|[1-9]| [1-9])",
+    "m": r"(1[0-2]|0[1-9]|[1-9])",
+    "Y": r"(\d\d\d\d)",
+    "H": r"(2[0-3]|[0-1]\d|\d)",
+    "M": r"([0-5]\d|\d)",
+    "S": r"(6[0-1]|[0-5]\d|\d)",
+}
+
+
+_DATETIME_FIELDS = ("Y", "m", "d", "H", "M", "S")
+_STRPTIME_DEFAULTS = (1900, 1, 1, 0, 0, 0)  # what strptime assumes for a field the format lacks
+
+
+class _NumericFormat(NamedTuple):
+    regex: re.Pattern
+    arguments: Callable[[tuple], tuple]  # (group values..., *defaults) -> datetime's arguments
+
+
+def _strptime_regex(fmt: str) -> _NumericFormat | None:
+    """The regex strptime would match `fmt` with, and how its groups become datetime's arguments;
+    None when the format uses another directive (month names, say), left to strptime itself."""
+    fmt = re.sub(r"\s+", r"\\s+", re.sub(r"([\\.^$*+?\(\){}\[\]|])", r"\\\1", fmt))
+    pattern, fields = "", []
+    while "%" in fmt:
+        index = fmt.index("%")
+        directive = fmt[index + 1:index + 2]
+        if directive == "%":
+            pattern += fmt[:index] + "%"
+        elif directive in _STRPTIME_DIRECTIVES and directive not in fields:
+            pattern += fmt[:index] + _STRPTIME_DIRECTIVES[directive]
+            fields.append(directive)
+        else:
+            return None
+        fmt = fmt[index + 2:]
+    positions = [fields.index(field) if field in fields else len(fields) + default
+                 for default, field in enumerate(_DATETIME_FIELDS)]
+    return _NumericFormat(re.compile(pattern + fmt, re.IGNORECASE), itemgetter(*positions))
+
+
 class DateParser:
     """Parses report date cells: text in the given formats (never guessed), spreadsheet serial
     numbers, and the date cells of an XLSX file."""
 
     def __init__(self, formats: Sequence[str] = DEFAULT_DATE_FORMATS) -> None:
-        self.formats = tuple((fmt, has_time_directive(fmt)) for fmt in formats)
+        self.formats = tuple((fmt, has_time_directive(fmt), _strptime_regex(fmt)) for fmt in formats)
 
     def parse(self, value: object) -> tuple[datetime, bool] | None:
         """(moment, has_time) or None when the cell is not a date in an accepted form."""
@@ -101,10 +144,14 @@ class DateParser:
         return self._parse_text(str(value or "").strip())
 
     def _parse_text(self, text: str) -> tuple[datetime, bool] | None:
-        for fmt, has_time in self.formats:
+        for fmt, has_time, numeric in self.formats:
             try:
-                return datetime.strptime(text, fmt), has_time
-            except ValueError:
+                if numeric is None:
+                    return datetime.strptime(text, fmt), has_time
+                found = numeric.regex.match(text)  # as strptime: from the start, then nothing left over
+                if found is not None and found.end() == len(text):
+                    return datetime(*numeric.arguments((*map(int, found.groups()), *_STRPTIME_DEFAULTS))), has_time
+            except ValueError:  # not this format, or no such day (31/02) or time
                 continue
         return None
 

@@ -1,5 +1,6 @@
 """The pure core with literal data: selection, boundary, grouping, payload, next state."""
 
+import random
 from datetime import date, datetime
 from string import Template
 
@@ -7,6 +8,7 @@ import pytest
 
 from payloads import build_payload, check_body_template, webhook_id
 from ticket_core import (
+    DEFAULT_DATE_FORMATS,
     SKIP_BAD_DATE,
     SKIP_FUTURE_DATE,
     SKIP_NO_EMAIL,
@@ -197,6 +199,33 @@ def test_dates_are_read_day_first_and_from_serial_numbers(text, expected, has_ti
 @pytest.mark.parametrize("text", ["04/13/2026", "2026/04/03", "3.4.2026", "", "yesterday", True])
 def test_dates_outside_the_accepted_forms_are_not_guessed(text):
     assert DateParser().parse(text) is None
+
+
+def test_numeric_date_formats_give_exactly_what_strptime_gives():
+    """Formats made of day, month, year, hour, minute and second are matched without strptime
+    (timestamps make a distinct text per row). Any text must still parse, or be refused, as
+    datetime.strptime does it: random moments in each format, then bent a character at a time."""
+    formats = [*DEFAULT_DATE_FORMATS, "%m/%d/%Y", "%Y%m%d", "%d.%m.%Y %H.%M", "%H:%M %d/%m/%Y", "%d/%m", "%Y-%m-%d %%"]
+    rng = random.Random(20261127)
+    odd = "0123456789 /-:.T t\t%١٢"
+    for fmt in formats:
+        texts = [" 3/4/2026", "3/4/2026", "31/02/2026", "29/02/2024", "29/02/2023", "2026-04-03t07:05", "03/04/2026  07:05",
+                 "03/04/2026\t07:05:09", "03/04/2026 24:00", "03/04/2026 23:59:60", "03/04/2026 7:5:9", "٠٣/٠٤/٢٠٢٦"]
+        for _ in range(300):
+            moment = datetime(rng.randrange(1, 10000), rng.randrange(1, 13), rng.randrange(1, 29),
+                              rng.randrange(24), rng.randrange(60), rng.randrange(60))
+            text = moment.strftime(fmt)
+            texts += [text, text.replace("0", "", 1)]
+            for _ in range(3):
+                at = rng.randrange(len(text) + 1)
+                texts.append(text[:at] + rng.choice(odd) + text[at + rng.randrange(2):])
+        parser = DateParser([fmt])
+        for text in texts:
+            try:
+                expected = (datetime.strptime(text.strip(), fmt), any(d in fmt for d in ("%H", "%M", "%S")))
+            except ValueError:
+                expected = None
+            assert parser.parse(text) == expected, (fmt, text)
 
 
 def test_date_formats_replace_the_defaults():
