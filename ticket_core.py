@@ -121,8 +121,8 @@ def _strptime_regex(fmt: str) -> _NumericFormat | None:
         else:
             return None
         fmt = fmt[index + 2:]
-    positions = [fields.index(field) if field in fields else len(fields) + default
-                 for default, field in enumerate(_DATETIME_FIELDS)]
+    positions = [fields.index(field) if field in fields else len(fields) + slot  # a group, or strptime's default
+                 for slot, field in enumerate(_DATETIME_FIELDS)]
     return _NumericFormat(re.compile(pattern + fmt, re.IGNORECASE), itemgetter(*positions))
 
 

@@ -103,7 +103,6 @@ class WebhookSender:
 
     def __init__(self, url: str, *, secret: str | None = None, authorization: str | None = None,
                  timeout: float = 30, retries: int = 3, pool_size: int = 4, backoff_factor: float = 1.0) -> None:
-        self.url = url
         self.host = host_of(url)
         self.key = parse_secret(secret) if secret else None
         self.authorization = authorization or None
