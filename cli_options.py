@@ -10,7 +10,8 @@ from pathlib import Path
 from string import Template
 
 from payloads import check_body_template
-from ticket_core import DEFAULT_DATE_FORMATS, ROLES, parse_day
+from report_dates import DEFAULT_DATE_FORMATS, parse_day
+from ticket_core import ROLES
 
 TRUE_WORDS, FALSE_WORDS = ("yes", "true", "1"), ("no", "false", "0")
 SHEET_URL_ID = re.compile(r"/spreadsheets/d/([A-Za-z0-9_-]+)")

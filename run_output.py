@@ -8,7 +8,8 @@ from collections.abc import Sequence
 from operator import attrgetter
 from pathlib import Path
 
-from ticket_core import SKIP_REASONS, Customer, format_day
+from report_dates import format_day
+from ticket_core import SKIP_REASONS, Customer
 
 LOGGER_NAME = "ticket_notifier"
 LOG_FILE_BYTES = 1_000_000

@@ -12,7 +12,8 @@ from collections.abc import Iterable
 from datetime import date, datetime
 from pathlib import Path
 
-from ticket_core import Customer, RunState, delivery_entries, format_day, parse_day
+from report_dates import format_day, parse_day
+from ticket_core import Customer, RunState, delivery_entries
 
 
 class StateError(Exception):

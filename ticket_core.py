@@ -13,6 +13,8 @@ from itertools import chain
 from operator import attrgetter, itemgetter
 from typing import NamedTuple
 
+from report_dates import DEFAULT_DATE_FORMATS, DateParser, iso_moment
+
 ROLES = ("first_name", "last_name", "name", "email", "ticket", "status", "date")
 REQUIRED_ROLES = ("email", "ticket", "status", "date")
 NAME_ROLES = ("first_name", "last_name", "name")
@@ -29,15 +31,6 @@ HEADER_NAMES = {
     "status": ("Status", "Ticket Status", "State"),
     "date": ("Date", "Status Date", "Updated", "Last Updated", "Closed Date", "Date Closed", "Resolved"),
 }
-
-DEFAULT_DATE_FORMATS = (
-    "%d/%m/%Y", "%d/%m/%Y %H:%M", "%d/%m/%Y %H:%M:%S",
-    "%Y-%m-%d", "%Y-%m-%d %H:%M", "%Y-%m-%d %H:%M:%S", "%Y-%m-%dT%H:%M", "%Y-%m-%dT%H:%M:%S",
-    "%d-%b-%Y",
-)
-TIME_DIRECTIVES = ("%H", "%I", "%M", "%S", "%X", "%c", "%T", "%R")
-# Spreadsheet serial dates count days from 1899-12-30 (Google Sheets, Excel).
-SERIAL_EPOCH = datetime(1899, 12, 30)
 
 SKIP_NO_EMAIL = "no or invalid email"
 SKIP_NO_TICKET = "no ticket id"
@@ -77,110 +70,6 @@ def cell_text(value: object) -> str:
 def is_valid_email(text: str) -> bool:
     """One plain address, as a mailer can send to it (no name, no list, no spaces)."""
     return _EMAIL.fullmatch(text) is not None
-
-
-def has_time_directive(fmt: str) -> bool:
-    return any(directive in fmt for directive in TIME_DIRECTIVES)
-
-
-# The regular expressions datetime.strptime builds for these directives (CPython's _strptime).
-# A format made only of them and literal text is matched here with one regex and gives what
-# strptime gives, several times faster: exports with timestamps have a distinct text per row.
-_STRPTIME_DIRECTIVES = {
-    "d": r"(3[0-1]|[1-2]\d|0[1-9]|[1-9]| [1-9])",
-    "m": r"(1[0-2]|0[1-9]|[1-9])",
-    "Y": r"(\d\d\d\d)",
-    "H": r"(2[0-3]|[0-1]\d|\d)",
-    "M": r"([0-5]\d|\d)",
-    "S": r"(6[0-1]|[0-5]\d|\d)",
-}
-
-
-_DATETIME_FIELDS = ("Y", "m", "d", "H", "M", "S")
-_STRPTIME_DEFAULTS = (1900, 1, 1, 0, 0, 0)  # what strptime assumes for a field the format lacks
-
-
-class _NumericFormat(NamedTuple):
-    regex: re.Pattern
-    arguments: Callable[[tuple], tuple]  # (group values..., *defaults) -> datetime's arguments
-
-
-def _strptime_regex(fmt: str) -> _NumericFormat | None:
-    """The regex strptime would match `fmt` with, and how its groups become datetime's arguments;
-    None when the format uses another directive (month names, say), left to strptime itself."""
-    fmt = re.sub(r"\s+", r"\\s+", re.sub(r"([\\.^$*+?\(\){}\[\]|])", r"\\\1", fmt))
-    pattern, fields = "", []
-    while "%" in fmt:
-        index = fmt.index("%")
-        directive = fmt[index + 1:index + 2]
-        if directive == "%":
-            pattern += fmt[:index] + "%"
-        elif directive in _STRPTIME_DIRECTIVES and directive not in fields:
-            pattern += fmt[:index] + _STRPTIME_DIRECTIVES[directive]
-            fields.append(directive)
-        else:
-            return None
-        fmt = fmt[index + 2:]
-    positions = [fields.index(field) if field in fields else len(fields) + slot  # a group, or strptime's default
-                 for slot, field in enumerate(_DATETIME_FIELDS)]
-    return _NumericFormat(re.compile(pattern + fmt, re.IGNORECASE), itemgetter(*positions))
-
-
-class DateParser:
-    """Parses report date cells: text in the given formats (never guessed), spreadsheet serial
-    numbers, and the date cells of an XLSX file."""
-
-    def __init__(self, formats: Sequence[str] = DEFAULT_DATE_FORMATS) -> None:
-        self.formats = tuple((fmt, has_time_directive(fmt), _strptime_regex(fmt)) for fmt in formats)
-
-    def parse(self, value: object) -> tuple[datetime, bool] | None:
-        """(moment, has_time) or None when the cell is not a date in an accepted form."""
-        if isinstance(value, datetime):
-            return value.replace(tzinfo=None), value.time() != datetime.min.time()
-        if isinstance(value, date):
-            return datetime(value.year, value.month, value.day), False
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return self._from_serial(float(value))
-        return self._parse_text(str(value or "").strip())
-
-    def _parse_text(self, text: str) -> tuple[datetime, bool] | None:
-        for fmt, has_time, numeric in self.formats:
-            try:
-                if numeric is None:
-                    return datetime.strptime(text, fmt), has_time
-                found = numeric.regex.match(text)  # as strptime: from the start, then nothing left over
-                if found is not None and found.end() == len(text):
-                    return datetime(*numeric.arguments((*map(int, found.groups()), *_STRPTIME_DEFAULTS))), has_time
-            except ValueError:  # not this format, or no such day (31/02) or time
-                continue
-        return None
-
-    @staticmethod
-    def _from_serial(serial: float) -> tuple[datetime, bool] | None:
-        if not 1 <= serial < 2958466:  # 1899-12-31 .. 9999-12-31
-            return None
-        moment = SERIAL_EPOCH + timedelta(days=serial)
-        moment = moment.replace(microsecond=0) + timedelta(seconds=round(moment.microsecond / 1e6))
-        return moment, not float(serial).is_integer()
-
-
-def parse_day(text: str) -> date:
-    """A day as the state file and --since write it: DD/MM/YYYY, or ISO YYYY-MM-DD."""
-    text = text.strip()
-    for fmt in ("%d/%m/%Y", "%Y-%m-%d"):
-        try:
-            return datetime.strptime(text, fmt).date()
-        except ValueError:
-            continue
-    raise ValueError(f"{text!r} is not a date in the form DD/MM/YYYY")
-
-
-def format_day(day: date) -> str:
-    return day.strftime("%d/%m/%Y")
-
-
-def iso_moment(moment: datetime, has_time: bool) -> str:
-    return moment.isoformat(timespec="seconds") if has_time else moment.date().isoformat()
 
 
 # ---------------------------------------------------------------- columns

@@ -7,14 +7,13 @@ from string import Template
 import pytest
 
 from payloads import build_payload, check_body_template, webhook_id
+from report_dates import DEFAULT_DATE_FORMATS, DateParser
 from ticket_core import (
-    DEFAULT_DATE_FORMATS,
     SKIP_BAD_DATE,
     SKIP_FUTURE_DATE,
     SKIP_NO_EMAIL,
     SKIP_NO_TICKET,
     ClosedTicket,
-    DateParser,
     ReportError,
     RunState,
     SelectOptions,
