@@ -103,15 +103,15 @@ class DateParser:
         return moment, not float(serial).is_integer()
 
 
+_DAY_PARSER = DateParser(("%d/%m/%Y", "%Y-%m-%d"))
+
+
 def parse_day(text: str) -> date:
     """A day as the state file and --since write it: DD/MM/YYYY, or ISO YYYY-MM-DD."""
-    text = text.strip()
-    for fmt in ("%d/%m/%Y", "%Y-%m-%d"):
-        try:
-            return datetime.strptime(text, fmt).date()
-        except ValueError:
-            continue
-    raise ValueError(f"{text!r} is not a date in the form DD/MM/YYYY")
+    parsed = _DAY_PARSER.parse(text.strip())
+    if parsed is None:
+        raise ValueError(f"{text.strip()!r} is not a date in the form DD/MM/YYYY")
+    return parsed[0].date()
 
 
 def format_day(day: date) -> str:

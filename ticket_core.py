@@ -257,7 +257,7 @@ def _seed_layout_doubts(first: Sequence[object]) -> list[str]:
 def _email_and_key(cell: object) -> tuple[str, str]:
     """The address as written (trimmed) and its key; the key is '' when it is not one address."""
     email = cell_text(cell)
-    return email, email.casefold() if _EMAIL.fullmatch(email) else ""
+    return email, email.casefold() if is_valid_email(email) else ""
 
 
 def _person_names_reader(columns: Mapping[str, int]) -> Callable[[tuple], tuple[str, str]]:
