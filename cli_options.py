@@ -10,7 +10,7 @@ from pathlib import Path
 from string import Template
 
 from payloads import check_body_template
-from report_dates import DEFAULT_DATE_FORMATS, parse_day
+from report_dates import DEFAULT_DATE_FORMATS, check_day_range, parse_day
 from ticket_core import ROLES
 
 TRUE_WORDS, FALSE_WORDS = ("yes", "true", "1"), ("no", "false", "0")
@@ -37,7 +37,7 @@ def yes_no(text: str) -> bool:
 
 def since_day(text: str) -> date:
     try:
-        return parse_day(text)
+        return check_day_range(parse_day(text), date.today(), "--since")
     except ValueError as error:
         raise argparse.ArgumentTypeError(str(error)) from None
 
@@ -61,8 +61,8 @@ def build_parser(version: str) -> argparse.ArgumentParser:
     source = parser.add_argument_group("report")
     source.add_argument("-sheetid", "--sheet-id", dest="sheet_id", metavar="ID",
                         help="Google spreadsheet id or full sheet URL")
-    source.add_argument("-range", "--range", dest="range", default="Sheet1", metavar="R",
-                        help="A1 range to read (default: Sheet1)")
+    source.add_argument("-range", "--range", dest="range", metavar="R",
+                        help="A1 range of a Google Sheet (default: Sheet1), or the sheet of an .xlsx report (default: the first)")
     source.add_argument("--report", metavar="PATH", help="read a .csv or .xlsx export instead of a Google Sheet")
     source.add_argument("--closed-status", default="Closed", metavar="LIST",
                         help="comma-separated statuses that count as closed (default: Closed)")
@@ -71,7 +71,9 @@ def build_parser(version: str) -> argparse.ArgumentParser:
     source.add_argument("--column", action="append", default=[], metavar="ROLE=HEADER",
                         help=f"map a role ({', '.join(ROLES)}) to a header name; repeatable")
     source.add_argument("--since", type=since_day, metavar="DD/MM/YYYY",
-                        help="start from this date instead of the stored last_run_date")
+                        help="start from this date instead of the stored last_run_date (needed by the first live run)")
+    source.add_argument("--retry-rejected", action="store_true",
+                        help="send the tickets of customers rejected earlier again, under the address the report now gives")
     send = parser.add_argument_group("sending")
     send.add_argument("-webhook_url", "--webhook-url", dest="webhook_url", metavar="URL",
                       help="the email webhook (default: $WEBHOOK_URL)")
@@ -109,8 +111,12 @@ def parse_args(argv: list[str] | None, script_dir: Path, version: str) -> argpar
         raise UsageError("give exactly one report source: -sheetid ID or --report PATH")
     if args.sheet_id:
         args.sheet_id = sheet_id_from(args.sheet_id)
+        args.range = args.range or "Sheet1"
     args.report = absolute(args.report)
-    args.state_file = absolute(args.state_file) or script_dir / "last_run_date.json"
+    if args.report and args.range and args.report.suffix.lower() not in (".xlsx", ".xlsm"):
+        raise UsageError("-range picks a sheet of a Google Sheet or an .xlsx workbook; a CSV file has none: drop -range")
+    # The real path (links resolved): the lock, the writes and rejected.csv all follow the one file.
+    args.state_file = (absolute(args.state_file) or script_dir / "last_run_date.json").resolve()
     args.credentials = absolute(args.credentials) or script_dir / "credential.json"
     args.token = absolute(args.token) or script_dir / "token.json"
     args.log_file = absolute(args.log_file)
@@ -123,9 +129,27 @@ def parse_args(argv: list[str] | None, script_dir: Path, version: str) -> argpar
     if not all("%" in fmt for fmt in args.date_formats):
         raise UsageError("--date-format takes a strptime format such as %d/%m/%Y")
     args.columns = parse_columns(args.column)
+    if args.subject is not None and not args.subject.isprintable():
+        raise UsageError("--subject must be one line of printable text")
     args.body_template = load_body_template(absolute(args.body_template)) if args.body_template else None
+    args.secrets = secrets_of(args)
     check_webhook(args)
     return args
+
+
+def secrets_of(args: argparse.Namespace) -> list[str]:
+    """Every value that must never reach the output or the log (the log filter hides them)."""
+    from url_rules import UrlError, parse_url
+
+    values = [os.environ.get(name, "") for name in ("WEBHOOK_SECRET", "WEBHOOK_AUTHORIZATION")]
+    values += [args.api_key or ""]
+    values += os.environ.get("WEBHOOK_AUTHORIZATION", "").split()[1:]  # the token after "Bearer"
+    if args.webhook_url:
+        try:
+            values += parse_url(args.webhook_url, "", {"http": 80, "https": 443}).secrets()
+        except UrlError:
+            values.append(args.webhook_url)
+    return [value for value in values if len(value) >= 4]
 
 
 def sheet_id_from(text: str) -> str:
@@ -165,18 +189,17 @@ def load_body_template(path: Path) -> Template:
 
 
 def check_webhook(args: argparse.Namespace) -> None:
-    """The webhook settings a live run needs, checked before any traffic."""
-    if args.test_mode:
-        return
-    from webhook_sender import WebhookConfigError, check_webhook_url, parse_secret
+    """The webhook settings, checked before any traffic: a URL given is checked in test mode too."""
+    from webhook_route import WebhookConfigError, check_authorization, check_webhook_url, parse_secret
 
     if not args.webhook_url:
+        if args.test_mode:
+            return
         raise UsageError("no webhook URL: pass -webhook_url URL or set WEBHOOK_URL (or use -testmode yes)")
     try:
         check_webhook_url(args.webhook_url, args.allow_http)
         if os.environ.get("WEBHOOK_SECRET"):
             parse_secret(os.environ["WEBHOOK_SECRET"])
-        if any(char in os.environ.get("WEBHOOK_AUTHORIZATION", "") for char in "\r\n"):
-            raise WebhookConfigError("WEBHOOK_AUTHORIZATION must be a single line, e.g. Bearer abc123")
+        check_authorization(os.environ.get("WEBHOOK_AUTHORIZATION", ""))
     except WebhookConfigError as error:
         raise UsageError(str(error)) from None

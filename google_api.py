@@ -163,7 +163,7 @@ def fetch_values(service, sheet_id: str, range_: str, account: str = "") -> list
         spreadsheetId=sheet_id, range=range_, valueRenderOption="UNFORMATTED_VALUE",
         dateTimeRenderOption="SERIAL_NUMBER")
     try:
-        return request.execute(num_retries=SHEET_RETRIES).get("values", [])
+        return valid_text_rows(request.execute(num_retries=SHEET_RETRIES).get("values", []))
     except HttpError as error:
         raise GoogleSetupError(explain_http_error(error, sheet_id, range_, account)) from None
     except google.auth.exceptions.RefreshError as error:
@@ -174,6 +174,16 @@ def fetch_values(service, sheet_id: str, range_: str, account: str = "") -> list
     except (httplib2.HttpLib2Error, OSError) as error:
         raise GoogleSetupError(f"cannot reach the Google Sheets API ({type(error).__name__}: {_first_line(error)}): "
                                "check the network, HTTPS_PROXY and the CA bundle settings") from None
+
+
+def valid_text_rows(rows: list[list]) -> list[list]:
+    """The rows with every cell valid text: JSON may carry a lone surrogate (\\ud800), which no
+    encoder takes; it is read as U+FFFD, so one poisoned cell cannot stop every later run."""
+    for row in rows:
+        for index, cell in enumerate(row):
+            if type(cell) is str and not cell.isascii():
+                row[index] = cell.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
+    return rows
 
 
 def explain_http_error(error: HttpError, sheet_id: str, range_: str, account: str = "") -> str:

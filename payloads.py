@@ -6,7 +6,7 @@ import hashlib
 from datetime import datetime
 from string import Template
 
-from ticket_core import Customer
+from ticket_core import Customer, address_key
 
 DEFAULT_SUBJECT_ONE = "Your support ticket has been closed"
 DEFAULT_SUBJECT_MANY = "Your support tickets have been closed"
@@ -82,6 +82,6 @@ def build_payload(customer: Customer, subject: str | None = None, body_template:
 def webhook_id(customer: Customer) -> str:
     """Same customer and same tickets with the same closed dates give the same id, on every retry
     and rerun, so the receiver can drop duplicates; a ticket closed again gives a new one."""
-    parts = [customer.email.strip().casefold()]
+    parts = [address_key(customer.email)]
     parts += sorted(f"{t.ticket_id}@{t.closed_date}" for t in customer.tickets)
     return "msg_" + hashlib.sha256("\n".join(parts).encode("utf-8")).hexdigest()[:32]

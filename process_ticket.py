@@ -12,6 +12,8 @@ import logging
 import os
 import sys
 import threading
+from collections import Counter
+from collections.abc import Iterable
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import date, datetime
@@ -20,19 +22,24 @@ from pathlib import Path
 from cli_options import UsageError, parse_args
 from payloads import build_payload, webhook_id
 from run_output import FILE_ONLY, format_customer_table, format_summary, setup_logging
-from state_file import StateError, StateWriter, acquire_lock, load_state, save_state
+from state_file import StateError, StateWriter, acquire_lock, load_state, prepare_state_folder, save_state
 from ticket_core import (
     Customer,
     ReportError,
     RunState,
     SelectOptions,
+    Selection,
+    cell_text,
     drop_already_notified,
+    drop_rejected,
     finish_state,
     group_by_customer,
     next_last_run_date,
+    rejected_ticket_ids,
     select_closed_tickets,
     split_by_weekly_guard,
 )
+
 
 __version__ = "1.0.0"
 SCRIPT_DIR = Path(__file__).resolve().parent
@@ -49,16 +56,27 @@ class RunReport:
     rows_read: int = 0
     new_tickets: int = 0
     already_notified: int = 0
+    held_rejected: int = 0
     skipped: dict = field(default_factory=dict)
+    other_statuses: Counter = field(default_factory=Counter)
     notified: list[Customer] = field(default_factory=list)
     would_notify: list[Customer] = field(default_factory=list)
     deferred: list[Customer] = field(default_factory=list)
     failed: list[tuple[Customer, str]] = field(default_factory=list)
+    rejected: list[tuple[Customer, str]] = field(default_factory=list)
     not_attempted: list[Customer] = field(default_factory=list)
     old_last_run_date: date | None = None
     new_last_run_date: date | None = None
     test_mode: bool = False
+    first_run: bool = False  # no state file and no --since: test mode looked 18 months back
     stop_reason: str = ""
+    stop_exit_code: int = 0
+
+    @property
+    def exit_code(self) -> int:
+        if self.stop_reason and self.stop_exit_code != 1:
+            return 2
+        return 1 if self.failed or self.not_attempted or self.rejected or self.stop_reason else 0
 
 
 def main(argv: list[str] | None = None, hard_exit: bool = False) -> int:
@@ -72,7 +90,7 @@ def main(argv: list[str] | None = None, hard_exit: bool = False) -> int:
         print(f"error: {error}", file=sys.stderr)
         return 2
     try:
-        setup_logging(args.log_file, args.verbose, args.quiet)
+        setup_logging(args.log_file, args.verbose, args.quiet, args.secrets)
     except OSError as error:
         print(f"error: cannot write the log file {args.log_file}: {error.strerror or error}", file=sys.stderr)
         return 2
@@ -99,10 +117,9 @@ def main(argv: list[str] | None = None, hard_exit: bool = False) -> int:
         log.info("%s", line, extra=FILE_ONLY)
     if report.stop_reason:
         log.error("%s", report.stop_reason)
-    exit_code = 2 if report.stop_reason else 1 if report.failed or report.not_attempted else 0
     if hard_exit:
-        exit_now(exit_code)
-    return exit_code
+        exit_now(report.exit_code)
+    return report.exit_code
 
 
 def run(args) -> RunReport:
@@ -111,21 +128,32 @@ def run(args) -> RunReport:
     today = now.date()
     lock = None if args.test_mode else acquire_lock(args.state_file)
     try:
+        if lock is not None:
+            prepare_state_folder(args.state_file)
         state = starting_state(args, today)
         start = state.last_run_date
+        retry_ids = rejected_ticket_ids(state.rejected) if args.retry_rejected else frozenset()
         with garbage_collector_paused():
-            selection = select_closed_tickets(read_rows(args), start, now, SelectOptions(
-                closed_statuses=args.closed_statuses, date_formats=args.date_formats, columns=args.columns))
+            rows, sheet_names = read_rows(args)
+            selection = select_from_report(rows, sheet_names, start, now, SelectOptions(
+                closed_statuses=args.closed_statuses, date_formats=args.date_formats, columns=args.columns,
+                any_date_ids=retry_ids))
             customers = group_by_customer(selection.by_email)
         for warning in selection.warnings:
             log.warning("%s", warning)
-        for row_number, reason in selection.skipped_rows:
-            log.info("row %d skipped: %s", row_number, reason)
+        for row_number, reason, value in selection.skipped_rows:
+            log.info("row %d skipped: %s (%r)", row_number, reason, value)
         owed, already = drop_already_notified(customers, state.notified)
+        owed, held = (owed, 0) if args.retry_rejected else drop_rejected(owed, state.rejected)
         to_send, deferred = split_by_weekly_guard(owed, state.last_emailed, today, args.min_days_between_emails)
-        report = RunReport(rows_read=selection.rows_read, new_tickets=selection.ticket_count - already,
-                           already_notified=already, skipped=dict(selection.skipped), deferred=deferred,
-                           old_last_run_date=start, test_mode=args.test_mode)
+        report = RunReport(rows_read=selection.rows_read, new_tickets=selection.ticket_count - already - held,
+                           already_notified=already, held_rejected=held, skipped=dict(selection.skipped),
+                           other_statuses=status_counts(selection.other_statuses), deferred=deferred,
+                           old_last_run_date=start, test_mode=args.test_mode,
+                           first_run=not args.since and not args.state_file.exists())
+        for customer in deferred:
+            log.info("deferred %s (%s): emailed on %s, fewer than %d days ago; it waits", customer.email,
+                     ", ".join(customer.ticket_ids), state.last_emailed.get(customer.key), args.min_days_between_emails)
         if args.test_mode:
             report.would_notify = to_send
             report.new_last_run_date = next_last_run_date(start, customers, deferred)
@@ -142,12 +170,18 @@ def run(args) -> RunReport:
 
 
 def starting_state(args, today: date) -> RunState:
-    """The saved state, its window starting at --since when given; 18 months back for a first run."""
-    stored = load_state(args.state_file)
+    """The saved state, its window starting at --since when given. Without a state file a live run
+    needs --since (it must never email last year's tickets); test mode looks 18 months back."""
+    stored = load_state(args.state_file, today)
     if stored is None:
-        log.info("no state file at %s yet: starting from 18 months ago", args.state_file)
-        stored = RunState(last_run_date=months_before(today, 18))
-    return RunState(args.since or stored.last_run_date, stored.notified, stored.last_emailed)
+        if args.since:
+            return RunState(args.since)
+        if not args.test_mode:
+            raise ConfigError(f"no state file at {args.state_file} yet, so this is the first live run: pass --since "
+                              "DD/MM/YYYY, the first day whose closed tickets should be emailed (nothing was sent)")
+        log.info("no state file at %s yet: test mode looks 18 months back", args.state_file)
+        return RunState(months_before(today, 18))
+    return RunState(args.since or stored.last_run_date, stored.notified, stored.last_emailed, stored.rejected)
 
 
 @contextmanager
@@ -165,56 +199,90 @@ def garbage_collector_paused():
             gc.enable()
 
 
-def read_rows(args):
-    """The report's rows from a file or from Google Sheets (imported only when needed: it is slow)."""
+def read_rows(args) -> tuple[Iterable, list[str] | None]:
+    """The report's rows from a file or from Google Sheets (imported only when needed: it is slow),
+    and the sheet names when the report is a workbook."""
     if args.report:
         from report_readers import read_report
-        return read_report(args.report)
+        return read_report(args.report, args.range)
     import google_api
     try:
         return google_api.read_sheet_rows(args.sheet_id, args.range, credentials_path=args.credentials,
-                                          token_path=args.token, api_key=args.api_key)
+                                          token_path=args.token, api_key=args.api_key), None
     except google_api.GoogleSetupError as error:
         raise ConfigError(str(error)) from None
 
 
+def select_from_report(rows: Iterable, sheet_names: list[str] | None, start: date, now: datetime,
+                       options: SelectOptions) -> Selection:
+    """The selection; for a workbook, a sheet with no usable header or data names the workbook's sheets."""
+    hint = (f" (the workbook's sheets: {', '.join(map(repr, sheet_names))}; pick one with -range NAME)"
+            if sheet_names else "")
+    try:
+        selection = select_closed_tickets(rows, start, now, options)
+    except ReportError as error:
+        raise ReportError(f"{error}{hint}") from None
+    if sheet_names and (selection.rows_read == 0 or selection.layout_doubt):
+        raise ReportError(f"the sheet read has no usable header row or data{hint}")
+    return selection
+
+
+def status_counts(raw: Counter) -> Counter:
+    """The statuses that did not count as closed, by their trimmed text."""
+    counts: Counter = Counter()
+    for status, count in raw.items():
+        counts[cell_text(status)] += count
+    return counts
+
+
 def send_all(args, customers: list[Customer], state: RunState, today: date, report: RunReport) -> RunState:
-    """Deliver one call per customer; save the state after every delivery, before the next call."""
-    from webhook_sender import WebhookConfigError, WebhookSender, deliver_all
+    """Deliver one message per customer; save the state after every delivery or refusal, before the next call."""
+    from delivery import DeliveryPolicy, deliver_all
+    from webhook_route import WebhookConfigError, WebhookMessage, WebhookRoute
 
     if not customers:
         return state
     try:
-        sender = WebhookSender(args.webhook_url, secret=os.environ.get("WEBHOOK_SECRET"),
-                               authorization=os.environ.get("WEBHOOK_AUTHORIZATION"),
-                               timeout=args.timeout, retries=args.retries, pool_size=args.workers)
+        route = WebhookRoute(args.webhook_url, secret=os.environ.get("WEBHOOK_SECRET"),
+                             authorization=os.environ.get("WEBHOOK_AUTHORIZATION"),
+                             timeout=args.timeout, pool_size=args.workers, allow_http=args.allow_http)
     except WebhookConfigError as error:
         raise ConfigError(str(error)) from None
     writer = StateWriter(args.state_file, state)
 
-    def message_for(customer: Customer) -> tuple[str, bytes]:
+    def message_for(customer: Customer) -> WebhookMessage:
         payload = build_payload(customer, args.subject, args.body_template)
-        return webhook_id(customer), json.dumps(payload, ensure_ascii=False).encode("utf-8")
+        return WebhookMessage(webhook_id(customer), json.dumps(payload, ensure_ascii=False).encode("utf-8"))
 
     def remember(customer: Customer) -> None:
         writer.record(customer, today)
         log.info("delivered to %s (%s)", customer.email, ", ".join(customer.ticket_ids))
 
+    def refused(customer: Customer, reason: str) -> None:
+        writer.record_rejection(customer, today, reason)
+        log.warning("rejected %s (%s): %s; not retried (see rejected.csv, --retry-rejected)",
+                    customer.email, ", ".join(customer.ticket_ids), reason)
+
     progress = progress_printer() if sys.stderr.isatty() and len(customers) >= 20 and not args.quiet else None
-    log.info("sending %d notification(s) to %s with %d worker(s)", len(customers), sender.host, args.workers)
+    log.info("sending %d notification(s) to %s with %d worker(s)", len(customers), route.label, args.workers)
+    policy = DeliveryPolicy(workers=args.workers, timeout=args.timeout, retries=args.retries)
     try:
-        results = deliver_all(sender, customers, args.workers, message_for, remember,
+        results = deliver_all(route, customers, policy, message_for, remember, refused,
                               progress or (lambda done, total: None))
     finally:
-        sender.close()
+        route.shutdown()
         if progress:
             print(file=sys.stderr)
-    report.notified = results.delivered
-    report.failed = results.failed
+    position = {customer.email: index for index, customer in enumerate(customers)}
+    report.notified = sorted(results.delivered, key=lambda customer: position[customer.email])  # report order
+    report.failed, report.rejected = results.failed, results.rejected
     report.not_attempted = results.not_attempted
-    report.stop_reason = results.stop_reason
+    report.stop_reason, report.stop_exit_code = results.stop_reason, results.stop_exit_code
     for customer, detail in report.failed:
-        log.warning("not delivered to %s: %s; it stays pending for the next run", customer.email, detail)
+        log.warning("not delivered to %s (%s): %s; it stays pending for the next run", customer.email,
+                    ", ".join(customer.ticket_ids), detail)
+    for customer in report.not_attempted:
+        log.info("not attempted %s (%s): the run stopped; it stays pending", customer.email, ", ".join(customer.ticket_ids))
     return writer.state
 
 

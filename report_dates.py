@@ -16,6 +16,8 @@ DEFAULT_DATE_FORMATS = (
 TIME_DIRECTIVES = ("%H", "%I", "%M", "%S", "%X", "%c", "%T", "%R")
 # Spreadsheet serial dates count days from 1899-12-30 (Google Sheets, Excel).
 SERIAL_EPOCH = datetime(1899, 12, 30)
+# The one range of days the state file and --since may hold: a mistyped year must not silence every later run.
+EARLIEST_DAY = date(1970, 1, 1)
 
 
 def has_time_directive(fmt: str) -> bool:
@@ -70,6 +72,7 @@ class DateParser:
     numbers, and the date cells of an XLSX file."""
 
     def __init__(self, formats: Sequence[str] = DEFAULT_DATE_FORMATS) -> None:
+        self.formats_text = tuple(formats)
         self.formats = tuple((fmt, has_time_directive(fmt), _strptime_regex(fmt)) for fmt in formats)
 
     def parse(self, value: object) -> tuple[datetime, bool] | None:
@@ -115,7 +118,29 @@ def parse_day(text: str) -> date:
 
 
 def format_day(day: date) -> str:
-    return day.strftime("%d/%m/%Y")
+    return f"{day.day:02d}/{day.month:02d}/{day.year:04d}"
+
+
+def check_day_range(day: date, today: date, what: str) -> date:
+    """`day` when it lies between 1970 and tomorrow; else ValueError naming `what`."""
+    if not EARLIEST_DAY <= day <= today + timedelta(days=1):
+        raise ValueError(f"{what} {format_day(day)} is before 1970 or after tomorrow: check the year")
+    return day
+
+
+def month_first_form(formats: Sequence[str], text: str) -> str:
+    """The first of `formats` that reads `text` once its day and month are swapped ('' if none):
+    the sign of a month-first report."""
+    for fmt in formats:
+        if "%d" not in fmt or "%m" not in fmt:
+            continue
+        swapped = fmt.replace("%d", "\0").replace("%m", "%d").replace("\0", "%m")
+        try:
+            datetime.strptime(text, swapped)
+        except ValueError:
+            continue
+        return swapped
+    return ""
 
 
 def iso_moment(moment: datetime, has_time: bool) -> str:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import codecs
 import csv
+import re
 from collections.abc import Iterator
 from itertools import repeat
 from pathlib import Path
@@ -15,32 +16,55 @@ _PROBE_CHUNK = 1 << 20
 _BLOCK_CHARS = 1 << 20
 
 
-def read_report(path: Path) -> Iterator[list]:
-    """Rows of a .csv or .xlsx report. Raises ReportError for a file that cannot be read."""
+def read_report(path: Path, sheet_range: str | None = None) -> tuple[Iterator[list], list[str] | None]:
+    """Rows of a .csv or .xlsx report, and the sheet names when it is a workbook.
+    Raises ReportError for a file that cannot be read as it was written."""
     suffix = path.suffix.lower()
     if suffix not in (".csv", ".txt", ".tsv", ".xlsx", ".xlsm"):
         raise ReportError(f"{path}: unsupported report type {suffix or '(no extension)'}; export the report as .csv or .xlsx")
     if not path.is_file():
         raise ReportError(f"report file not found: {path}")
     if suffix in (".xlsx", ".xlsm"):
-        return read_xlsx(path)
-    return read_csv(path)
+        return read_xlsx(path, sheet_range)
+    return read_csv(path), None
+
+
+# The first bytes of files that are not text in an encoding the job reads, and what to do instead.
+_NOT_CSV = (
+    (b"PK\x03\x04", "is an Excel workbook (.xlsx) with another name: rename it to .xlsx or export it as CSV"),
+    (b"\xd0\xcf\x11\xe0", "is an old Excel workbook (.xls): save it as .xlsx or CSV UTF-8"),
+    (b"\xff\xfe", "is UTF-16 text: save it as CSV UTF-8 (Excel: 'CSV UTF-8 (Comma delimited)')"),
+    (b"\xfe\xff", "is UTF-16 text: save it as CSV UTF-8 (Excel: 'CSV UTF-8 (Comma delimited)')"),
+)
 
 
 def sniff(path: Path) -> tuple[str, bool]:
     """(encoding, has_quotes) from one pass over the bytes: UTF-8 (with or without BOM) when the
-    whole file decodes as UTF-8, else Windows-1252; and whether any '"' occurs at all."""
+    whole file decodes as UTF-8, else Windows-1252; and whether any '"' occurs at all.
+    A file that is not text in one of those (a workbook, UTF-16) is a ReportError."""
     decoder = codecs.getincrementaldecoder("utf-8")()
     utf8, has_quotes = True, False
     try:
         with path.open("rb") as raw:
+            first = True
             while chunk := raw.read(_PROBE_CHUNK):
+                if first:
+                    _refuse_non_text(path, chunk)
+                    first = False
                 has_quotes = has_quotes or b'"' in chunk
                 utf8 = utf8 and _decodes(decoder, chunk)
         utf8 = utf8 and _decodes(decoder, b"", final=True)
     except OSError as error:
         raise ReportError(f"cannot read {path}: {error.strerror or error}") from None
     return ("utf-8-sig" if utf8 else "cp1252"), has_quotes
+
+
+def _refuse_non_text(path: Path, head: bytes) -> None:
+    for signature, advice in _NOT_CSV:
+        if head.startswith(signature):
+            raise ReportError(f"{path} {advice}")
+    if b"\x00" in head:
+        raise ReportError(f"{path} is not plain text (it holds NUL bytes; UTF-16 or binary): save it as CSV UTF-8")
 
 
 def _decodes(decoder: codecs.IncrementalDecoder, chunk: bytes, final: bool = False) -> bool:
@@ -68,7 +92,7 @@ def read_csv(path: Path) -> Iterator[list[str]]:
     encoding, has_quotes = sniff(path)
     try:
         with path.open(encoding=encoding, errors="replace", newline="") as probe:
-            first_line = probe.readline()
+            first_line = next((line for line in probe if line.strip()), "")  # blank lines hide nothing
         delimiter = detect_delimiter(first_line)
     except OSError as error:
         raise ReportError(f"cannot read {path}: {error.strerror or error}") from None
@@ -91,15 +115,66 @@ def _split_rows(path: Path, encoding: str, delimiter: str) -> Iterator[list[str]
 
 
 def _csv_rows(path: Path, encoding: str, delimiter: str) -> Iterator[list[str]]:
+    """Quoted CSV, read strictly: a quote that never closes, or closes in the middle of a field,
+    would swallow the rows after it into one cell, so it stops the run naming where it opened.
+    A record spanning lines must also have the width of the first record."""
     with path.open(encoding=encoding, errors="replace", newline="") as handle:
+        reader = csv.reader(handle, delimiter=delimiter, strict=True)
+        record, line, width = 0, 0, None
         try:
-            yield from csv.reader(handle, delimiter=delimiter)
+            for row in reader:
+                if reader.line_num - line > 1 and row and width is not None and len(row) != width:
+                    raise csv.Error("a quoted cell runs over several lines into other rows")
+                record, line = record + 1, reader.line_num
+                if width is None and row:
+                    width = len(row)
+                yield row
         except csv.Error as error:
-            raise ReportError(f"{path} is not a readable CSV file: {error}") from None
+            where = f"row {record + 1}" + (f" (line {line + 1} of the file)" if line != record else "")
+            raise ReportError(f"{path}: {where} has a quote (\") that does not close where its cell ends ({error}); "
+                              "the rows after it cannot be read as written: fix that cell and export again") from None
 
 
-def read_xlsx(path: Path) -> Iterator[list]:
-    """The first worksheet; date cells arrive as datetime values."""
+def split_a1_range(range_: str) -> tuple[str, str]:
+    """(sheet, cells) of an A1 range: 'Tickets' -> ('Tickets', ''), "'My sheet'!A2:F" -> ('My sheet', 'A2:F'),
+    'A2:F' -> ('', 'A2:F')."""
+    sheet, bang, cells = range_.rpartition("!")
+    if not bang:
+        return ("", range_) if _A1_CELLS.fullmatch(range_.strip()) else (range_.strip(), "")
+    sheet = sheet.strip()
+    if len(sheet) >= 2 and sheet[0] == sheet[-1] == "'":
+        sheet = sheet[1:-1].replace("''", "'")
+    return sheet, cells.strip()
+
+
+_A1_CELLS = re.compile(r"([A-Za-z]{1,3}\d*|\d+)(:([A-Za-z]{1,3}\d*|\d+))?")
+
+
+def a1_bounds(cells: str) -> tuple[int | None, int | None, int | None, int | None]:
+    """(first row, first column, last row, last column) of 'A2:F' style cells, 1-based; None where open."""
+    if not cells:
+        return None, None, None, None
+    found = _A1_CELLS.fullmatch(cells)
+    if not found:
+        raise ValueError(cells)
+    start, end = found.group(1), found.group(3) or found.group(1)
+    first_row, first_column = _a1_cell(start)
+    last_row, last_column = _a1_cell(end)
+    return first_row, first_column, last_row, last_column
+
+
+def _a1_cell(cell: str) -> tuple[int | None, int | None]:
+    letters = cell.rstrip("0123456789")
+    digits = cell[len(letters):]
+    column = 0
+    for letter in letters.upper():
+        column = column * 26 + ord(letter) - ord("A") + 1
+    return (int(digits) if digits else None), (column or None)
+
+
+def read_xlsx(path: Path, sheet_range: str | None = None) -> tuple[Iterator[list], list[str]]:
+    """The sheet `sheet_range` names ('Tickets' or 'Tickets!A1:F'), else the first; date cells
+    arrive as datetime values."""
     import zipfile  # here with openpyxl: a CSV report needs neither
 
     from openpyxl import load_workbook
@@ -109,13 +184,25 @@ def read_xlsx(path: Path) -> Iterator[list]:
         workbook = load_workbook(path, read_only=True, data_only=True)
     except (zipfile.BadZipFile, InvalidFileException, KeyError, OSError, ValueError) as error:
         raise ReportError(f"{path} is not a readable .xlsx workbook ({error})") from None
-    return _xlsx_rows(workbook)
-
-
-def _xlsx_rows(workbook) -> Iterator[list]:
+    names = list(workbook.sheetnames)
+    sheet_name, cells = split_a1_range(sheet_range or "")
     try:
-        sheet = workbook.worksheets[0]
-        for row in sheet.iter_rows(values_only=True):
+        bounds = a1_bounds(cells)
+    except ValueError:
+        workbook.close()
+        raise ReportError(f"-range {sheet_range!r} is not a sheet name or an A1 range such as Tickets!A1:F") from None
+    if sheet_name and sheet_name not in names:
+        workbook.close()
+        raise ReportError(f"{path.name} has no sheet {sheet_name!r}; its sheets: {', '.join(map(repr, names))} "
+                          "(pick one with -range NAME)")
+    return _xlsx_rows(workbook, workbook[sheet_name] if sheet_name else workbook.worksheets[0], bounds), names
+
+
+def _xlsx_rows(workbook, sheet, bounds) -> Iterator[list]:
+    first_row, first_column, last_row, last_column = bounds
+    try:
+        for row in sheet.iter_rows(min_row=first_row, min_col=first_column, max_row=last_row, max_col=last_column,
+                                   values_only=True):
             yield list(row)
     finally:
         workbook.close()

@@ -9,7 +9,7 @@ from operator import attrgetter
 from pathlib import Path
 
 from report_dates import format_day
-from ticket_core import SKIP_REASONS, Customer
+from ticket_core import SKIP_REASONS, Customer, printable
 
 LOGGER_NAME = "ticket_notifier"
 LOG_FILE_BYTES = 1_000_000
@@ -24,10 +24,29 @@ class _StderrFormatter(logging.Formatter):
         return prefix + record.getMessage()
 
 
-def setup_logging(log_file: Path | None, verbose: bool, quiet: bool) -> logging.Logger:
+class _SafeRecords(logging.Filter):
+    """Every record leaves as one line with no secret: the secrets given are replaced by ***, and
+    line breaks, terminal escapes and other control characters (from a report's names and ids,
+    or a receiver's answer) are shown as escapes."""
+
+    def __init__(self, secrets: Sequence[str]) -> None:
+        super().__init__()
+        self.secrets = sorted(set(secrets), key=len, reverse=True)  # a whole URL before its path
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        for secret in self.secrets:
+            message = message.replace(secret, "***")
+        record.msg, record.args = printable(message), None
+        return True
+
+
+def setup_logging(log_file: Path | None, verbose: bool, quiet: bool, secrets: Sequence[str] = ()) -> logging.Logger:
     """Our own logger only: library loggers (urllib3, googleapiclient) would print request paths."""
     logger = logging.getLogger(LOGGER_NAME)
     logger.handlers.clear()
+    logger.filters.clear()
+    logger.addFilter(_SafeRecords(secrets))
     logger.propagate = False
     console = logging.StreamHandler(sys.stderr)
     console.setLevel(logging.ERROR if quiet else logging.INFO if verbose else logging.WARNING)
@@ -57,11 +76,19 @@ def format_table(headers: Sequence[str], columns: Sequence[Sequence[str]], inden
 def format_customer_table(customers: Sequence[Customer], title: str) -> str:
     if not customers:
         return f"{title}."
-    names = [customer.full_name or "-" for customer in customers]
+    names = [printable(customer.full_name) or "-" for customer in customers]
     emails = [customer.email for customer in customers]
-    ticket_ids = [", ".join(map(_ticket_id, customer.tickets)) for customer in customers]
+    ticket_ids = [printable(", ".join(map(_ticket_id, customer.tickets))) for customer in customers]
     noun = "customer" if len(customers) == 1 else "customers"
     return f"{title} {len(customers)} {noun}:\n" + format_table(("Customer", "Email", "Tickets"), (names, emails, ticket_ids))
+
+
+def format_status_counts(counts, most: int = 5) -> str:
+    """The statuses that did not count as closed, most frequent first, so a 'Solved' that needs
+    --closed-status shows."""
+    shown = [f"{printable(str(status).strip()) or '(blank)'} {count}" for status, count in counts.most_common(most)]
+    rest = len(counts) - most
+    return ", ".join(shown) + (f" and {rest} more" if rest > 0 else "")
 
 
 def format_summary(report) -> str:
@@ -70,9 +97,10 @@ def format_summary(report) -> str:
     new = format_day(report.new_last_run_date) if report.new_last_run_date else old
     skipped_total = sum(report.skipped.values())
     reasons = ", ".join(f"{reason} {report.skipped[reason]}" for reason in SKIP_REASONS if report.skipped.get(reason))
+    held = f", {report.held_rejected} rejected earlier (see rejected.csv)" if report.held_rejected else ""
     rows = [
         ("Rows read", str(report.rows_read)),
-        (f"Closed since {old}", f"{report.new_tickets} new, {report.already_notified} already notified"),
+        (f"Closed since {old}", f"{report.new_tickets} new, {report.already_notified} already notified{held}"),
     ]
     if report.test_mode:
         rows.append(("Customers to email", f"{len(report.would_notify)} (test mode: nothing sent)"))
@@ -82,9 +110,17 @@ def format_summary(report) -> str:
         ("Customers deferred", f"{len(report.deferred)}" + (" (emailed too recently; they wait)" if report.deferred else "")),
         ("Customers failed", f"{len(report.failed)}" + (" (pending for the next run)" if report.failed else "")),
     ]
+    if not report.test_mode:
+        rows.append(("Customers rejected", f"{len(report.rejected)}" + (" (refused for good; see rejected.csv)"
+                                                                        if report.rejected else "")))
     if report.not_attempted:
         rows.append(("Customers not attempted", f"{len(report.not_attempted)} (run stopped; pending)"))
     rows.append(("Rows skipped", f"{skipped_total}" + (f" ({reasons})" if reasons else "")))
+    if report.other_statuses:
+        rows.append(("Not counted as closed", format_status_counts(report.other_statuses)))
+    if report.first_run:
+        rows.append(("First run", "no state file, so this looked 18 months back; "
+                                  "the first live run needs --since DD/MM/YYYY"))
     saved = " (test mode: not saved)" if report.test_mode else ""
     rows.append(("last_run_date", f"{old} -> {new}{saved}"))
     width = max(len(label) for label, _ in rows)

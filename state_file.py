@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import os
+import stat
 import sys
 import tempfile
 import threading
@@ -12,8 +14,8 @@ from collections.abc import Iterable
 from datetime import date, datetime
 from pathlib import Path
 
-from report_dates import format_day, parse_day
-from ticket_core import Customer, RunState, delivery_entries
+from report_dates import check_day_range, format_day, parse_day
+from ticket_core import Customer, RunState, delivery_entries, rejection_entry, without_delivered
 
 
 class StateError(Exception):
@@ -23,10 +25,14 @@ class StateError(Exception):
 REPAIR = "restore it from a backup, or move it aside and run once with --since DD/MM/YYYY (the day of the last run)"
 
 
-def state_from_json(text: str, source: str = "state file") -> RunState:
-    """Read the seed's {"last_run_date": "DD/MM/YYYY"} and our own keys; never guess."""
+def state_from_json(text: str, source: str = "state file", today: date | None = None) -> RunState:
+    """Read the seed's {"last_run_date": "DD/MM/YYYY"} and our own keys; never guess. Every day in
+    it must lie between 1970 and tomorrow, every value be of the type this program writes."""
+    today = today or date.today()
     try:
         data = json.loads(text)
+    except RecursionError:
+        raise StateError(f"{source} is nested too deeply to be a state file: {REPAIR}") from None
     except ValueError as error:
         raise StateError(f"{source} is not valid JSON ({error}): {REPAIR}") from None
     if not isinstance(data, dict):
@@ -35,53 +41,78 @@ def state_from_json(text: str, source: str = "state file") -> RunState:
     if not isinstance(raw_day, str):
         raise StateError(f'{source} has no "last_run_date" text: {REPAIR}')
     try:
-        last_run_date = parse_day(raw_day)
-    except ValueError:
-        raise StateError(f'{source}: "last_run_date" is {raw_day!r}, not DD/MM/YYYY: {REPAIR}') from None
-    notified = data.get("notified", {})
-    last_emailed = data.get("last_emailed", {})
-    if not _is_nested_day_map(notified, datetime.fromisoformat, depth=2):
-        raise StateError(f'{source}: "notified" is not in the form this program writes: {REPAIR}')
-    if not _is_nested_day_map(last_emailed, date.fromisoformat, depth=1):
-        raise StateError(f'{source}: "last_emailed" is not in the form this program writes: {REPAIR}')
-    return RunState(last_run_date, notified, last_emailed)
+        last_run_date = check_day_range(parse_day(raw_day), today, '"last_run_date"')
+    except ValueError as error:
+        raise StateError(f'{source}: "last_run_date" {raw_day!r} is not usable ({error}): {REPAIR}') from None
+    check = _Checker(source, today)
+    notified = check.nested("notified", data.get("notified", {}), lambda where, tickets: check.days(where, tickets, moment=True))
+    last_emailed = check.days("last_emailed", data.get("last_emailed", {}), moment=False)
+    rejected = check.nested("rejected", data.get("rejected", {}), check.rejected_entry)
+    return RunState(last_run_date, notified, last_emailed, rejected)
 
 
-def _is_nested_day_map(value: object, parse_day_text, depth: int) -> bool:
-    if not isinstance(value, dict):
-        return False
-    for key, inner in value.items():
-        if not isinstance(key, str):
-            return False
-        if depth > 1:
-            if not _is_nested_day_map(inner, parse_day_text, depth - 1):
-                return False
-            continue
+class _Checker:
+    """Checks the inner values of a state file, naming the key of the first wrong one."""
+
+    def __init__(self, source: str, today: date) -> None:
+        self.source, self.today = source, today
+
+    def fail(self, where: str, what: str) -> StateError:
+        return StateError(f'{self.source}: "{where}" {what}: {REPAIR}')
+
+    def mapping(self, where: str, value: object) -> dict:
+        if not isinstance(value, dict):
+            raise self.fail(where, "is not a JSON object")
+        return value
+
+    def nested(self, where: str, value: object, check_inner) -> dict:
+        return {key: check_inner(f"{where}.{key}", inner) for key, inner in self.mapping(where, value).items()}
+
+    def days(self, where: str, value: object, moment: bool) -> dict[str, str]:
+        for key, text in self.mapping(where, value).items():
+            self.day(f"{where}.{key}", text, moment)
+        return value  # type: ignore[return-value]
+
+    def day(self, where: str, text: object, moment: bool) -> None:
+        """An ISO day (or moment without a time zone) between 1970 and tomorrow."""
         try:
-            parse_day_text(inner)
-        except (TypeError, ValueError):
-            return False
-    return True
+            if not isinstance(text, str):
+                raise ValueError("not text")
+            parsed = datetime.fromisoformat(text) if moment else date.fromisoformat(text)
+            if isinstance(parsed, datetime) and parsed.tzinfo is not None:
+                raise ValueError("has a time zone")
+            check_day_range(parsed.date() if isinstance(parsed, datetime) else parsed, self.today, "the day")
+        except ValueError as error:
+            raise self.fail(where, f"is {str(text)[:40]!r}, not a day this program writes ({error})") from None
+
+    def rejected_entry(self, where: str, entry: object) -> dict:
+        entry = self.mapping(where, entry)
+        self.day(f"{where}.day", entry.get("day"), moment=False)
+        if not isinstance(entry.get("reason"), str):
+            raise self.fail(f"{where}.reason", "is not text")
+        self.days(f"{where}.tickets", entry.get("tickets"), moment=True)
+        return entry
 
 
 def state_to_json(state: RunState) -> str:
     """The state file's text: one top-level key per line, last_run_date first."""
     return _state_text(state.last_run_date, map(_entry_text, state.notified.items()),
-                       map(_entry_text, state.last_emailed.items()))
+                       map(_entry_text, state.last_emailed.items()), state.rejected)
 
 
 def _entry_text(item: tuple[str, object]) -> str:
     key, value = item
-    return f"{json.dumps(key)}: {json.dumps(value)}"
+    return f"{json.dumps(key)}: {json.dumps(value, ensure_ascii=False)}"
 
 
-def _state_text(last_run_date: date, notified: Iterable[str], last_emailed: Iterable[str]) -> str:
+def _state_text(last_run_date: date, notified: Iterable[str], last_emailed: Iterable[str], rejected: dict) -> str:
     return (f'{{\n  "last_run_date": {json.dumps(format_day(last_run_date))},\n'
             f'  "notified": {{{", ".join(notified)}}},\n'
-            f'  "last_emailed": {{{", ".join(last_emailed)}}}\n}}\n')
+            f'  "last_emailed": {{{", ".join(last_emailed)}}},\n'
+            f'  "rejected": {json.dumps(rejected, ensure_ascii=False)}\n}}\n')
 
 
-def load_state(path: Path) -> RunState | None:
+def load_state(path: Path, today: date | None = None) -> RunState | None:
     """The saved state, or None when there is no state file yet."""
     try:
         text = path.read_text(encoding="utf-8-sig")
@@ -89,7 +120,7 @@ def load_state(path: Path) -> RunState | None:
         return None
     except (OSError, UnicodeDecodeError) as error:
         raise StateError(f"cannot read the state file {path}: {_reason(error)}") from None
-    return state_from_json(text, f"the state file {path}")
+    return state_from_json(text, f"the state file {path}", today)
 
 
 def save_state(path: Path, state: RunState) -> None:
@@ -100,11 +131,15 @@ def save_state(path: Path, state: RunState) -> None:
     write_state_text(path, state_to_json(state))
 
 
+def _temp_prefix(path: Path) -> str:
+    return f".{path.name}."
+
+
 def write_state_text(path: Path, text: str) -> None:
     """Write atomically: a temporary file beside the target, flushed to disk, then renamed over it.
     The folder must exist (a live run has made it for its lock)."""
     try:
-        handle, temp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        handle, temp_name = tempfile.mkstemp(prefix=_temp_prefix(path), suffix=".tmp", dir=path.parent)
         try:
             with os.fdopen(handle, "w", encoding="utf-8", newline="\n") as temp:
                 temp.write(text)
@@ -131,6 +166,63 @@ def _replace(source: str, target: Path) -> None:
             time.sleep(0.2 * (attempt + 1))
 
 
+def prepare_state_folder(path: Path) -> None:
+    """Before a live run sends anything: its files can be written (a read-only state file or folder
+    would otherwise be found after the first delivery, which then goes out again next week), and
+    the temporary files a killed run left behind are removed."""
+    folder = path.parent
+    for leftover in folder.glob(_temp_prefix(path) + "*.tmp"):
+        leftover.unlink(missing_ok=True)
+    for existing in (path, rejected_csv_path(path)):
+        if existing.exists() and (not os.access(existing, os.W_OK) or not existing.stat().st_mode & stat.S_IWUSR):
+            raise StateError(f"{existing} is read-only: make it writable (the run records every delivery in it)")
+    if os.name == "posix" and not folder.stat().st_mode & stat.S_IWUSR:
+        raise StateError(f"the state folder {folder} is read-only: make it writable or pass --state-file elsewhere")
+    try:
+        handle, probe = tempfile.mkstemp(prefix=_temp_prefix(path), suffix=".tmp", dir=folder)
+        os.close(handle)
+        os.unlink(probe)
+    except OSError as error:
+        raise StateError(f"cannot write in the state folder {folder}: {_reason(error)}") from None
+
+
+# ---------------------------------------------------------------- rejected.csv
+
+REJECTED_CSV_HEADER = ("day", "email", "name", "tickets", "reason")
+_FORMULA_STARTS = ("=", "+", "-", "@")
+
+
+def rejected_csv_path(state_path: Path) -> Path:
+    return state_path.with_name("rejected.csv")
+
+
+def spreadsheet_safe(cell: str) -> str:
+    """A cell no spreadsheet runs as a formula: a leading = + - @ gets a ' before it."""
+    return "'" + cell if cell.startswith(_FORMULA_STARTS) else cell
+
+
+def rejected_csv_line(customer: Customer, today: date, reason: str) -> list[str]:
+    cells = (today.isoformat(), customer.email, customer.full_name, " ".join(customer.ticket_ids), reason)
+    return [spreadsheet_safe(cell) for cell in cells]
+
+
+def append_rejected_csv(path: Path, line: list[str]) -> None:
+    """One line appended to rejected.csv (UTF-8 with a BOM so Excel reads it right), made when missing."""
+    try:
+        new = not path.exists() or path.stat().st_size == 0
+        with path.open("a", encoding="utf-8-sig" if new else "utf-8", newline="") as handle:
+            writer = csv.writer(handle)
+            if new:
+                writer.writerow(REJECTED_CSV_HEADER)
+            writer.writerow(line)
+            handle.flush()
+            os.fsync(handle.fileno())
+    except OSError as error:
+        raise StateError(f"cannot write {path}: {_reason(error)}") from None
+
+
+# ---------------------------------------------------------------- saving during delivery
+
 class StateWriter:
     """The one writer of the state during delivery. Each delivery is recorded, then saved before
     its worker goes on; a save made while others wait covers their deliveries too (group commit).
@@ -139,7 +231,7 @@ class StateWriter:
 
     def __init__(self, path: Path, state: RunState) -> None:
         self.path = path
-        self.state = RunState(state.last_run_date, dict(state.notified), dict(state.last_emailed))
+        self.state = RunState(state.last_run_date, dict(state.notified), dict(state.last_emailed), dict(state.rejected))
         self._notified_text = dict(zip(state.notified, map(_entry_text, state.notified.items()), strict=True))
         self._emailed_text = dict(zip(state.last_emailed, map(_entry_text, state.last_emailed.items()), strict=True))
         self._changes = 0
@@ -156,13 +248,33 @@ class StateWriter:
             self.state.last_emailed[key] = emailed_on
             self._notified_text[key] = _entry_text((key, notified))
             self._emailed_text[key] = _entry_text((key, emailed_on))
-            self._changes += 1
-            mine = self._changes
+            if self.state.rejected:
+                remaining = without_delivered(self.state.rejected, customer)
+                if remaining is not None:
+                    self.state.rejected = remaining
+            mine = self._changed()
+        self._save_including(mine)
+
+    def record_rejection(self, customer: Customer, today: date, reason: str) -> None:
+        """Record that `customer` was refused for good: a line in rejected.csv, then the state."""
+        append_rejected_csv(rejected_csv_path(self.path), rejected_csv_line(customer, today, reason))
+        with self._state_lock:
+            key, entry = rejection_entry(self.state, customer, today, reason)
+            self.state.rejected = {**self.state.rejected, key: entry}
+            mine = self._changed()
+        self._save_including(mine)
+
+    def _changed(self) -> int:
+        self._changes += 1
+        return self._changes
+
+    def _save_including(self, change: int) -> None:
         with self._save_lock:
-            if self._saved_changes >= mine:
+            if self._saved_changes >= change:
                 return
             with self._state_lock:
-                text = _state_text(self.state.last_run_date, self._notified_text.values(), self._emailed_text.values())
+                text = _state_text(self.state.last_run_date, self._notified_text.values(), self._emailed_text.values(),
+                                   self.state.rejected)
                 covered = self._changes
             write_state_text(self.path, text)
             self._saved_changes = covered
@@ -170,7 +282,8 @@ class StateWriter:
 
 def acquire_lock(path: Path):
     """An OS-level lock beside the state file (a FileLock): it dies with its process, so a killed
-    run never blocks the next one. Imported here: test mode needs no lock, and filelock is slow to load."""
+    run never blocks the next one. `path` is the real path (links resolved), so two names of one
+    file share one lock. Imported here: test mode needs no lock, and filelock is slow to load."""
     from filelock import FileLock, Timeout
 
     lock = FileLock(path.with_name(path.name + ".lock"), timeout=0)

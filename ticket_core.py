@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+import unicodedata
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -13,7 +14,7 @@ from itertools import chain
 from operator import attrgetter, itemgetter
 from typing import NamedTuple
 
-from report_dates import DEFAULT_DATE_FORMATS, DateParser, iso_moment
+from report_dates import DEFAULT_DATE_FORMATS, DateParser, iso_moment, month_first_form
 
 ROLES = ("first_name", "last_name", "name", "email", "ticket", "status", "date")
 REQUIRED_ROLES = ("email", "ticket", "status", "date")
@@ -42,6 +43,8 @@ SKIP_REASONS = (SKIP_NO_EMAIL, SKIP_NO_TICKET, SKIP_BAD_DATE, SKIP_FUTURE_DATE)
 _LOCAL_CHAR = r'[^@\s\x00-\x1f\x7f,;:<>()\[\]\\"]'
 _DOMAIN_CHAR = r'[^@.\s\x00-\x1f\x7f,;:<>()\[\]\\"]'
 _EMAIL = re.compile(rf"{_LOCAL_CHAR}+@(?:{_DOMAIN_CHAR}+\.)+{_DOMAIN_CHAR}+")
+# Characters no address may hold: controls, invisible formatting (zero-width space, soft hyphen), separators.
+_INVISIBLE_CATEGORIES = frozenset(("Cc", "Cf", "Zs", "Zl", "Zp"))
 
 
 class ReportError(Exception):
@@ -68,8 +71,24 @@ def cell_text(value: object) -> str:
 
 
 def is_valid_email(text: str) -> bool:
-    """One plain address, as a mailer can send to it (no name, no list, no spaces)."""
-    return _EMAIL.fullmatch(text) is not None
+    """One plain address, as a mailer can send to it (no name, no list, no spaces, nothing invisible)."""
+    if _EMAIL.fullmatch(text) is None:
+        return False
+    return text.isascii() or not any(unicodedata.category(char) in _INVISIBLE_CATEGORIES for char in text)
+
+
+def address_key(email: str) -> str:
+    """The one way two addresses are the same customer: trimmed and lower-cased, never case-folded
+    (casefold makes Straße@ and strasse@, or the Kelvin sign and k, one mailbox)."""
+    return email.strip().lower()
+
+
+def printable(text: str) -> str:
+    """A report value as it may appear in output and logs: line breaks, terminal escapes and other
+    control or invisible characters shown as escapes, so one line stays one line."""
+    if text.isprintable():
+        return text
+    return "".join(char if char.isprintable() else ascii(char)[1:-1] for char in text)
 
 
 # ---------------------------------------------------------------- columns
@@ -118,7 +137,7 @@ class ClosedTicket(NamedTuple):
 
     @property
     def email_key(self) -> str:
-        return self.email.casefold()
+        return address_key(self.email)
 
     @property
     def closed_date(self) -> str:
@@ -131,8 +150,10 @@ class Selection:
     rows_read: int = 0
     by_email: dict[str, dict[str, ClosedTicket]] = field(default_factory=dict)
     skipped: Counter = field(default_factory=Counter)
-    skipped_rows: list[tuple[int, str]] = field(default_factory=list)
+    skipped_rows: list[tuple[int, str, str]] = field(default_factory=list)  # row number, reason, the cell's value
     warnings: list[str] = field(default_factory=list)
+    layout_doubt: str = ""  # no header found and the first row does not look like the seed's layout either
+    other_statuses: Counter = field(default_factory=Counter)  # statuses that did not count as closed
 
     @property
     def tickets(self) -> list[ClosedTicket]:
@@ -148,6 +169,7 @@ class SelectOptions:
     closed_statuses: tuple[str, ...] = ("Closed",)
     date_formats: tuple[str, ...] = DEFAULT_DATE_FORMATS
     columns: Mapping[str, str] = field(default_factory=dict)
+    any_date_ids: frozenset[str] = frozenset()  # tickets taken whatever their date (--retry-rejected)
 
 
 def select_closed_tickets(rows: Iterable[Sequence[object]], since: date, now: datetime,
@@ -173,7 +195,9 @@ def select_closed_tickets(rows: Iterable[Sequence[object]], since: date, now: da
         columns = SEED_LAYOUT
         data_rows = chain([(first_number, first)], numbered_rows)
         first_row_number = first_number
-        selection.warnings += _seed_layout_doubts(first)
+        selection.layout_doubt = _seed_layout_doubt(first)
+        if selection.layout_doubt:
+            selection.warnings.append(selection.layout_doubt)
 
     closed = {status.strip().casefold(): status.strip() for status in options.closed_statuses}
     parser = DateParser(options.date_formats)
@@ -190,10 +214,12 @@ def select_closed_tickets(rows: Iterable[Sequence[object]], since: date, now: da
     email_of = _Memo(_email_and_key)
     names_of = _Memo(_person_names_reader(columns))
     skipped = selection.skipped
+    other_statuses = selection.other_statuses
+    any_date_ids = options.any_date_ids
 
-    def skip(row_number: int, reason: str) -> None:
+    def skip(row_number: int, reason: str, value: object) -> None:
         skipped[reason] += 1
-        selection.skipped_rows.append((row_number, reason))
+        selection.skipped_rows.append((row_number, reason, printable(cell_text(value))))
 
     row_number, blank_rows = first_row_number - 1, 0
     for row_number, row in data_rows:
@@ -207,26 +233,29 @@ def select_closed_tickets(rows: Iterable[Sequence[object]], since: date, now: da
         if not status:
             if not raw_status and not any(row):
                 blank_rows += 1
+            else:
+                other_statuses[raw_status] += 1
             continue
         raw_date = row[i_date]
         parsed = date_of[raw_date] if type(raw_date) is str else parser.parse(raw_date)
         if parsed is None:
-            skip(row_number, SKIP_BAD_DATE)
+            _refuse_month_first(parser, raw_date, row_number)
+            skip(row_number, SKIP_BAD_DATE, raw_date)
             continue
         closed_at, has_time = parsed
-        if closed_at < since_moment:
-            continue
-        if closed_at > latest_allowed:
-            skip(row_number, SKIP_FUTURE_DATE)
-            continue
         ticket_id = row[i_ticket]
         ticket_id = ticket_id.strip() if type(ticket_id) is str else cell_text(ticket_id)
+        if closed_at < since_moment and ticket_id not in any_date_ids:
+            continue
+        if closed_at > latest_allowed:
+            skip(row_number, SKIP_FUTURE_DATE, raw_date)
+            continue
         if not ticket_id:
-            skip(row_number, SKIP_NO_TICKET)
+            skip(row_number, SKIP_NO_TICKET, ticket_id)
             continue
         email, email_key = email_of[row[i_email]]
         if not email_key:
-            skip(row_number, SKIP_NO_EMAIL)
+            skip(row_number, SKIP_NO_EMAIL, row[i_email])
             continue
         tickets = by_email.get(email_key)
         if tickets is None:
@@ -242,22 +271,34 @@ def select_closed_tickets(rows: Iterable[Sequence[object]], since: date, now: da
     return selection
 
 
-def _seed_layout_doubts(first: Sequence[object]) -> list[str]:
+def _refuse_month_first(parser: DateParser, value: object, row_number: int) -> None:
+    """A closed row's text date that fails the formats in use but reads with day and month swapped
+    (11/20/2026) means a month-first report: 01/12/2026 would be misread without a word. Stop."""
+    if not isinstance(value, str):
+        return
+    form = month_first_form(parser.formats_text, value.strip())
+    if form:
+        raise ReportError(f"row {row_number}: the date {printable(value.strip())!r} is month-first, so other dates "
+                          f"of this report would be misread; pass --date-format \"{form}\" if the whole report "
+                          "writes dates month first")
+
+
+def _seed_layout_doubt(first: Sequence[object]) -> str:
     """A warning when a first row read as the seed's layout has no address where one belongs:
     most likely a header the program does not know, which would otherwise go unnoticed."""
     email_cell = cell_text(first[SEED_LAYOUT["email"]]) if len(first) > SEED_LAYOUT["email"] else ""
     if is_valid_email(email_cell):
-        return []
-    shown = ", ".join(cell_text(cell) for cell in first[:8]) + (", ..." if len(first) > 8 else "")
-    return ["no header row recognised, so the columns are read as Firstname, Lastname, Email, Ticket, Status, "
+        return ""
+    shown = ", ".join(printable(cell_text(cell)) for cell in first[:8]) + (", ..." if len(first) > 8 else "")
+    return ("no header row recognised, so the columns are read as Firstname, Lastname, Email, Ticket, Status, "
             f"Date, but the first row's third cell is not an email address (first row: {shown}); "
-            "if that row is a header, map its columns with --column ROLE=HEADER"]
+            "if that row is a header, map its columns with --column ROLE=HEADER")
 
 
 def _email_and_key(cell: object) -> tuple[str, str]:
     """The address as written (trimmed) and its key; the key is '' when it is not one address."""
     email = cell_text(cell)
-    return email, email.casefold() if is_valid_email(email) else ""
+    return email, address_key(email) if is_valid_email(email) else ""
 
 
 def _person_names_reader(columns: Mapping[str, int]) -> Callable[[tuple], tuple[str, str]]:
@@ -318,7 +359,7 @@ class Customer(NamedTuple):
 
 
 def customer_key(email: str) -> str:
-    return hashlib.sha256(email.strip().casefold().encode("utf-8")).hexdigest()
+    return hashlib.sha256(address_key(email).encode("utf-8")).hexdigest()
 
 
 _closed_at = attrgetter("closed_at")
@@ -375,9 +416,22 @@ def is_notified(ticket: ClosedTicket, notified: Mapping[str, str]) -> bool:
 def drop_already_notified(customers: Iterable[Customer],
                           notified: Mapping[str, Mapping[str, str]]) -> tuple[list[Customer], int]:
     """Customers with only the tickets not yet recorded as notified, and how many were dropped."""
+    return _drop_recorded(customers, notified)
+
+
+def drop_rejected(customers: Iterable[Customer], rejected: Mapping[str, Mapping]) -> tuple[list[Customer], int]:
+    """Customers without the tickets this address was refused for (they wait for --retry-rejected),
+    and how many were held back. A rejection belongs to an address: under another one they go out."""
+    return _drop_recorded(customers, {key: entry["tickets"] for key, entry in rejected.items()})
+
+
+def _drop_recorded(customers: Iterable[Customer],
+                   recorded: Mapping[str, Mapping[str, str]]) -> tuple[list[Customer], int]:
+    """Customers without their tickets recorded (customer key -> ticket id -> closed date) at that
+    date or later, and how many tickets were dropped."""
     remaining, dropped = [], 0
     for customer in customers:
-        done = notified.get(customer.key) if notified else None
+        done = recorded.get(customer.key) if recorded else None
         if not done:
             remaining.append(customer)
             continue
@@ -386,6 +440,10 @@ def drop_already_notified(customers: Iterable[Customer],
         if tickets:
             remaining.append(Customer(customer.email, customer.full_name, customer.first_name, tickets))
     return remaining, dropped
+
+
+def rejected_ticket_ids(rejected: Mapping[str, Mapping]) -> frozenset[str]:
+    return frozenset(ticket_id for entry in rejected.values() for ticket_id in entry["tickets"])
 
 
 def split_by_weekly_guard(customers: Iterable[Customer], last_emailed: Mapping[str, str], today: date,
@@ -405,13 +463,18 @@ def split_by_weekly_guard(customers: Iterable[Customer], last_emailed: Mapping[s
 
 # ---------------------------------------------------------------- next state
 
+REJECTED_KEEP_DAYS = 90
+
+
 @dataclass
 class RunState:
     """What last_run_date.json holds: the start of the next window, tickets already notified
-    in it (customer key -> ticket id -> closed date) and each customer's last email day."""
+    in it (customer key -> ticket id -> closed date), each customer's last email day, and the
+    customers refused for good (customer key -> {"day", "reason", "tickets": {id: closed date}})."""
     last_run_date: date
     notified: dict[str, dict[str, str]] = field(default_factory=dict)
     last_emailed: dict[str, str] = field(default_factory=dict)
+    rejected: dict[str, dict] = field(default_factory=dict)
 
 
 def delivery_entries(state: RunState, customer: Customer, today: date) -> tuple[str, dict[str, str], str]:
@@ -420,6 +483,26 @@ def delivery_entries(state: RunState, customer: Customer, today: date) -> tuple[
     key = customer.key
     notified = {**state.notified.get(key, {}), **{ticket.ticket_id: ticket.closed_date for ticket in customer.tickets}}
     return key, notified, today.isoformat()
+
+
+def rejection_entry(state: RunState, customer: Customer, today: date, reason: str) -> tuple[str, dict]:
+    """What a refusal of `customer` changes in the state: its key and its rejected entry."""
+    earlier = state.rejected.get(customer.key, {}).get("tickets", {})
+    tickets = {**earlier, **{ticket.ticket_id: ticket.closed_date for ticket in customer.tickets}}
+    return customer.key, {"day": today.isoformat(), "reason": reason, "tickets": tickets}
+
+
+def without_delivered(rejected: Mapping[str, dict], customer: Customer) -> dict[str, dict] | None:
+    """The rejected entries once `customer`'s tickets were delivered (under any address); None if unchanged."""
+    delivered = {ticket.ticket_id for ticket in customer.tickets}
+    if not any(delivered & entry["tickets"].keys() for entry in rejected.values()):
+        return None
+    remaining = {}
+    for key, entry in rejected.items():
+        tickets = {ticket_id: closed for ticket_id, closed in entry["tickets"].items() if ticket_id not in delivered}
+        if tickets:
+            remaining[key] = {**entry, "tickets": tickets}
+    return remaining
 
 
 def next_last_run_date(start: date, found: Iterable[Customer], pending: Iterable[Customer]) -> date:
@@ -446,4 +529,6 @@ def finish_state(state: RunState, new_last_run_date: date, today: date, keep_ema
             notified[key] = kept
     horizon = today - timedelta(days=max(keep_email_days, 31))
     last_emailed = {key: day for key, day in state.last_emailed.items() if date.fromisoformat(day) >= horizon}
-    return RunState(new_last_run_date, notified, last_emailed)
+    rejected_horizon = today - timedelta(days=REJECTED_KEEP_DAYS)
+    rejected = {key: entry for key, entry in state.rejected.items() if date.fromisoformat(entry["day"]) >= rejected_horizon}
+    return RunState(new_last_run_date, notified, last_emailed, rejected)

@@ -118,7 +118,7 @@ def test_a_failed_post_leaves_that_customer_pending_and_a_rerun_sends_only_it(re
     result = live(report, state, webhook.url, "--retries", "0")
     assert result.returncode == 1
     assert "Customers failed         1 (pending for the next run)" in result.stdout
-    assert "not delivered to john@example.com: HTTP 500" in result.stderr
+    assert "not delivered to john@example.com (2001): the webhook at 127.0.0.1:" in result.stderr and "HTTP 500" in result.stderr
     assert read_state(state)["last_run_date"] == "22/11/2026"   # never past John's pending ticket
     webhook.respond = lambda received, index: Reply(200)
     sent_before = len(webhook.requests)
@@ -160,7 +160,7 @@ def test_usage_and_configuration_problems_exit_2_with_one_line(tmp_path, args, m
 
 @pytest.mark.parametrize(("variable", "value", "message"), [
     ("WEBHOOK_SECRET", "whsec_not base64!", "WEBHOOK_SECRET must be 'whsec_' followed by a base64 key"),
-    ("WEBHOOK_AUTHORIZATION", "Bearer a\nX-Evil: 1", "WEBHOOK_AUTHORIZATION must be a single line"),
+    ("WEBHOOK_AUTHORIZATION", "Bearer a\nX-Evil: 1", "WEBHOOK_AUTHORIZATION must be printable ASCII on one line"),
 ])
 def test_bad_webhook_secrets_stop_before_any_traffic(report, state, webhook, variable, value, message):
     result = run_cli("--report", str(report), "--state-file", str(state), "-webhook_url", webhook.url,

@@ -90,7 +90,7 @@ def test_each_unusable_closed_row_is_skipped_and_counted_by_reason(row, reason):
     selection = select([HEADER, row, ["C", "D", "c@example.com", "9", "Closed", "21/11/2026"]])
     assert selection.skipped == {reason: 1}
     assert ids(selection) == ["9"]
-    assert selection.skipped_rows == [(2, reason)]
+    assert [(number, why) for number, why, _ in selection.skipped_rows] == [(2, reason)]
 
 
 def test_tomorrow_is_not_the_future_but_two_days_ahead_is():
@@ -125,7 +125,7 @@ def test_row_numbers_are_the_spreadsheet_rows_and_blank_rows_are_not_read():
             [None, None, None, None, None],
             ["A", "B", "a@example.com", "2", "Open", "21/11/2026"]]
     selection = select(rows)
-    assert selection.skipped_rows == [(4, SKIP_BAD_DATE)]
+    assert selection.skipped_rows == [(4, SKIP_BAD_DATE, "31/02/2026")]
     assert selection.rows_read == 2
 
 

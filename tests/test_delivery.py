@@ -11,7 +11,8 @@ import pytest
 from conftest import ROOT, Reply, clean_env, read_state, run_cli, write_csv, write_state
 from standardwebhooks.webhooks import Webhook
 
-from webhook_sender import DELIVERED, FAILED, MISCONFIGURED, WebhookSender, deliver_all, sign
+from delivery import DeliveryPolicy, deliver_all
+from webhook_route import WebhookMessage, WebhookRoute, sign
 
 SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
 CUSTOMERS = [[f"Cust{i}", "Omer", f"c{i}@example.com", str(100 + i), "Closed", f"{20 + i}/11/2026"] for i in range(5)]
@@ -28,14 +29,20 @@ def live_args(report, state, url, *extra):
     return ["--report", str(report), "--state-file", str(state), "-webhook_url", url, "-testmode", "no", *extra]
 
 
-def sender(url, **options):
-    return WebhookSender(url, secret=SECRET, backoff_factor=0.01, **options)
+def send(url, messages=(("msg_1", b"{}"),), retries=3, workers=1, **route_options):
+    """deliver_all over a real WebhookRoute, the messages standing for customers."""
+    route = WebhookRoute(url, secret=SECRET, **route_options)
+    policy = DeliveryPolicy(workers=workers, retries=retries, backoff_factor=0.01, timeout=5)
+    try:
+        return deliver_all(route, list(messages), policy, lambda message: WebhookMessage(*message), lambda message: None)
+    finally:
+        route.shutdown()
 
 
 def test_503_then_200_is_one_delivery_with_the_same_id_and_a_valid_signature_each_time(webhook):
     webhook.respond = lambda received, index: Reply(503) if index == 0 else Reply(200)
-    outcome = sender(webhook.url, retries=2).deliver("msg_abc", b'{"a": 1}')
-    assert outcome.result == DELIVERED
+    results = send(webhook.url, [("msg_abc", b'{"a": 1}')], retries=2)
+    assert len(results.delivered) == 1
     assert [r.headers["webhook-id"] for r in webhook.requests] == ["msg_abc", "msg_abc"]
     for received in webhook.requests:
         Webhook(SECRET).verify(received.body, received.headers)
@@ -43,7 +50,7 @@ def test_503_then_200_is_one_delivery_with_the_same_id_and_a_valid_signature_eac
 
 def test_429_with_retry_after_waits_as_asked_and_signs_each_attempt_afresh(webhook):
     webhook.respond = lambda received, index: Reply(429, {"Retry-After": "2"}) if index == 0 else Reply(200)
-    assert sender(webhook.url, retries=1).deliver("msg_1", b"{}").result == DELIVERED
+    assert len(send(webhook.url, retries=1).delivered) == 1
     first, second = webhook.requests
     assert second.arrived - first.arrived >= 1.9
     assert int(second.headers["webhook-timestamp"]) > int(first.headers["webhook-timestamp"])
@@ -54,9 +61,8 @@ def test_429_with_retry_after_waits_as_asked_and_signs_each_attempt_afresh(webho
 
 def test_each_call_carries_its_own_body_and_headers_and_no_cookie_from_an_earlier_call(webhook):
     webhook.respond = lambda received, index: Reply(200, {"Set-Cookie": f"session=customer{index}; Path=/"})
-    one = sender(webhook.url, authorization="Bearer t0ken")
-    assert one.deliver("msg_a", b'{"to": "a"}').result == DELIVERED
-    assert one.deliver("msg_b", b'{"to": "bb"}').result == DELIVERED
+    results = send(webhook.url, [("msg_a", b'{"to": "a"}'), ("msg_b", b'{"to": "bb"}')], authorization="Bearer t0ken")
+    assert len(results.delivered) == 2
     first, second = webhook.requests
     assert (first.body, second.body) == (b'{"to": "a"}', b'{"to": "bb"}')
     assert (first.headers["content-length"], second.headers["content-length"]) == ("11", "12")
@@ -69,28 +75,30 @@ def test_each_call_carries_its_own_body_and_headers_and_no_cookie_from_an_earlie
 
 def test_retries_give_up_after_the_configured_count(webhook):
     webhook.respond = lambda received, index: Reply(502)
-    outcome = sender(webhook.url, retries=2).deliver("msg_1", b"{}")
-    assert (outcome.result, len(webhook.requests)) == (FAILED, 3)
+    results = send(webhook.url, retries=2)
+    assert (len(results.failed), len(webhook.requests)) == (1, 3)
 
 
 @pytest.mark.parametrize("status", [401, 403, 404, 405, 410])
-def test_misconfigured_statuses_are_not_retried(webhook, status):
+def test_misconfigured_statuses_are_not_retried_and_stop_the_run(webhook, status):
     webhook.respond = lambda received, index: Reply(status)
-    outcome = sender(webhook.url, retries=3).deliver("msg_1", b"{}")
-    assert (outcome.result, len(webhook.requests)) == (MISCONFIGURED, 1)
-    assert str(status) in outcome.detail
+    results = send(webhook.url, [("msg_1", b"{}"), ("msg_2", b"{}")])
+    assert (len(webhook.requests), results.stop_exit_code, len(results.not_attempted)) == (1, 2, 1)
+    assert f"HTTP {status}" in results.stop_reason
 
 
-def test_redirects_are_not_followed(webhook):
-    webhook.respond = lambda received, index: Reply(302, {"Location": "http://127.0.0.1:1/elsewhere"})
-    outcome = sender(webhook.url, retries=3).deliver("msg_1", b"{}")
-    assert (outcome.result, outcome.detail, len(webhook.requests)) == (FAILED, "HTTP 302", 1)
+def test_a_redirect_is_not_followed_and_stops_the_run_naming_the_new_host(webhook):
+    webhook.respond = lambda received, index: Reply(302, {"Location": "https://new.example.net/secret/path"})
+    results = send(webhook.url, [("msg_1", b"{}"), ("msg_2", b"{}")])
+    assert (len(webhook.requests), results.stop_exit_code) == (1, 2)
+    assert "HTTP 302" in results.stop_reason and "new.example.net:443" in results.stop_reason
+    assert "secret" not in results.stop_reason
 
 
 def test_connection_refused_is_retried_then_fails_without_the_path():
-    outcome = sender("http://127.0.0.1:9/secret/path?token=x", retries=1).deliver("msg_1", b"{}")
-    assert outcome.result == FAILED
-    assert "127.0.0.1" in outcome.detail and "secret" not in outcome.detail and "token" not in outcome.detail
+    results = send("http://127.0.0.1:9/secret/path?token=x", retries=1)
+    (_, detail), = results.failed
+    assert "127.0.0.1:9" in detail and "secret" not in detail and "token" not in detail
 
 
 def test_signature_matches_the_standard_webhooks_reference():
@@ -106,9 +114,10 @@ def test_each_message_is_built_by_the_worker_that_sends_it_and_never_after_a_sto
 
     def message_for(customer):
         built.append(customer)
-        return f"msg_{customer}", f'{{"to": "{customer}"}}'.encode()
+        return WebhookMessage(f"msg_{customer}", f'{{"to": "{customer}"}}'.encode())
 
-    results = deliver_all(sender(webhook.url), ["a", "b", "c", "d"], 1, message_for, delivered.append)
+    route = WebhookRoute(webhook.url, secret=SECRET)
+    results = deliver_all(route, ["a", "b", "c", "d"], DeliveryPolicy(workers=1), message_for, delivered.append)
     assert built == ["a", "b"]                      # c and d were never prepared: the webhook refused b
     assert [r.body for r in webhook.requests] == [b'{"to": "a"}', b'{"to": "b"}']
     assert (delivered, results.delivered, results.not_attempted) == (["a"], ["a"], ["c", "d"])
@@ -121,7 +130,7 @@ def test_a_slow_webhook_times_out_and_the_customer_stays_pending(setup, webhook)
         else Reply(200)
     result = run_cli(*live_args(report, state, webhook.url, "--timeout", "0.5", "--retries", "0"))
     assert result.returncode == 1
-    assert "c2@example.com: 127.0.0.1 did not answer within 0.5s" in result.stderr
+    assert "c2@example.com (102): 127.0.0.1:" in result.stderr and "did not answer within 0.5s" in result.stderr
     assert read_state(state)["last_run_date"] == "22/11/2026"
 
 

@@ -15,7 +15,7 @@ NOW = datetime(2026, 11, 27, 6, 0)
 
 
 def closed(path, since=date(2026, 11, 1)):
-    selection = select_closed_tickets(read_report(path), since, NOW)
+    selection = select_closed_tickets(read_report(path)[0], since, NOW)
     return [(t.email, t.ticket_id, t.full_name, t.closed_date) for t in selection.tickets]
 
 
@@ -72,7 +72,7 @@ def test_files_without_quotes_read_exactly_as_csv_reader_reads_them(tmp_path, mo
     path.write_text(text.replace(",", delimiter), encoding="utf-8", newline="")
     with path.open(encoding="utf-8", newline="") as handle:
         expected = [row for row in csv.reader(handle, delimiter=delimiter)]
-    got = list(read_report(path))
+    got = list(read_report(path)[0])
     assert [row for row in got if any(row)] == [row for row in expected if any(row)]
     assert len(got) == len(expected)
 

@@ -1,0 +1,265 @@
+"""The one delivery loop of every route: workers, rate limit, retries, the stop / reject / fail rules, recording, progress.
+
+A route (webhook_route.py, smtp_route.py) only makes one attempt at one message and says what the
+answer means (an Answer); everything else a run promises about delivery is decided here, once.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from urllib3.exceptions import MaxRetryError
+from urllib3.util.retry import Retry
+
+log = logging.getLogger("ticket_notifier")
+
+DELIVERED, RETRY, REJECTED, STOP = "delivered", "retry", "rejected", "stop"
+RETRY_AFTER_MAX_SECONDS = 120
+BACKOFF_MAX_SECONDS = 60
+UNREACHABLE_IN_A_ROW = 3     # customers whose every attempt failed to connect: the destination is down, stop trying
+SAME_REFUSAL_OPENING = 3     # the first customers all refused alike: the destination is misconfigured, not them
+
+
+@dataclass(frozen=True)
+class Answer:
+    """What one attempt came to, as the route understood the destination's answer."""
+    kind: str                 # DELIVERED, RETRY (may work later), REJECTED (this customer, for good), STOP (the destination)
+    detail: str               # one line for people; never a secret, a URL path or a query
+    code: str = ""            # the status or reply code, to spot a destination that refuses everyone alike
+    retry_after: float | None = None   # seconds the destination asked us to wait
+    unreachable: bool = False          # no connection at all: refused, no such name, no connection in time
+
+
+class Channel(Protocol):
+    """What one worker uses to send: for SMTP its own connection, for a webhook the shared session."""
+    def attempt(self, message: object) -> Answer: ...
+    def reset(self) -> None: ...      # drop a connection left in an unknown state (an attempt ran out of time)
+    def close(self) -> None: ...      # end politely (SMTP QUIT)
+
+
+class Route(Protocol):
+    label: str                          # host:port, for messages
+    def open_channel(self) -> Channel: ...
+
+
+@dataclass(frozen=True)
+class DeliveryPolicy:
+    workers: int = 4
+    timeout: float = 30              # one attempt as a whole: connect, send, answer
+    retries: int = 3
+    backoff_factor: float = 1.0
+    max_per_minute: float | None = None
+
+
+@dataclass
+class Deliveries:
+    """What deliver_all did with the customers."""
+    delivered: list = field(default_factory=list)
+    rejected: list[tuple[object, str]] = field(default_factory=list)   # refused for good, recorded as such
+    failed: list[tuple[object, str]] = field(default_factory=list)     # with the reason; pending for the next run
+    not_attempted: list = field(default_factory=list)                  # left when sending stopped early
+    stop_reason: str = ""     # why sending stopped early
+    stop_exit_code: int = 0   # 2: the destination or the state needs fixing; 1: the destination could not be reached
+
+
+class RateLimiter:
+    """At most `per_minute` starts a minute, evenly spaced, whatever the number of workers."""
+
+    def __init__(self, per_minute: float | None) -> None:
+        self.interval = 60.0 / per_minute if per_minute else 0.0
+        self.next_start = 0.0
+        self.lock = threading.Lock()
+
+    def wait(self, stop: threading.Event) -> bool:
+        """Wait for this start's turn; False when the run stopped meanwhile."""
+        if not self.interval:
+            return not stop.is_set()
+        with self.lock:
+            now = time.monotonic()
+            start = max(now, self.next_start)
+            self.next_start = start + self.interval
+        return not stop.wait(start - now) if start > now else not stop.is_set()
+
+
+def attempt_within(channel: Channel, message: object, timeout: float, label: str) -> Answer:
+    """One attempt, given up after `timeout` seconds however slowly the answer trickles in.
+    It runs in a helper thread because a socket timeout bounds each read, not the whole answer."""
+    answers: list[Answer] = []
+    done = threading.Event()
+
+    def attempt() -> None:
+        try:
+            answers.append(channel.attempt(message))
+        except Exception as error:  # a route's bug must not hang the worker  # noqa: BLE001
+            log.debug("attempt failed", exc_info=True)
+            answers.append(Answer(RETRY, f"sending to {label} failed ({type(error).__name__})"))
+        finally:
+            done.set()
+
+    threading.Thread(target=attempt, name="attempt", daemon=True).start()
+    if done.wait(timeout + 1):  # the route's own timeouts come first; this is the outer bound
+        return answers[0]
+    channel.reset()
+    return Answer(RETRY, f"{label} gave no complete answer within {timeout:g}s")
+
+
+class _Run:
+    """The shared bookkeeping of one deliver_all call."""
+
+    def __init__(self, route: Route, customers: Sequence[object], policy: DeliveryPolicy) -> None:
+        self.route, self.customers, self.policy = route, customers, policy
+        self.results = Deliveries()
+        self.lock = threading.Lock()
+        self.stop = threading.Event()
+        self.next_index = 0
+        self.unreachable_in_a_row = 0
+        self.opening: list[tuple[object, Answer]] | None = []  # held refusals while the first outcomes are alike
+        self.limiter = RateLimiter(policy.max_per_minute)
+
+    def take(self) -> object | None:
+        with self.lock:
+            if self.stop.is_set() or self.next_index >= len(self.customers):
+                return None
+            customer = self.customers[self.next_index]
+            self.next_index += 1
+            return customer
+
+    def stop_sending(self, reason: str, exit_code: int) -> None:
+        with self.lock:
+            self._stop_locked(reason, exit_code)
+
+    def _stop_locked(self, reason: str, exit_code: int) -> None:
+        if not self.results.stop_reason:
+            self.results.stop_reason, self.results.stop_exit_code = reason, exit_code
+        self.stop.set()
+
+    def deliver_one(self, channel: Channel, message: object) -> Answer | None:
+        """Attempts with backoff until the message is delivered, refused, or out of retries.
+        None when the run stopped before the first attempt."""
+        retry = Retry(total=self.policy.retries, backoff_factor=self.policy.backoff_factor,
+                      backoff_jitter=self.policy.backoff_factor / 2, backoff_max=BACKOFF_MAX_SECONDS)
+        every_attempt_unreachable, attempted = True, False
+        while True:
+            if not self.limiter.wait(self.stop):
+                return Answer(RETRY, "the run stopped before a retry") if attempted else None
+            attempted = True
+            answer = attempt_within(channel, message, self.policy.timeout, self.route.label)
+            if answer.kind != RETRY:
+                return answer
+            every_attempt_unreachable = every_attempt_unreachable and answer.unreachable
+            try:
+                retry = retry.increment()
+            except MaxRetryError:
+                return Answer(RETRY, answer.detail, answer.code, unreachable=every_attempt_unreachable)
+            wait = (min(answer.retry_after, RETRY_AFTER_MAX_SECONDS) if answer.retry_after is not None
+                    else retry.get_backoff_time())
+            log.info("%s; retrying in %.1fs", answer.detail, wait)
+            if self.stop.wait(wait):
+                return Answer(RETRY, answer.detail, answer.code)
+
+
+def deliver_all(route: Route, customers: Sequence[object], policy: DeliveryPolicy,
+                message_for: Callable[[object], object], on_delivered: Callable[[object], None],
+                on_rejected: Callable[[object, str], None] = lambda customer, reason: None,
+                on_progress: Callable[[int, int], None] = lambda done, total: None) -> Deliveries:
+    """One message per customer with `policy.workers` threads.
+
+    A worker builds a customer's message just before sending it (a large run holds only the
+    messages in flight). `on_delivered` and `on_rejected` save the state and run in the worker
+    before it takes its next customer; when one raises, or the destination shows itself
+    misconfigured or unreachable, no new attempt starts, not even a retry that was waiting.
+    """
+    run = _Run(route, customers, policy)
+
+    def settle(customer: object, answer: Answer) -> None:
+        """Apply the rules to one customer's final answer, in the order answers end."""
+        to_reject: list[tuple[object, Answer]] = []
+        with run.lock:
+            if run.opening is not None:
+                alike = answer.kind == REJECTED and all(held.code == answer.code for _, held in run.opening)
+                if alike:
+                    run.opening.append((customer, answer))
+                    if len(run.opening) < SAME_REFUSAL_OPENING:
+                        return
+                    run._stop_locked(f"{route.label} refused the first {SAME_REFUSAL_OPENING} customers alike "
+                                     f"({answer.detail}): check the destination's settings; they stay pending", 2)
+                    run.results.failed += [(held_customer, held.detail) for held_customer, held in run.opening]
+                    run.opening = None
+                    return
+                to_reject, run.opening = run.opening, None
+            if answer.kind == REJECTED:
+                to_reject.append((customer, answer))
+            if answer.kind == RETRY and answer.unreachable:
+                run.unreachable_in_a_row += 1
+                if run.unreachable_in_a_row >= UNREACHABLE_IN_A_ROW:
+                    run._stop_locked(f"could not connect to {route.label} for {UNREACHABLE_IN_A_ROW} customers in a row; "
+                                     "stopped trying: check that it is up and reachable from here", 1)
+            elif answer.kind in (DELIVERED, REJECTED):
+                run.unreachable_in_a_row = 0
+            if answer.kind == STOP:
+                run._stop_locked(answer.detail, 2)
+                run.results.failed.append((customer, answer.detail))
+            elif answer.kind == RETRY:
+                run.results.failed.append((customer, answer.detail))
+        if answer.kind == DELIVERED:
+            record(on_delivered, customer)
+            with run.lock:
+                run.results.delivered.append(customer)
+        for rejected_customer, refusal in to_reject:
+            record(on_rejected, rejected_customer, refusal.detail)
+            with run.lock:
+                run.results.rejected.append((rejected_customer, refusal.detail))
+
+    def record(callback: Callable, *arguments: object) -> None:
+        try:
+            callback(*arguments)
+        except Exception as error:  # the state could not be saved: stop sending
+            run.stop_sending(str(error), 2)
+
+    def work() -> None:
+        channel = route.open_channel()
+        try:
+            while (customer := run.take()) is not None:
+                answer = run.deliver_one(channel, message_for(customer))
+                if answer is None:
+                    with run.lock:
+                        run.results.not_attempted.append(customer)
+                    continue
+                settle(customer, answer)
+                with run.lock:
+                    results = run.results
+                    on_progress(len(results.delivered) + len(results.failed) + len(results.rejected), len(customers))
+        except Exception as error:  # a bug: stop the run, one line, details in the log
+            log.debug("delivery worker failed", exc_info=True)
+            run.stop_sending(f"unexpected {type(error).__name__} while sending: {error}", 2)
+        finally:
+            channel.close()
+
+    workers = [threading.Thread(target=work, name=f"deliver-{n}", daemon=True)
+               for n in range(max(1, min(policy.workers, len(customers))))]
+    for worker in workers:
+        worker.start()
+    try:
+        for worker in workers:
+            while worker.is_alive():
+                worker.join(0.2)  # a short join lets Ctrl+C through
+    except BaseException:
+        run.stop.set()  # Ctrl+C: start nothing more; the attempts in flight end within the timeout
+        for worker in workers:
+            worker.join(policy.timeout + 2)
+        held, run.opening = run.opening or [], None
+        run.results.failed += [(customer, answer.detail) for customer, answer in held]
+        raise
+    finally:
+        run.results.not_attempted += run.customers[run.next_index:]
+    # Fewer customers were tried than the opening needs: their refusals are plain refusals after all.
+    held, run.opening = run.opening or [], None
+    for customer, answer in held:
+        record(on_rejected, customer, answer.detail)
+        run.results.rejected.append((customer, answer.detail))
+    return run.results

@@ -1,0 +1,67 @@
+"""URLs from settings (webhook, SMTP, heartbeat): parsed and checked once at start, shown only as host and port."""
+
+from __future__ import annotations
+
+import ipaddress
+import unicodedata
+from dataclasses import dataclass
+from urllib.parse import unquote, urlsplit
+
+
+class UrlError(ValueError):
+    """A URL the run cannot use; the message never repeats the URL, its user, password, path or query."""
+
+
+@dataclass(frozen=True)
+class CheckedUrl:
+    text: str
+    scheme: str
+    host: str
+    port: int
+    username: str
+    password: str
+
+    @property
+    def label(self) -> str:
+        """How logs and messages name the destination: host and port, nothing else."""
+        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
+
+    @property
+    def is_loopback(self) -> bool:
+        return is_loopback(self.host)
+
+    def secrets(self) -> list[str]:
+        """The parts of the URL that must never be shown (for the log filter)."""
+        parts = urlsplit(self.text)
+        hidden = [self.text, self.username, self.password, parts.path, parts.query, parts.netloc.rpartition("@")[0]]
+        return [part for part in hidden if part and part not in ("/", self.host)]
+
+
+def is_loopback(host: str) -> bool:
+    if host.lower() in ("localhost", "localhost."):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def parse_url(text: str, what: str, default_ports: dict[str, int]) -> CheckedUrl:
+    """`text` as one of the schemes in `default_ports` with a host; raises UrlError naming `what`."""
+    text = text.strip()
+    if any(char.isspace() or unicodedata.category(char) in ("Cc", "Cf") for char in text):
+        raise UrlError(f"{what} contains spaces or invisible characters")
+    schemes = " or ".join(f"{scheme}://" for scheme in default_ports)
+    try:
+        parts = urlsplit(text)
+        scheme, host, port = parts.scheme.lower(), parts.hostname, parts.port
+    except ValueError:
+        raise UrlError(f"{what} cannot be parsed: check its port (1-65535) and any [IPv6] address") from None
+    if scheme not in default_ports:
+        raise UrlError(f"{what} must start with {schemes}")
+    if not host:
+        raise UrlError(f"{what} names no host")
+    if port == 0:
+        raise UrlError(f"{what} cannot be parsed: check its port (1-65535) and any [IPv6] address")
+    return CheckedUrl(text, scheme, host, port or default_ports[scheme], unquote(parts.username or ""),
+                      unquote(parts.password or ""))

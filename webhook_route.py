@@ -1,0 +1,189 @@
+"""The webhook route: one Standard Webhooks POST of one customer's JSON payload, and what its answer means."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import hmac
+import os
+import time
+from dataclasses import dataclass
+
+import requests
+from requests.adapters import HTTPAdapter
+from urllib3.exceptions import InvalidHeader, NewConnectionError
+from urllib3.util.retry import Retry
+
+from delivery import DELIVERED, REJECTED, RETRY, STOP, Answer
+from url_rules import CheckedUrl, UrlError, parse_url
+
+RETRY_STATUSES = frozenset([408, 429, *range(500, 600)])
+MISCONFIGURED_STATUSES = frozenset([401, 403, 404, 405, 410])
+MAX_ANSWER_BYTES = 64 * 1024      # of an answer's body; the rest is never read
+REASON_CHARS = 200                # of the receiver's text quoted in a refusal
+CA_BUNDLE_VARIABLES = ("REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE", "SSL_CERT_FILE")
+WEBHOOK_PORTS = {"https": 443, "http": 80}
+
+
+class WebhookConfigError(Exception):
+    """The webhook settings are unusable: exit 2 before any traffic."""
+
+
+@dataclass(frozen=True)
+class WebhookMessage:
+    msg_id: str
+    body: bytes
+
+
+def check_webhook_url(url: str, allow_http: bool) -> CheckedUrl:
+    try:
+        checked = parse_url(url, "the webhook URL", WEBHOOK_PORTS)
+    except UrlError as error:
+        raise WebhookConfigError(str(error)) from None
+    if checked.scheme == "http" and not allow_http and not checked.is_loopback:
+        raise WebhookConfigError(
+            f"refusing plain http to {checked.host}: use https, or pass --allow-http if you really mean it")
+    return checked
+
+
+def check_authorization(value: str) -> None:
+    """WEBHOOK_AUTHORIZATION goes out as a header: printable ASCII on one line."""
+    if not all(" " <= char <= "~" for char in value):
+        raise WebhookConfigError("WEBHOOK_AUTHORIZATION must be printable ASCII on one line, e.g. Bearer abc123")
+
+
+def parse_secret(text: str) -> bytes:
+    """A Standard Webhooks secret: 'whsec_' followed by base64 key bytes."""
+    encoded = text.strip().removeprefix("whsec_")
+    try:
+        key = base64.b64decode(encoded, validate=True)
+    except (binascii.Error, ValueError):
+        key = b""
+    if not key:
+        raise WebhookConfigError("WEBHOOK_SECRET must be 'whsec_' followed by a base64 key")
+    return key
+
+
+def sign(key: bytes, msg_id: str, timestamp: int, body: bytes) -> str:
+    signed = f"{msg_id}.{timestamp}.".encode() + body
+    return "v1," + base64.b64encode(hmac.new(key, signed, hashlib.sha256).digest()).decode()
+
+
+def webhook_headers(msg_id: str, body: bytes, key: bytes | None, authorization: str | None,
+                    timestamp: int | None = None) -> dict[str, str]:
+    timestamp = int(time.time()) if timestamp is None else timestamp
+    headers = {
+        "Content-Type": "application/json",
+        "webhook-id": msg_id,
+        "webhook-timestamp": str(timestamp),
+    }
+    if key:
+        headers["webhook-signature"] = sign(key, msg_id, timestamp, body)
+    if authorization:
+        headers["Authorization"] = authorization
+    return headers
+
+
+def retry_after_seconds(value: str | None) -> float | None:
+    """A Retry-After header in seconds; one that cannot be read counts as absent."""
+    if value is None:
+        return None
+    try:
+        return Retry(0).parse_retry_after(value)
+    except (InvalidHeader, ValueError, OverflowError):
+        return None
+
+
+class WebhookRoute:
+    """POSTs to one webhook. The session is shared by the workers; each attempt copies one prepared
+    request and adds its own headers and body (fresh timestamp and signature on every attempt)."""
+
+    def __init__(self, url: str, *, secret: str | None = None, authorization: str | None = None,
+                 timeout: float = 30, pool_size: int = 4, allow_http: bool = True) -> None:
+        self.url = check_webhook_url(url, allow_http)
+        self.label = self.url.label
+        self.key = parse_secret(secret) if secret else None
+        if authorization:
+            check_authorization(authorization)
+        self.authorization = authorization or None
+        self.timeout = timeout
+        self.session = requests.Session()
+        adapter = HTTPAdapter(pool_connections=1, pool_maxsize=max(pool_size, 1), max_retries=0)
+        self.session.mount("https://", adapter)
+        self.session.mount("http://", adapter)
+        # The proxy (HTTPS_PROXY, HTTP_PROXY, NO_PROXY) and CA bundle settings are read from the
+        # environment once for the run, not again on every request (a third of a request's cost).
+        self.session.trust_env = False
+        self.session.proxies = requests.utils.get_environ_proxies(url)
+        ca_bundle = next((os.environ[name] for name in CA_BUNDLE_VARIABLES if os.environ.get(name)), None)
+        if ca_bundle:
+            self.session.verify = ca_bundle
+        # The session sends no cookies, so nothing a webhook sets for one customer goes out with the next.
+        self._request = self.session.prepare_request(requests.Request("POST", url))
+
+    def open_channel(self) -> WebhookRoute:
+        return self  # every worker shares the session's connection pool
+
+    def reset(self) -> None:
+        """Nothing to do: a connection whose answer never completed is not returned to the pool."""
+
+    def close(self) -> None:
+        """The workers' channels end with the route (see shutdown)."""
+
+    def shutdown(self) -> None:
+        self.session.close()
+
+    def attempt(self, message: WebhookMessage) -> Answer:
+        headers = webhook_headers(message.msg_id, message.body, self.key, self.authorization)
+        request = self._request.copy()
+        request.headers.update(headers)
+        request.prepare_body(message.body, None)
+        try:
+            response = self.session.send(request, timeout=self.timeout, allow_redirects=False, stream=True)
+            try:
+                text = response.raw.read(MAX_ANSWER_BYTES, decode_content=True) or b""
+            finally:
+                response.close()  # a longer answer is cut here; its connection is dropped, not reused
+        except requests.exceptions.SSLError:
+            return Answer(STOP, f"TLS certificate of {self.label} not accepted (set REQUESTS_CA_BUNDLE to your CA bundle)")
+        except requests.exceptions.RequestException as error:
+            return self._failure(error)
+        return self.classify(response.status_code, response.headers, text)
+
+    def classify(self, status: int, headers, text: bytes) -> Answer:
+        code = f"HTTP {status}"
+        if 200 <= status < 300:
+            return Answer(DELIVERED, code, code)
+        if 300 <= status < 400:
+            moved_to = _host_of(headers.get("Location", ""))
+            return Answer(STOP, f"the webhook at {self.label} answered {code}" + (f" (moved to {moved_to})" if moved_to else "")
+                          + ": update the webhook URL", code)
+        if status in MISCONFIGURED_STATUSES:
+            return Answer(STOP, f"the webhook at {self.label} answered {code}: "
+                                "check the webhook URL and WEBHOOK_AUTHORIZATION / WEBHOOK_SECRET", code)
+        if status in RETRY_STATUSES:
+            return Answer(RETRY, f"the webhook at {self.label} answered {code}", code,
+                          retry_after=retry_after_seconds(headers.get("Retry-After")))
+        said = text.decode("utf-8", "replace").strip()
+        return Answer(REJECTED, code + (f": {said[:REASON_CHARS]}" if said else ""), code)
+
+    def _failure(self, error: Exception) -> Answer:
+        """A one-line reason that never repeats the URL's path or query."""
+        if isinstance(error, requests.exceptions.ConnectTimeout):
+            return Answer(RETRY, f"connecting to {self.label} timed out", unreachable=True)
+        if isinstance(error, requests.exceptions.Timeout):
+            return Answer(RETRY, f"{self.label} did not answer within {self.timeout:g}s")
+        if isinstance(error, requests.exceptions.ConnectionError):
+            cause = getattr(error.args[0], "reason", None) if error.args else None
+            if isinstance(cause, NewConnectionError):
+                return Answer(RETRY, f"could not connect to {self.label}", unreachable=True)
+            return Answer(RETRY, f"the connection to {self.label} broke before an answer")
+        return Answer(STOP, f"request to {self.label} failed ({type(error).__name__})")
+
+
+def _host_of(url: str) -> str:
+    try:
+        return parse_url(url, "Location", WEBHOOK_PORTS).label if url else ""
+    except UrlError:
+        return ""
