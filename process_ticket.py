@@ -27,8 +27,8 @@ from ticket_core import (
     Customer,
     ReportError,
     RunState,
-    SelectOptions,
     Selection,
+    SelectOptions,
     cell_text,
     drop_already_notified,
     drop_rejected,
@@ -39,7 +39,6 @@ from ticket_core import (
     select_closed_tickets,
     split_by_weekly_guard,
 )
-
 
 __version__ = "1.0.0"
 SCRIPT_DIR = Path(__file__).resolve().parent
