@@ -227,10 +227,13 @@ def select_from_report(rows: Iterable, sheet_names: list[str] | None, start: dat
 
 
 def status_counts(raw: Counter) -> Counter:
-    """The statuses that did not count as closed, by their trimmed text."""
+    """The statuses that did not count as closed, trimmed and merged case-insensitively (as closed
+    statuses are compared), each under the spelling seen first."""
+    spelling: dict[str, str] = {}
     counts: Counter = Counter()
     for status, count in raw.items():
-        counts[cell_text(status)] += count
+        text = cell_text(status)
+        counts[spelling.setdefault(text.casefold(), text)] += count
     return counts
 
 

@@ -346,3 +346,20 @@ def test_auth_check_consent_flow_saves_an_owner_only_token(api, tmp_path):
         assert stat.S_IMODE((tmp_path / "token.json").stat().st_mode) == 0o600
     exchange = next(r for r in api.requests if r.path == "/token")
     assert parse_qs(exchange.body.decode())["code"] == ["the-code"]
+
+
+def test_a_lone_surrogate_in_a_sheet_cell_is_read_as_a_replacement_character_and_everyone_is_notified(api, tmp_path):
+    body = ('{"range": "Sheet1!A2:F", "majorDimension": "ROWS", "values": ['
+            '["Bad\\ud800name", "X", "bad@example.com", 1, "Closed", 46346], '
+            '["Jane", "Doe", "jane@example.com", 2, "Closed", 46346]]}').encode()
+    api.respond = lambda received, index: Reply(200, {"Content-Type": "application/json"}, body=body)
+    webhook = WebhookServer()
+    try:
+        result = google_cli(api, tmp_path, "-webhook_url", webhook.url, "-testmode", "no", "--since", "20/11/2026",
+                            env_extra={"GOOGLE_API_KEY": "k"})
+        assert result.returncode == 0, result.stderr
+        assert sorted(webhook.emails()) == ["bad@example.com", "jane@example.com"]
+        bad = next(payload for payload in webhook.payloads() if payload["email_address"] == "bad@example.com")
+        assert bad["full_name"] == "Bad\ufffdname X"
+    finally:
+        webhook.close()
