@@ -114,11 +114,12 @@ class _Run:
     def __init__(self, route: Route, customers: Sequence[object], policy: DeliveryPolicy) -> None:
         self.route, self.customers, self.policy = route, customers, policy
         self.results = Deliveries()
-        self.lock = threading.Lock()
+        self.lock = threading.RLock()  # re-entered when a record made under it fails and stops the run
         self.stop = threading.Event()
         self.next_index = 0
         self.unreachable_in_a_row = 0
-        self.opening: list[tuple[object, Answer]] | None = []  # held refusals while the first outcomes are alike
+        self.opening: list[tuple[object, Answer]] | None = []  # the refusals while every answer so far is alike
+        self.refused_alike = ""  # the code of an opening that showed the destination misconfigured
         self.limiter = RateLimiter(policy.max_per_minute)
 
     def take(self) -> object | None:
@@ -166,34 +167,26 @@ class _Run:
 def deliver_all(route: Route, customers: Sequence[object], policy: DeliveryPolicy,
                 message_for: Callable[[object], object], on_delivered: Callable[[object], None],
                 on_rejected: Callable[[object, str], None] = lambda customer, reason: None,
+                on_withdrawn: Callable[[list], None] = lambda customers: None,
                 on_progress: Callable[[int, int], None] = lambda done, total: None) -> Deliveries:
     """One message per customer with `policy.workers` threads.
 
     A worker builds a customer's message just before sending it (a large run holds only the
     messages in flight). `on_delivered` and `on_rejected` save the state and run in the worker
-    before it takes its next customer; when one raises, or the destination shows itself
+    before it takes its next customer (`on_withdrawn` takes back the refusals of an opening that
+    showed the destination misconfigured); when one raises, or the destination shows itself
     misconfigured or unreachable, no new attempt starts, not even a retry that was waiting.
     """
     run = _Run(route, customers, policy)
 
     def settle(customer: object, answer: Answer) -> None:
         """Apply the rules to one customer's final answer, in the order answers end."""
-        to_reject: list[tuple[object, Answer]] = []
         with run.lock:
-            if run.opening is not None:
-                alike = answer.kind == REJECTED and all(held.code == answer.code for _, held in run.opening)
-                if alike:
-                    run.opening.append((customer, answer))
-                    if len(run.opening) < SAME_REFUSAL_OPENING:
-                        return
-                    run._stop_locked(f"{route.label} refused the first {SAME_REFUSAL_OPENING} customers alike "
-                                     f"({answer.detail}): check the destination's settings; they stay pending", 2)
-                    run.results.failed += [(held_customer, held.detail) for held_customer, held in run.opening]
-                    run.opening = None
-                    return
-                to_reject, run.opening = run.opening, None
-            if answer.kind == REJECTED:
-                to_reject.append((customer, answer))
+            if run.opening is not None and opening_refusal(customer, answer):
+                return
+            if answer.kind == REJECTED and answer.code == run.refused_alike:  # in flight when the opening ended
+                run.results.failed.append((customer, answer.detail))
+                return
             if answer.kind == RETRY and answer.unreachable:
                 run.unreachable_in_a_row += 1
                 if run.unreachable_in_a_row >= UNREACHABLE_IN_A_ROW:
@@ -203,17 +196,39 @@ def deliver_all(route: Route, customers: Sequence[object], policy: DeliveryPolic
                 run.unreachable_in_a_row = 0
             if answer.kind == STOP:
                 run._stop_locked(answer.detail, 2)
-                run.results.failed.append((customer, answer.detail))
-            elif answer.kind == RETRY:
+            if answer.kind in (STOP, RETRY):
                 run.results.failed.append((customer, answer.detail))
         if answer.kind == DELIVERED:
             record(on_delivered, customer)
             with run.lock:
                 run.results.delivered.append(customer)
-        for rejected_customer, refusal in to_reject:
-            record(on_rejected, rejected_customer, refusal.detail)
+        elif answer.kind == REJECTED:
+            record(on_rejected, customer, answer.detail)
             with run.lock:
-                run.results.rejected.append((rejected_customer, refusal.detail))
+                run.results.rejected.append((customer, answer.detail))
+
+    def opening_refusal(customer: object, answer: Answer) -> bool:
+        """While every answer so far refused alike, a refusal is recorded at once (under the lock, so
+        the opening's records are exactly these) and kept; the third alike means the destination is
+        misconfigured, not the customers: their refusals are withdrawn and they stay pending.
+        Any other answer ends the opening. True when the answer was handled here."""
+        if answer.kind != REJECTED or any(held.code != answer.code for _, held in run.opening):
+            run.opening = None
+            return False
+        record(on_rejected, customer, answer.detail)
+        run.opening.append((customer, answer))
+        if len(run.opening) < SAME_REFUSAL_OPENING:
+            run.results.rejected.append((customer, answer.detail))
+            return True
+        held = [held_customer for held_customer, _ in run.opening]
+        record(on_withdrawn, held)
+        run.results.rejected = [(c, reason) for c, reason in run.results.rejected if not any(c is h for h in held)]
+        run.results.failed += [(held_customer, refusal.detail) for held_customer, refusal in run.opening]
+        run.refused_alike = answer.code
+        run._stop_locked(f"{route.label} refused the first {SAME_REFUSAL_OPENING} customers alike ({answer.detail}): "
+                         "check the destination's settings; they stay pending", 2)
+        run.opening = None
+        return True
 
     def record(callback: Callable, *arguments: object) -> None:
         try:
@@ -252,14 +267,7 @@ def deliver_all(route: Route, customers: Sequence[object], policy: DeliveryPolic
         run.stop.set()  # Ctrl+C: start nothing more; the attempts in flight end within the timeout
         for worker in workers:
             worker.join(policy.timeout + 2)
-        held, run.opening = run.opening or [], None
-        run.results.failed += [(customer, answer.detail) for customer, answer in held]
         raise
     finally:
         run.results.not_attempted += run.customers[run.next_index:]
-    # Fewer customers were tried than the opening needs: their refusals are plain refusals after all.
-    held, run.opening = run.opening or [], None
-    for customer, answer in held:
-        record(on_rejected, customer, answer.detail)
-        run.results.rejected.append((customer, answer.detail))
     return run.results

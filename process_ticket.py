@@ -265,11 +265,16 @@ def send_all(args, customers: list[Customer], state: RunState, today: date, repo
         log.warning("rejected %s (%s): %s; not retried (see rejected.csv, --retry-rejected)",
                     customer.email, ", ".join(customer.ticket_ids), reason)
 
+    def withdrawn(customers: list[Customer]) -> None:
+        writer.withdraw_rejections(customers)
+        log.info("refusals of %s withdrawn: the destination refused everyone alike; they stay pending",
+                 ", ".join(customer.email for customer in customers))
+
     progress = progress_printer() if sys.stderr.isatty() and len(customers) >= 20 and not args.quiet else None
     log.info("sending %d notification(s) to %s with %d worker(s)", len(customers), route.label, args.workers)
     policy = DeliveryPolicy(workers=args.workers, timeout=args.timeout, retries=args.retries)
     try:
-        results = deliver_all(route, customers, policy, message_for, remember, refused,
+        results = deliver_all(route, customers, policy, message_for, remember, refused, withdrawn,
                               progress or (lambda done, total: None))
     finally:
         route.shutdown()

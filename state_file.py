@@ -236,6 +236,8 @@ class StateWriter:
         self._emailed_text = dict(zip(state.last_emailed, map(_entry_text, state.last_emailed.items()), strict=True))
         self._changes = 0
         self._saved_changes = 0
+        self._csv_size_before: int | None = None      # rejected.csv before this run's first line (-1: absent)
+        self._rejected_before: dict[str, dict | None] = {}
         self._state_lock = threading.Lock()
         self._save_lock = threading.Lock()
 
@@ -257,10 +259,38 @@ class StateWriter:
 
     def record_rejection(self, customer: Customer, today: date, reason: str) -> None:
         """Record that `customer` was refused for good: a line in rejected.csv, then the state."""
-        append_rejected_csv(rejected_csv_path(self.path), rejected_csv_line(customer, today, reason))
+        csv_path = rejected_csv_path(self.path)
+        if self._csv_size_before is None:
+            self._csv_size_before = csv_path.stat().st_size if csv_path.exists() else -1
+        append_rejected_csv(csv_path, rejected_csv_line(customer, today, reason))
         with self._state_lock:
             key, entry = rejection_entry(self.state, customer, today, reason)
+            self._rejected_before.setdefault(key, self.state.rejected.get(key))
             self.state.rejected = {**self.state.rejected, key: entry}
+            mine = self._changed()
+        self._save_including(mine)
+
+    def withdraw_rejections(self, customers: list[Customer]) -> None:
+        """Take back the refusals recorded so far in this run (the destination refused everyone
+        alike: a setting is wrong, not the customers): rejected.csv and the state as they were."""
+        csv_path = rejected_csv_path(self.path)
+        try:
+            if self._csv_size_before == -1:
+                csv_path.unlink(missing_ok=True)
+            elif self._csv_size_before is not None:
+                os.truncate(csv_path, self._csv_size_before)
+        except OSError as error:
+            raise StateError(f"cannot write {csv_path}: {_reason(error)}") from None
+        self._csv_size_before = None
+        with self._state_lock:
+            rejected = dict(self.state.rejected)
+            for customer in customers:
+                earlier = self._rejected_before.pop(customer.key, None)
+                if earlier is None:
+                    rejected.pop(customer.key, None)
+                else:
+                    rejected[customer.key] = earlier
+            self.state.rejected = rejected
             mine = self._changed()
         self._save_including(mine)
 
