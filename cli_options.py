@@ -8,10 +8,14 @@ import re
 from datetime import date
 from pathlib import Path
 from string import Template
+from typing import TYPE_CHECKING
 
-from payloads import check_body_template
+from payloads import HTML_TEMPLATE_FIELDS, TEMPLATE_FIELDS, Content, check_body_template
 from report_dates import DEFAULT_DATE_FORMATS, check_day_range, parse_day
 from ticket_core import ROLES
+
+if TYPE_CHECKING:
+    from email_message import Sender
 
 TRUE_WORDS, FALSE_WORDS = ("yes", "true", "1"), ("no", "false", "0")
 SHEET_URL_ID = re.compile(r"/spreadsheets/d/([A-Za-z0-9_-]+)")
@@ -57,7 +61,7 @@ def bounded(kind: type, low: float, high: float):
 
 def build_parser(version: str) -> argparse.ArgumentParser:
     parser = _Parser(prog="process_ticket.py", allow_abbrev=False,
-                     description="Email customers, through a webhook, the support tickets closed since the last run.")
+                     description="Email customers, through a webhook or SMTP, the support tickets closed since the last run.")
     source = parser.add_argument_group("report")
     source.add_argument("-sheetid", "--sheet-id", dest="sheet_id", metavar="ID",
                         help="Google spreadsheet id or full sheet URL")
@@ -77,6 +81,16 @@ def build_parser(version: str) -> argparse.ArgumentParser:
     send = parser.add_argument_group("sending")
     send.add_argument("-webhook_url", "--webhook-url", dest="webhook_url", metavar="URL",
                       help="the email webhook (default: $WEBHOOK_URL)")
+    send.add_argument("--smtp-url", metavar="URL",
+                      help="send email over SMTP instead: smtp://[user@]host[:587] (STARTTLS) or smtps://[user@]host[:465] "
+                           "(default: $SMTP_URL); password in $SMTP_PASSWORD")
+    send.add_argument("--from", dest="from_address", metavar="ADDRESS",
+                      help="sender, 'Name <address>' or an address; required with SMTP (default: $SMTP_FROM)")
+    send.add_argument("--reply-to", metavar="ADDRESS", help="Reply-To of the emails")
+    send.add_argument("--cc", action="append", default=[], metavar="ADDRESS",
+                      help="copy every email to this address; repeatable (also the webhook payload's cc_address)")
+    send.add_argument("--max-per-minute", type=bounded(float, 0.1, 100000), metavar="N",
+                      help="at most N messages a minute, evenly spaced (default: no limit)")
     send.add_argument("-testmode", "--testmode", dest="test_mode", type=yes_no, default=False, metavar="yes|no",
                       help="yes: show what would be sent, send nothing, write nothing (default: no)")
     send.add_argument("--min-days-between-emails", type=bounded(int, 0, 3650), default=7, metavar="N",
@@ -91,6 +105,10 @@ def build_parser(version: str) -> argparse.ArgumentParser:
     send.add_argument("--subject", metavar="TEXT", help="email subject")
     send.add_argument("--body-template", metavar="PATH",
                       help="string.Template file: $first_name $full_name $ticket_count $ticket_lines")
+    send.add_argument("--html-template", metavar="PATH",
+                      help="HTML body, string.Template: the same placeholders, HTML-escaped, and $ticket_list")
+    send.add_argument("--preview-dir", metavar="DIR",
+                      help="test mode: write each email that would be sent as DIR/NNN-address.eml")
     files = parser.add_argument_group("files")
     files.add_argument("--state-file", metavar="PATH", help="default: last_run_date.json next to this script")
     files.add_argument("--credentials", metavar="PATH", help="Google credential file (default: credential.json)")
@@ -131,24 +149,51 @@ def parse_args(argv: list[str] | None, script_dir: Path, version: str) -> argpar
     args.columns = parse_columns(args.column)
     if args.subject is not None and not args.subject.isprintable():
         raise UsageError("--subject must be one line of printable text")
-    args.body_template = load_body_template(absolute(args.body_template)) if args.body_template else None
+    body_template = load_template(absolute(args.body_template), "--body-template") if args.body_template else None
+    html_template = load_template(absolute(args.html_template), "--html-template") if args.html_template else None
+    args.preview_dir = absolute(args.preview_dir)
+    if args.preview_dir and not args.test_mode:
+        raise UsageError("--preview-dir only goes with -testmode yes (it shows the emails instead of sending them)")
+    args.smtp_url = (args.smtp_url or os.environ.get("SMTP_URL") or "").strip() or None
+    args.sender, cc = check_addresses(args)
+    args.content = Content(args.subject, body_template, html_template, cc)
     args.secrets = secrets_of(args)
-    check_webhook(args)
+    check_destination(args)
     return args
+
+
+def check_addresses(args: argparse.Namespace) -> tuple[Sender | None, tuple[str, ...]]:
+    """--from (or SMTP_FROM), --reply-to and --cc as mailboxes; --from is required with SMTP."""
+    from email_message import Sender, parse_mailbox  # the email package only when addresses are given
+
+    from_text = args.from_address or os.environ.get("SMTP_FROM") or ""
+    if args.smtp_url and not from_text.strip():
+        raise UsageError("--from is required with --smtp-url (the sender, e.g. \"Support <support@example.com>\"; "
+                         "or set SMTP_FROM)")
+    try:
+        cc = tuple(parse_mailbox(text, "--cc")[1] for text in args.cc)
+        reply_to = parse_mailbox(args.reply_to, "--reply-to") if args.reply_to else None
+        if not from_text.strip():
+            return None, cc
+        return Sender(*parse_mailbox(from_text, "--from"), reply_to=reply_to), cc
+    except ValueError as error:
+        raise UsageError(str(error)) from None
 
 
 def secrets_of(args: argparse.Namespace) -> list[str]:
     """Every value that must never reach the output or the log (the log filter hides them)."""
     from url_rules import UrlError, parse_url
 
-    values = [os.environ.get(name, "") for name in ("WEBHOOK_SECRET", "WEBHOOK_AUTHORIZATION")]
+    values = [os.environ.get(name, "") for name in ("WEBHOOK_SECRET", "WEBHOOK_AUTHORIZATION", "SMTP_PASSWORD",
+                                                     "SMTP_USERNAME")]
     values += [args.api_key or ""]
     values += os.environ.get("WEBHOOK_AUTHORIZATION", "").split()[1:]  # the token after "Bearer"
-    if args.webhook_url:
-        try:
-            values += parse_url(args.webhook_url, "", {"http": 80, "https": 443}).secrets()
-        except UrlError:
-            values.append(args.webhook_url)
+    for url, schemes in ((args.webhook_url, {"http": 80, "https": 443}), (args.smtp_url, {"smtp": 587, "smtps": 465})):
+        if url:
+            try:
+                values += parse_url(url, "", schemes).secrets()
+            except UrlError:
+                values.append(url)
     return [value for value in values if len(value) >= 4]
 
 
@@ -176,26 +221,46 @@ def parse_columns(specs: list[str]) -> dict[str, str]:
     return columns
 
 
-def load_body_template(path: Path) -> Template:
+def load_template(path: Path, option: str) -> Template:
+    """A text or HTML template, its placeholders checked now rather than at the first customer."""
     try:
         template = Template(path.read_text(encoding="utf-8-sig"))
     except (OSError, UnicodeDecodeError) as error:
-        raise UsageError(f"cannot read --body-template {path}: {getattr(error, 'strerror', None) or error}") from None
+        raise UsageError(f"cannot read {option} {path}: {getattr(error, 'strerror', None) or error}") from None
     try:
-        check_body_template(template)
+        check_body_template(template, HTML_TEMPLATE_FIELDS if option == "--html-template" else TEMPLATE_FIELDS)
     except ValueError as error:
-        raise UsageError(f"--body-template {path}: {error}") from None
+        raise UsageError(f"{option} {path}: {error}") from None
     return template
 
 
+def check_destination(args: argparse.Namespace) -> None:
+    """One destination per live run, its settings checked before any traffic (a URL given is
+    checked in test mode too)."""
+    if args.webhook_url and args.smtp_url:
+        raise UsageError("give one destination: a webhook (-webhook_url / WEBHOOK_URL) or SMTP (--smtp-url / SMTP_URL), "
+                         "not both")
+    if not args.webhook_url and not args.smtp_url and not args.test_mode:
+        raise UsageError("no destination: pass -webhook_url URL (or set WEBHOOK_URL) or --smtp-url URL (or set "
+                         "SMTP_URL), or use -testmode yes")
+    if args.smtp_url:
+        check_smtp(args)
+    elif args.webhook_url:
+        check_webhook(args)
+
+
+def check_smtp(args: argparse.Namespace) -> None:
+    from smtp_route import SmtpConfigError, check_smtp_url
+
+    try:
+        check_smtp_url(args.smtp_url, os.environ.get("SMTP_USERNAME"), os.environ.get("SMTP_PASSWORD"))
+    except SmtpConfigError as error:
+        raise UsageError(str(error)) from None
+
+
 def check_webhook(args: argparse.Namespace) -> None:
-    """The webhook settings, checked before any traffic: a URL given is checked in test mode too."""
     from webhook_route import WebhookConfigError, check_authorization, check_webhook_url, parse_secret
 
-    if not args.webhook_url:
-        if args.test_mode:
-            return
-        raise UsageError("no webhook URL: pass -webhook_url URL or set WEBHOOK_URL (or use -testmode yes)")
     try:
         check_webhook_url(args.webhook_url, args.allow_http)
         if os.environ.get("WEBHOOK_SECRET"):

@@ -1,8 +1,10 @@
-"""What one customer's webhook call carries: the JSON payload, the email body and the webhook-id (pure)."""
+"""What one customer is told: subject, text and HTML bodies, the webhook's JSON payload and its webhook-id (pure)."""
 
 from __future__ import annotations
 
 import hashlib
+import html
+from dataclasses import dataclass
 from datetime import datetime
 from string import Template
 
@@ -23,6 +25,7 @@ Kind regards,
 Customer Support
 """)
 TEMPLATE_FIELDS = ("first_name", "full_name", "ticket_count", "ticket_lines")
+HTML_TEMPLATE_FIELDS = (*TEMPLATE_FIELDS, "ticket_list")
 MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
 
 
@@ -52,28 +55,57 @@ def render_body(customer: Customer, body_template: Template | None = None) -> st
                                    intro=intro)
 
 
-def check_body_template(body_template: Template) -> None:
+def check_body_template(body_template: Template, fields: tuple[str, ...] = TEMPLATE_FIELDS) -> None:
     """Raise ValueError naming a placeholder the template uses that the notifier does not fill."""
     try:
-        body_template.substitute(dict.fromkeys(TEMPLATE_FIELDS, ""))
+        body_template.substitute(dict.fromkeys(fields, ""))
     except KeyError as missing:
-        raise ValueError(f"unknown placeholder ${missing.args[0]}; use {', '.join('$' + f for f in TEMPLATE_FIELDS)}") from None
+        raise ValueError(f"unknown placeholder ${missing.args[0]}; use {', '.join('$' + f for f in fields)}") from None
     except ValueError as error:
         raise ValueError(f"{error} (write $$ for a literal $)") from None
 
 
-def build_payload(customer: Customer, subject: str | None = None, body_template: Template | None = None) -> dict:
-    count = len(customer.tickets)
+def render_html(customer: Customer, html_template: Template) -> str:
+    """The HTML body: every value HTML-escaped, and $ticket_list as a <ul> of the tickets."""
+    values = {name: html.escape(value) for name, value in template_values(customer).items()}
+    items = "\n".join(f"  <li>Ticket {html.escape(t.ticket_id)}, closed on {human_day(t.closed_at)}</li>"
+                      for t in customer.tickets)
+    values["ticket_lines"] = values["ticket_lines"].replace("\n", "<br>\n")
+    return html_template.substitute(values, ticket_list=f"<ul>\n{items}\n</ul>")
+
+
+def check_html_template(html_template: Template) -> None:
+    """As check_body_template, with $ticket_list too."""
+    check_body_template(html_template, HTML_TEMPLATE_FIELDS)
+
+
+def subject_for(customer: Customer, subject: str | None = None) -> str:
+    return subject or (DEFAULT_SUBJECT_ONE if len(customer.tickets) == 1 else DEFAULT_SUBJECT_MANY)
+
+
+@dataclass(frozen=True)
+class Content:
+    """What every customer's email is made of, besides the customer: the run's settings."""
+    subject: str | None = None
+    body_template: Template | None = None
+    html_template: Template | None = None
+    cc: tuple[str, ...] = ()
+
+
+def build_payload(customer: Customer, content: Content = Content()) -> dict:
+    email = {
+        "subject": subject_for(customer, content.subject),
+        "to_address": [customer.email],
+        "cc_address": list(content.cc),
+        "body": render_body(customer, content.body_template),
+    }
+    if content.html_template is not None:
+        email["html_body"] = render_html(customer, content.html_template)
     return {
         "full_name": customer.full_name,
         "email_address": customer.email,
         "ready_to_send": True,
-        "email": {
-            "subject": subject or (DEFAULT_SUBJECT_ONE if count == 1 else DEFAULT_SUBJECT_MANY),
-            "to_address": [customer.email],
-            "cc_address": [],
-            "body": render_body(customer, body_template),
-        },
+        "email": email,
         "tickets": [{"ticket": t.ticket_id, "status": t.status, "closed_date": t.closed_date}
                     for t in customer.tickets],
     }

@@ -237,24 +237,45 @@ def status_counts(raw: Counter) -> Counter:
     return counts
 
 
-def send_all(args, customers: list[Customer], state: RunState, today: date, report: RunReport) -> RunState:
-    """Deliver one message per customer; save the state after every delivery or refusal, before the next call."""
-    from delivery import DeliveryPolicy, deliver_all
-    from webhook_route import WebhookConfigError, WebhookMessage, WebhookRoute
+def open_route(args):
+    """The destination of this run, and how it makes one customer's message."""
+    if args.smtp_url:
+        from email_message import build_email
+        from smtp_route import SmtpConfigError, SmtpRoute, outgoing_mail
 
-    if not customers:
-        return state
+        try:
+            route = SmtpRoute(args.smtp_url, username=os.environ.get("SMTP_USERNAME"),
+                              password=os.environ.get("SMTP_PASSWORD"), timeout=args.timeout)
+        except SmtpConfigError as error:
+            raise ConfigError(str(error)) from None
+
+        def mail_for(customer: Customer):
+            message = build_email(customer, args.content, webhook_id(customer), args.sender)
+            return outgoing_mail(message, args.sender.from_address, customer.email, args.content.cc)
+        return route, mail_for
+
+    from webhook_route import WebhookConfigError, WebhookMessage, WebhookRoute
     try:
         route = WebhookRoute(args.webhook_url, secret=os.environ.get("WEBHOOK_SECRET"),
                              authorization=os.environ.get("WEBHOOK_AUTHORIZATION"),
                              timeout=args.timeout, pool_size=args.workers, allow_http=args.allow_http)
     except WebhookConfigError as error:
         raise ConfigError(str(error)) from None
-    writer = StateWriter(args.state_file, state)
 
-    def message_for(customer: Customer) -> WebhookMessage:
-        payload = build_payload(customer, args.subject, args.body_template)
+    def call_for(customer: Customer) -> WebhookMessage:
+        payload = build_payload(customer, args.content)
         return WebhookMessage(webhook_id(customer), json.dumps(payload, ensure_ascii=False).encode("utf-8"))
+    return route, call_for
+
+
+def send_all(args, customers: list[Customer], state: RunState, today: date, report: RunReport) -> RunState:
+    """Deliver one message per customer; save the state after every delivery or refusal, before the next call."""
+    from delivery import DeliveryPolicy, deliver_all
+
+    if not customers:
+        return state
+    route, message_for = open_route(args)
+    writer = StateWriter(args.state_file, state)
 
     def remember(customer: Customer) -> None:
         writer.record(customer, today)
@@ -272,7 +293,8 @@ def send_all(args, customers: list[Customer], state: RunState, today: date, repo
 
     progress = progress_printer() if sys.stderr.isatty() and len(customers) >= 20 and not args.quiet else None
     log.info("sending %d notification(s) to %s with %d worker(s)", len(customers), route.label, args.workers)
-    policy = DeliveryPolicy(workers=args.workers, timeout=args.timeout, retries=args.retries)
+    policy = DeliveryPolicy(workers=args.workers, timeout=args.timeout, retries=args.retries,
+                            max_per_minute=args.max_per_minute)
     try:
         results = deliver_all(route, customers, policy, message_for, remember, refused, withdrawn,
                               progress or (lambda done, total: None))

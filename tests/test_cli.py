@@ -142,7 +142,7 @@ def test_test_mode_never_writes_or_creates_state_and_needs_no_webhook(report, st
     (["-testmode", "yes"], "exactly one report source"),
     (["--report", "x.csv", "-sheetid", "abc", "-testmode", "yes"], "exactly one report source"),
     (["--report", "x.csv", "-testmode", "maybe"], "expected yes or no"),
-    (["--report", "x.csv", "-testmode", "no"], "no webhook URL"),
+    (["--report", "x.csv", "-testmode", "no"], "no destination"),
     (["--report", "x.csv", "-testmode", "no", "-webhook_url", "http://hooks.example.com/x"], "refusing plain http"),
     (["--report", "x.csv", "-testmode", "yes", "--column", "phone=Tel"], "unknown role 'phone'"),
     (["--report", "x.csv", "-testmode", "yes", "--since", "2026/11/20"], "not a date in the form DD/MM/YYYY"),

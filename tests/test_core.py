@@ -6,7 +6,7 @@ from string import Template
 
 import pytest
 
-from payloads import build_payload, check_body_template, webhook_id
+from payloads import Content, build_payload, check_body_template, webhook_id
 from report_dates import DEFAULT_DATE_FORMATS, DateParser
 from ticket_core import (
     SKIP_BAD_DATE,
@@ -301,7 +301,7 @@ def test_one_address_shared_by_different_names_is_one_customer_greeted_neutrally
 def test_custom_subject_and_body_template():
     [customer] = customers_of([["Jane", "Doe", "jane@example.com", "7", "Closed", "20/11/2026"]])
     template = Template("Dear $full_name ($first_name): $ticket_count closed\n$ticket_lines\nCost: $$0")
-    payload = build_payload(customer, "Closed!", template)
+    payload = build_payload(customer, Content("Closed!", template))
     assert payload["email"]["subject"] == "Closed!"
     assert payload["email"]["body"] == "Dear Jane Doe (Jane): 1 closed\n  - Ticket 7, closed on 20 Nov 2026\nCost: $0"
 

@@ -349,9 +349,9 @@ def test_auth_check_consent_flow_saves_an_owner_only_token(api, tmp_path):
 
 
 def test_a_lone_surrogate_in_a_sheet_cell_is_read_as_a_replacement_character_and_everyone_is_notified(api, tmp_path):
-    body = ('{"range": "Sheet1!A2:F", "majorDimension": "ROWS", "values": ['
-            '["Bad\\ud800name", "X", "bad@example.com", 1, "Closed", 46346], '
-            '["Jane", "Doe", "jane@example.com", 2, "Closed", 46346]]}').encode()
+    body = (b'{"range": "Sheet1!A2:F", "majorDimension": "ROWS", "values": ['
+            b'["Bad\\ud800name", "X", "bad@example.com", 1, "Closed", 46346], '
+            b'["Jane", "Doe", "jane@example.com", 2, "Closed", 46346]]}')
     api.respond = lambda received, index: Reply(200, {"Content-Type": "application/json"}, body=body)
     webhook = WebhookServer()
     try:
