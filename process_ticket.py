@@ -68,6 +68,8 @@ class RunReport:
     new_last_run_date: date | None = None
     test_mode: bool = False
     first_run: bool = False  # no state file and no --since: test mode looked 18 months back
+    previews: int | None = None  # .eml files written by --preview-dir
+    preview_dir: Path | None = None
     stop_reason: str = ""
     stop_exit_code: int = 0
 
@@ -155,6 +157,8 @@ def run(args) -> RunReport:
                      ", ".join(customer.ticket_ids), state.last_emailed.get(customer.key), args.min_days_between_emails)
         if args.test_mode:
             report.would_notify = to_send
+            if args.preview_dir:
+                report.previews, report.preview_dir = write_previews(args, to_send), args.preview_dir
             report.new_last_run_date = next_last_run_date(start, customers, deferred)
             return report
         state = send_all(args, to_send, state, today, report)
@@ -235,6 +239,27 @@ def status_counts(raw: Counter) -> Counter:
         text = cell_text(status)
         counts[spelling.setdefault(text.casefold(), text)] += count
     return counts
+
+
+def write_previews(args, customers: list[Customer]) -> int:
+    """Test mode: each email that would be sent as DIR/NNN-address.eml, in the table's order, exactly
+    as the SMTP route would send it (with a webhook, built from the payload's email). Earlier .eml
+    files there are removed; nothing else is written."""
+    from email_message import build_email, message_bytes, needs_smtputf8
+
+    folder = args.preview_dir
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        for earlier in folder.glob("*.eml"):
+            earlier.unlink()
+        for number, customer in enumerate(customers, 1):
+            message = build_email(customer, args.content, webhook_id(customer), args.sender)
+            addresses = [customer.email, *args.content.cc, *([args.sender.from_address] if args.sender else [])]
+            name = "".join(char if char.isalnum() or char in "@._+-" else "_" for char in customer.email)
+            (folder / f"{number:03d}-{name}.eml").write_bytes(message_bytes(message, needs_smtputf8(addresses)))
+    except OSError as error:
+        raise ConfigError(f"cannot write the previews in {folder}: {error.strerror or error}") from None
+    return len(customers)
 
 
 def open_route(args):

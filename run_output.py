@@ -118,6 +118,8 @@ def format_summary(report) -> str:
     rows.append(("Rows skipped", f"{skipped_total}" + (f" ({reasons})" if reasons else "")))
     if report.other_statuses:
         rows.append(("Not counted as closed", format_status_counts(report.other_statuses)))
+    if report.previews is not None:
+        rows.append(("Previews", f"{report.previews} .eml file(s) in {report.preview_dir}"))
     if report.first_run:
         rows.append(("First run", "no state file, so this looked 18 months back; "
                                   "the first live run needs --since DD/MM/YYYY"))

@@ -1,0 +1,357 @@
+"""Email directly over SMTP (contract section 10) against a real SMTP server (aiosmtpd) with TLS made here."""
+
+import email
+import email.policy
+import os
+import signal
+import ssl
+import subprocess
+import sys
+import threading
+import time
+from datetime import date, timedelta
+
+import pytest
+from aiosmtpd.controller import Controller
+from aiosmtpd.smtp import AuthResult
+from conftest import ROOT, clean_env, free_port, make_certificates, read_state, run_cli, write_csv, write_state
+
+TODAY = date.today()
+RECENT = (TODAY - timedelta(days=3)).strftime("%d/%m/%Y")
+SINCE = (TODAY - timedelta(days=10)).strftime("%d/%m/%Y")
+USER, PASSWORD = "mailer@example.com", "app-pass-7QX9"
+FROM = "Support Team <support@example.com>"
+
+
+class Recorder:
+    """The server's side: what arrived, and scripted replies to MAIL, RCPT and DATA."""
+
+    def __init__(self) -> None:
+        self.messages: list[dict] = []
+        self.sessions: set[int] = set()
+        self.quits = 0
+        self.rcpt_attempts: list[str] = []
+        self.mail_reply = lambda address: None
+        self.rcpt_reply = lambda address, attempt: None
+        self.data_reply = lambda envelope: None
+        self.lock = threading.Lock()
+
+    async def handle_MAIL(self, server, session, envelope, address, mail_options):  # noqa: N802
+        self.sessions.add(id(session))
+        reply = self.mail_reply(address)
+        if reply:
+            return reply
+        envelope.mail_from = address
+        envelope.mail_options.extend(mail_options)
+        return "250 OK"
+
+    async def handle_RCPT(self, server, session, envelope, address, rcpt_options):  # noqa: N802
+        with self.lock:
+            self.rcpt_attempts.append(address)
+            attempt = self.rcpt_attempts.count(address)
+        reply = self.rcpt_reply(address, attempt)
+        if reply:
+            return reply
+        envelope.rcpt_tos.append(address)
+        return "250 OK"
+
+    async def handle_DATA(self, server, session, envelope):  # noqa: N802
+        reply = self.data_reply(envelope)
+        if reply:
+            return reply
+        self.messages.append({"from": envelope.mail_from, "to": list(envelope.rcpt_tos),
+                              "message": email.message_from_bytes(envelope.original_content, policy=email.policy.default),
+                              "options": list(envelope.mail_options)})
+        return "250 2.0.0 Message accepted"
+
+    async def handle_QUIT(self, server, session, envelope):  # noqa: N802
+        self.quits += 1
+        return "221 Bye"
+
+    def recipients(self) -> list[str]:
+        return [message["to"][0] for message in self.messages]
+
+
+def authenticator(server, session, envelope, mechanism, auth_data):
+    return AuthResult(success=auth_data.login == USER.encode() and auth_data.password == PASSWORD.encode(),
+                      handled=False)
+
+
+@pytest.fixture
+def certificates(tmp_path):
+    folder = tmp_path / "tls"
+    folder.mkdir()
+    return make_certificates(folder)
+
+
+@pytest.fixture
+def smtp_server(certificates):
+    """start(mode, **SMTP options) -> (recorder, url without scheme user); mode: starttls, smtps or plain."""
+    ca, cert, key = certificates
+    controllers = []
+
+    def start(mode="starttls", **options):
+        recorder = Recorder()
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        context.load_cert_chain(cert, key)
+        port = free_port()
+        settings = {"authenticator": authenticator, "auth_require_tls": mode == "starttls", **options}  # aiosmtpd cannot see implicit TLS
+        if mode == "starttls":
+            settings.update(tls_context=context, require_starttls=True)
+        elif mode == "smtps":
+            settings.update(ssl_context=context)
+        controller = Controller(recorder, hostname="127.0.0.1", port=port, **settings)
+        controller.start()
+        controllers.append(controller)
+        return recorder, port
+
+    yield start
+    for controller in controllers:
+        controller.stop()
+
+
+ROWS = [["Jane", "Doe", "jane@example.com", "1001", "Closed", RECENT],
+        ["Jane", "Doe", "jane@example.com", "1002", "Closed", RECENT],
+        ["John", "Roe", "john@example.com", "2001", "Closed", RECENT],
+        ["Ann", "Lee", "ann@example.com", "3001", "Closed", RECENT]]
+
+
+def smtp_env(certificates, **extra):
+    return clean_env(**{"SSL_CERT_FILE": str(certificates[0]), "SMTP_PASSWORD": PASSWORD, **extra})
+
+
+def run_smtp(tmp_path, url, *extra, env, rows=ROWS, state=None):
+    report = write_csv(tmp_path / "r.csv", rows)
+    state = state or tmp_path / "s.json"
+    if not state.exists():
+        write_state(state, {"last_run_date": SINCE})
+    return run_cli("--report", str(report), "--state-file", str(state), "--smtp-url", url, "--from", FROM,
+                   "-testmode", "no", "--retries", "1", *extra, env=env, timeout=120)
+
+
+def test_starttls_with_auth_delivers_one_email_per_customer_with_every_header(tmp_path, smtp_server, certificates):
+    recorder, port = smtp_server("starttls")
+    log_file = tmp_path / "run.log"
+    url = f"smtp://{USER.replace('@', '%40')}@localhost:{port}"
+    result = run_smtp(tmp_path, url, "--cc", "audit@example.com", "--reply-to", "help@example.com",
+                      "--log-file", str(log_file), "-v", env=smtp_env(certificates))
+    assert result.returncode == 0, result.stderr
+    assert sorted(recorder.recipients()) == ["ann@example.com", "jane@example.com", "john@example.com"]
+    jane = next(m for m in recorder.messages if m["to"][0] == "jane@example.com")
+    assert jane["from"] == "support@example.com" and jane["to"] == ["jane@example.com", "audit@example.com"]
+    message = jane["message"]
+    assert message["From"] == FROM and message["To"] == "Jane Doe <jane@example.com>"
+    assert message["Cc"] == "audit@example.com" and message["Reply-To"] == "help@example.com"
+    assert message["Subject"] == "Your support tickets have been closed"
+    assert message["Auto-Submitted"] == "auto-generated" and message["Date"]
+    assert message["Message-ID"].endswith("@example.com>")
+    body = message.get_body(("plain",))
+    assert body.get_content_charset() == "utf-8" and "1001" in body.get_content() and "1002" in body.get_content()
+    assert "2001" not in body.get_content()
+    assert len(recorder.sessions) <= 4 and recorder.quits >= 1
+    shown = result.stdout + result.stderr + log_file.read_text()
+    assert PASSWORD not in shown and USER not in shown
+    assert len(read_state(tmp_path / "s.json")["last_emailed"]) == 3
+
+
+def test_smtps_with_login_only_and_the_message_id_is_the_same_on_a_rerun(tmp_path, smtp_server, certificates):
+    recorder, port = smtp_server("smtps", auth_exclude_mechanism=["PLAIN"])
+    env = smtp_env(certificates, SMTP_USERNAME=USER)
+    first = run_smtp(tmp_path, f"smtps://127.0.0.1:{port}", env=env, rows=ROWS[2:3])
+    assert first.returncode == 0, first.stderr
+    rerun = run_smtp(tmp_path, f"smtps://127.0.0.1:{port}", "--since", SINCE, "--min-days-between-emails", "0",
+                     env=env, rows=ROWS[2:3], state=tmp_path / "other.json")
+    assert rerun.returncode == 0
+    ids = [m["message"]["Message-ID"] for m in recorder.messages]
+    assert len(ids) == 2 and ids[0] == ids[1]
+
+
+def test_one_connection_per_worker_is_reused_and_closed_with_quit(tmp_path, smtp_server, certificates):
+    recorder, port = smtp_server("starttls")
+    rows = [[f"N{i}", "X", f"c{i}@example.com", str(i), "Closed", RECENT] for i in range(8)]
+    result = run_smtp(tmp_path, f"smtp://{USER}@localhost:{port}".replace(f"{USER}@", "u@"), "--workers", "2",
+                      env=smtp_env(certificates, SMTP_PASSWORD="x"), rows=rows)
+    assert result.returncode == 2 and "refused the SMTP login" in result.stderr
+    assert recorder.messages == []
+    result = run_smtp(tmp_path, f"smtp://localhost:{port}", "--workers", "2",
+                      env=smtp_env(certificates, SMTP_USERNAME=USER), rows=rows, state=tmp_path / "s2.json")
+    assert result.returncode == 0, result.stderr
+    assert len(recorder.messages) == 8 and len(recorder.sessions) == 2 and recorder.quits == 2
+
+
+def test_an_untrusted_certificate_stops_the_run_before_any_email(tmp_path, smtp_server, certificates):
+    recorder, port = smtp_server("starttls")
+    env = clean_env(SMTP_PASSWORD=PASSWORD, SMTP_USERNAME=USER)
+    result = run_smtp(tmp_path, f"smtp://localhost:{port}", env=env)
+    assert result.returncode == 2 and "TLS with localhost" in result.stderr
+    assert recorder.messages == [] and PASSWORD not in result.stderr
+
+
+def test_a_host_name_the_certificate_does_not_name_stops_the_run(tmp_path, smtp_server, certificates):
+    recorder, port = smtp_server("smtps")
+    env = smtp_env(certificates, SMTP_USERNAME=USER)
+    result = run_smtp(tmp_path, f"smtps://127.0.0.2:{port}", env=env)
+    assert result.returncode in (1, 2)
+    assert recorder.messages == []
+
+
+def test_a_local_relay_without_tls_or_auth_takes_the_emails(tmp_path, smtp_server):
+    recorder, port = smtp_server("plain", authenticator=None)
+    result = run_smtp(tmp_path, f"smtp://127.0.0.1:{port}", env=clean_env())
+    assert result.returncode == 0, result.stderr
+    assert len(recorder.messages) == 3
+
+
+def test_a_remote_server_without_starttls_is_refused(monkeypatch, smtp_server):
+    import url_rules
+    from delivery import STOP
+    from smtp_route import SmtpRoute
+
+    recorder, port = smtp_server("plain", authenticator=None)
+    monkeypatch.setattr(url_rules, "is_loopback", lambda host: False)
+    channel = SmtpRoute(f"smtp://127.0.0.1:{port}", username=None, password=None, timeout=5).open_channel()
+    answer = channel.attempt(None)
+    assert answer.kind == STOP and "does not offer STARTTLS" in answer.detail
+
+
+def test_a_recipient_refused_for_good_is_rejected_and_the_others_go(tmp_path, smtp_server, certificates):
+    recorder, port = smtp_server("starttls")
+    recorder.rcpt_reply = lambda address, attempt: "550 5.1.1 user unknown" if address == "john@example.com" else None
+    result = run_smtp(tmp_path, f"smtp://localhost:{port}", env=smtp_env(certificates, SMTP_USERNAME=USER))
+    assert result.returncode == 1
+    assert "rejected john@example.com (2001): localhost:" in result.stderr and "550 5.1.1 user unknown" in result.stderr
+    assert sorted(recorder.recipients()) == ["ann@example.com", "jane@example.com"]
+    assert "john@example.com" in (tmp_path / "rejected.csv").read_text(encoding="utf-8-sig")
+
+
+def test_a_message_refused_at_data_is_rejected(tmp_path, smtp_server, certificates):
+    recorder, port = smtp_server("starttls")
+    recorder.data_reply = lambda envelope: "554 5.6.0 content refused" if "ann@example.com" in envelope.rcpt_tos else None
+    result = run_smtp(tmp_path, f"smtp://localhost:{port}", env=smtp_env(certificates, SMTP_USERNAME=USER))
+    assert result.returncode == 1 and "rejected ann@example.com" in result.stderr and "554" in result.stderr
+
+
+def test_the_first_three_recipients_refused_alike_stop_the_run_and_stay_pending(tmp_path, smtp_server, certificates):
+    recorder, port = smtp_server("starttls")
+    recorder.rcpt_reply = lambda address, attempt: "550 5.7.1 relaying denied"
+    rows = [[f"N{i}", "X", f"c{i}@example.com", str(i), "Closed", RECENT] for i in range(5)]
+    result = run_smtp(tmp_path, f"smtp://localhost:{port}", "--workers", "1", env=smtp_env(certificates, SMTP_USERNAME=USER),
+                      rows=rows)
+    assert result.returncode == 2 and "refused the first 3 customers alike" in result.stderr
+    assert read_state(tmp_path / "s.json")["rejected"] == {}
+
+
+def test_a_temporary_refusal_is_retried_and_then_delivered(tmp_path, smtp_server, certificates):
+    recorder, port = smtp_server("starttls")
+    recorder.rcpt_reply = lambda address, attempt: "451 4.7.1 greylisted, try again" if attempt == 1 else None
+    result = run_smtp(tmp_path, f"smtp://localhost:{port}", env=smtp_env(certificates, SMTP_USERNAME=USER), rows=ROWS[3:])
+    assert result.returncode == 0, result.stderr
+    assert recorder.recipients() == ["ann@example.com"]
+
+
+def test_a_refused_sender_stops_the_run(tmp_path, smtp_server, certificates):
+    recorder, port = smtp_server("starttls")
+    recorder.mail_reply = lambda address: "553 5.7.1 sender not allowed"
+    result = run_smtp(tmp_path, f"smtp://localhost:{port}", "--workers", "1", env=smtp_env(certificates, SMTP_USERNAME=USER))
+    assert result.returncode == 2 and "refused the sender" in result.stderr
+    assert "Customers not attempted  2" in result.stdout
+
+
+def test_a_refused_cc_is_a_warning_and_the_customer_still_gets_the_email(tmp_path, smtp_server, certificates):
+    recorder, port = smtp_server("starttls")
+    recorder.rcpt_reply = lambda address, attempt: "550 no such user" if address == "audit@example.com" else None
+    result = run_smtp(tmp_path, f"smtp://localhost:{port}", "--cc", "audit@example.com",
+                      env=smtp_env(certificates, SMTP_USERNAME=USER))
+    assert result.returncode == 0, result.stderr
+    assert result.stderr.count("refused the --cc address audit@example.com") == 1
+    assert len(recorder.messages) == 3 and all(m["to"] == [m["to"][0]] for m in recorder.messages)
+
+
+def test_a_non_ascii_address_without_smtputf8_is_rejected_and_with_it_delivered(tmp_path, smtp_server, certificates):
+    rows = [["Jürgen", "Straß", "jürgen@example.com", "1", "Closed", RECENT], ["Ann", "Lee", "ann@example.com", "2", "Closed", RECENT]]
+    recorder, port = smtp_server("starttls", enable_SMTPUTF8=False)
+    result = run_smtp(tmp_path, f"smtp://localhost:{port}", env=smtp_env(certificates, SMTP_USERNAME=USER), rows=rows)
+    assert result.returncode == 1 and "rejected jürgen@example.com" in result.stderr and "SMTPUTF8" in result.stderr
+    recorder, port = smtp_server("starttls", enable_SMTPUTF8=True)
+    result = run_smtp(tmp_path, f"smtp://localhost:{port}", env=smtp_env(certificates, SMTP_USERNAME=USER), rows=rows,
+                      state=tmp_path / "s2.json")
+    assert result.returncode == 0, result.stderr
+    jurgen = next(m for m in recorder.messages if m["to"] == ["jürgen@example.com"])
+    assert jurgen["message"]["To"] == "Jürgen Straß <jürgen@example.com>" and "SMTPUTF8" in jurgen["options"]
+
+
+def test_a_name_with_a_line_break_cannot_add_a_header(tmp_path, smtp_server, certificates):
+    recorder, port = smtp_server("starttls")
+    rows = [["Eve\r\nBcc: victim@example.net", "X", "eve@example.com", "1", "Closed", RECENT]]
+    result = run_smtp(tmp_path, f"smtp://localhost:{port}", env=smtp_env(certificates, SMTP_USERNAME=USER), rows=rows)
+    assert result.returncode == 0, result.stderr
+    message = recorder.messages[0]["message"]
+    assert message["Bcc"] is None and recorder.messages[0]["to"] == ["eve@example.com"]
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="SIGKILL is POSIX")
+def test_a_kill_mid_run_loses_nothing_and_the_rerun_repeats_only_the_one_in_flight(tmp_path, smtp_server, certificates):
+    recorder, port = smtp_server("starttls")
+    process = {}
+    rows = [[f"N{i}", "X", f"c{i}@example.com", str(i), "Closed", RECENT] for i in range(5)]
+
+    def data_reply(envelope):
+        if len(recorder.messages) == 2 and process["cli"].returncode is None:
+            os.kill(process["cli"].pid, signal.SIGKILL)
+            time.sleep(0.2)
+        return None
+
+    recorder.data_reply = data_reply
+    report = write_csv(tmp_path / "r.csv", rows)
+    state = write_state(tmp_path / "s.json", {"last_run_date": SINCE})
+    args = ["--report", str(report), "--state-file", str(state), "--smtp-url", f"smtp://localhost:{port}", "--from", FROM,
+            "-testmode", "no", "--workers", "1"]
+    env = smtp_env(certificates, SMTP_USERNAME=USER)
+    process["cli"] = subprocess.Popen([sys.executable, str(ROOT / "process_ticket.py"), *args], env=env,
+                                      stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    process["cli"].wait(timeout=60)
+    rerun = run_cli(*args, "--min-days-between-emails", "0", env=env)
+    assert rerun.returncode == 0, rerun.stderr
+    received = recorder.recipients()
+    assert sorted(set(received)) == [f"c{i}@example.com" for i in range(5)]
+    repeated = [address for address in set(received) if received.count(address) > 1]
+    assert len(repeated) <= 1
+    ids = {m["message"]["Message-ID"] for m in recorder.messages if m["to"][0] in repeated}
+    assert len(ids) <= 1
+
+
+def test_max_per_minute_spaces_the_messages_evenly(tmp_path, smtp_server, certificates):
+    recorder, port = smtp_server("starttls")
+    arrivals = []
+    recorder.data_reply = lambda envelope: arrivals.append(time.monotonic())
+    result = run_smtp(tmp_path, f"smtp://localhost:{port}", "--max-per-minute", "120", "--workers", "3",
+                      env=smtp_env(certificates, SMTP_USERNAME=USER))
+    assert result.returncode == 0, result.stderr
+    gaps = [later - earlier for earlier, later in zip(arrivals, arrivals[1:])]
+    assert len(arrivals) == 3 and all(gap >= 0.4 for gap in gaps)
+
+
+def test_test_mode_connects_to_nothing_but_needs_from(tmp_path):
+    report = write_csv(tmp_path / "r.csv", ROWS)
+    url = f"smtp://127.0.0.1:{free_port()}"
+    missing_from = run_cli("--report", str(report), "--since", SINCE, "--smtp-url", url, "-testmode", "yes")
+    assert missing_from.returncode == 2 and "--from is required" in missing_from.stderr
+    result = run_cli("--report", str(report), "--since", SINCE, "--smtp-url", url, "--from", FROM, "-testmode", "yes")
+    assert result.returncode == 0 and "Would email 3 customers" in result.stdout
+
+
+@pytest.mark.parametrize("url, env, message", [
+    ("smtp://user:s3cretPW@smtp.example.com:587", {}, "holds a password"),
+    ("smtp://user:@smtp.example.com", {}, "holds a password"),
+    ("smtp://user@smtp.example.com", {}, "SMTP_PASSWORD is not"),
+    ("smtp://smtp.example.com:99999", {}, "cannot be parsed"),
+    ("smtp://[::1:25", {}, "cannot be parsed"),
+    ("smtpx://smtp.example.com", {}, "must start with smtp:// or smtps://"),
+    ("smtp://smtp.example.com", {"WEBHOOK_URL": "https://hooks.example.com/x"}, "give one destination"),
+])
+def test_smtp_settings_that_cannot_work_are_usage_errors_without_echo(tmp_path, url, env, message):
+    report = write_csv(tmp_path / "r.csv", ROWS)
+    result = run_cli("--report", str(report), "--state-file", str(tmp_path / "s.json"), "--since", SINCE,
+                     "--smtp-url", url, "--from", FROM, "-testmode", "no", env=clean_env(**env))
+    assert result.returncode == 2 and message in result.stderr
+    assert "s3cretPW" not in result.stderr and len(result.stderr.splitlines()) == 1
