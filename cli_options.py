@@ -115,7 +115,12 @@ def build_parser(version: str) -> argparse.ArgumentParser:
     files.add_argument("--token", metavar="PATH", help="Google OAuth token file (default: token.json)")
     files.add_argument("--api-key", metavar="KEY", help="Google API key for link-shared sheets (default: $GOOGLE_API_KEY)")
     files.add_argument("--log-file", metavar="PATH", help="also log to this file (rotated)")
+    files.add_argument("--ping-url", metavar="URL",
+                       help="heartbeat (Healthchecks.io style): URL/start when a live run begins, URL/<exit code> "
+                            "at its end (default: $PING_URL)")
     output = parser.add_argument_group("output")
+    output.add_argument("--check", action="store_true",
+                        help="check the settings, the destination, Google and the state file; read and send nothing")
     output.add_argument("-q", "--quiet", action="store_true", help="only errors besides the summary")
     output.add_argument("-v", "--verbose", action="store_true", help="more detail in the log")
     output.add_argument("--version", action="version", version=f"%(prog)s {version}")
@@ -156,6 +161,15 @@ def parse_args(argv: list[str] | None, script_dir: Path, version: str) -> argpar
         raise UsageError("--preview-dir only goes with -testmode yes (it shows the emails instead of sending them)")
     args.smtp_url = (args.smtp_url or os.environ.get("SMTP_URL") or "").strip() or None
     args.sender, cc = check_addresses(args)
+    args.ping_url = (args.ping_url or os.environ.get("PING_URL") or "").strip() or None
+    if args.ping_url:
+        from heartbeat import check_ping_url
+        from url_rules import UrlError
+
+        try:
+            check_ping_url(args.ping_url)
+        except UrlError as error:
+            raise UsageError(str(error)) from None
     args.content = Content(args.subject, body_template, html_template, cc)
     args.secrets = secrets_of(args)
     check_destination(args)
@@ -188,7 +202,9 @@ def secrets_of(args: argparse.Namespace) -> list[str]:
                                                      "SMTP_USERNAME")]
     values += [args.api_key or ""]
     values += os.environ.get("WEBHOOK_AUTHORIZATION", "").split()[1:]  # the token after "Bearer"
-    for url, schemes in ((args.webhook_url, {"http": 80, "https": 443}), (args.smtp_url, {"smtp": 587, "smtps": 465})):
+    urls = ((args.webhook_url, {"http": 80, "https": 443}), (args.smtp_url, {"smtp": 587, "smtps": 465}),
+            (args.ping_url, {"http": 80, "https": 443}))
+    for url, schemes in urls:
         if url:
             try:
                 values += parse_url(url, "", schemes).secrets()
@@ -240,7 +256,7 @@ def check_destination(args: argparse.Namespace) -> None:
     if args.webhook_url and args.smtp_url:
         raise UsageError("give one destination: a webhook (-webhook_url / WEBHOOK_URL) or SMTP (--smtp-url / SMTP_URL), "
                          "not both")
-    if not args.webhook_url and not args.smtp_url and not args.test_mode:
+    if not args.webhook_url and not args.smtp_url and not args.test_mode and not args.check:
         raise UsageError("no destination: pass -webhook_url URL (or set WEBHOOK_URL) or --smtp-url URL (or set "
                          "SMTP_URL), or use -testmode yes")
     if args.smtp_url:

@@ -162,8 +162,13 @@ def fetch_values(service, sheet_id: str, range_: str, account: str = "") -> list
     request = service.spreadsheets().values().get(
         spreadsheetId=sheet_id, range=range_, valueRenderOption="UNFORMATTED_VALUE",
         dateTimeRenderOption="SERIAL_NUMBER")
+    return valid_text_rows(_executed(request, sheet_id, range_, account).get("values", []))
+
+
+def _executed(request, sheet_id: str, range_: str, account: str) -> dict:
+    """A Sheets API request's answer, retried on 429 and 5xx; every failure one GoogleSetupError line."""
     try:
-        return valid_text_rows(request.execute(num_retries=SHEET_RETRIES).get("values", []))
+        return request.execute(num_retries=SHEET_RETRIES)
     except HttpError as error:
         raise GoogleSetupError(explain_http_error(error, sheet_id, range_, account)) from None
     except google.auth.exceptions.RefreshError as error:
@@ -209,6 +214,17 @@ def read_sheet_rows(sheet_id: str, range_: str, *, credentials_path: Path, token
     credentials = load_credentials(credentials_path, token_path)
     account = getattr(credentials, "service_account_email", "") or ""
     return fetch_values(build_service(credentials), sheet_id, range_, account)
+
+
+def check_sheet_access(sheet_id: str, *, credentials_path: Path, token_path: Path, api_key: str | None = None) -> str:
+    """The spreadsheet's title, asked with the run's credentials (for --check: no values are read)."""
+    if api_key:
+        service, account = build_service(api_key=api_key), ""
+    else:
+        credentials = load_credentials(credentials_path, token_path)
+        service, account = build_service(credentials), getattr(credentials, "service_account_email", "") or ""
+    request = service.spreadsheets().get(spreadsheetId=sheet_id, fields="properties.title")
+    return _executed(request, sheet_id, "", account).get("properties", {}).get("title", sheet_id)
 
 
 def _first_line(error: Exception) -> str:

@@ -21,7 +21,7 @@ from pathlib import Path
 
 from cli_options import UsageError, parse_args
 from payloads import build_payload, webhook_id
-from run_output import FILE_ONLY, format_customer_table, format_summary, setup_logging
+from run_output import FILE_ONLY, ErrorLines, format_customer_table, format_summary, setup_logging
 from state_file import StateError, StateWriter, acquire_lock, load_state, prepare_state_folder, save_state
 from ticket_core import (
     Customer,
@@ -95,19 +95,46 @@ def main(argv: list[str] | None = None, hard_exit: bool = False) -> int:
     except OSError as error:
         print(f"error: cannot write the log file {args.log_file}: {error.strerror or error}", file=sys.stderr)
         return 2
+    if args.check:
+        from run_check import check_all
+        return check_all(args)
+    heartbeat = start_heartbeat(args)
+    errors = ErrorLines()
+    log.addHandler(errors)
+    exit_code, summary = run_and_report(args)
+    if heartbeat is not None:
+        heartbeat.finish(exit_code, summary or errors.text())
+    if hard_exit:
+        exit_now(exit_code)
+    return exit_code
+
+
+def start_heartbeat(args):
+    """The heartbeat of a live run (test mode pings nothing), its start ping sent."""
+    if not args.ping_url or args.test_mode:
+        return None
+    from heartbeat import Heartbeat
+    heartbeat = Heartbeat(args.ping_url)
+    heartbeat.start()
+    return heartbeat
+
+
+def run_and_report(args) -> tuple[int, str]:
+    """Run, print the table and the summary; the exit code and the summary as printed ('' when the
+    run stopped before one)."""
     try:
         report = run(args)
     except (ConfigError, ReportError, StateError) as error:
         log.error("%s", error)
-        return 2
+        return 2, ""
     except KeyboardInterrupt:
         log.error("interrupted; what was delivered is recorded, the rest stays pending")
-        return 2
+        return 2, ""
     except Exception as error:  # a bug, not a user's mistake: still one line, the details in the log
         log.debug("unexpected error", exc_info=True)
         log.error("unexpected %s: %s; what was delivered is recorded (details with -v or in --log-file)",
                   type(error).__name__, error)
-        return 2
+        return 2, ""
     if report.test_mode:
         print(format_customer_table(report.would_notify, "Would email" if report.would_notify else "Nobody to email"))
     elif report.notified and not args.quiet:
@@ -118,9 +145,8 @@ def main(argv: list[str] | None = None, hard_exit: bool = False) -> int:
         log.info("%s", line, extra=FILE_ONLY)
     if report.stop_reason:
         log.error("%s", report.stop_reason)
-    if hard_exit:
-        exit_now(report.exit_code)
-    return report.exit_code
+        summary += f"\nerror: {report.stop_reason}"
+    return report.exit_code, summary
 
 
 def run(args) -> RunReport:

@@ -41,6 +41,21 @@ class _SafeRecords(logging.Filter):
         return True
 
 
+class ErrorLines(logging.Handler):
+    """The error lines of a run, as shown (secrets hidden): the heartbeat's end ping carries them when
+    the run stopped before its summary."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.ERROR)
+        self.lines: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(f"error: {record.getMessage()}")
+
+    def text(self) -> str:
+        return "\n".join(self.lines)
+
+
 def setup_logging(log_file: Path | None, verbose: bool, quiet: bool, secrets: Sequence[str] = ()) -> logging.Logger:
     """Our own logger only: library loggers (urllib3, googleapiclient) would print request paths."""
     logger = logging.getLogger(LOGGER_NAME)

@@ -109,7 +109,7 @@ class SmtpChannel:
     # ------------------------------------------------------------ one attempt
 
     def attempt(self, mail: OutgoingMail) -> Answer:
-        try:
+        def send() -> Answer:
             reused = self.connection is not None
             try:
                 self._connected()
@@ -120,6 +120,22 @@ class SmtpChannel:
                 self.reset()  # the server ended an idle connection: once more on a fresh one
                 self._connected()
                 return self._transaction(mail)
+        return self._answer_of(send)
+
+    def check(self) -> Answer:
+        """For --check: connect, greet, secure and log in, then QUIT; DELIVERED when all of it worked."""
+        def connect() -> Answer:
+            self._connected()
+            return Answer(DELIVERED, "ok")
+        try:
+            return self._answer_of(connect)
+        finally:
+            self.close()
+
+    def _answer_of(self, conversation) -> Answer:
+        """The Answer of a conversation with the server, whatever it raised."""
+        try:
+            return conversation()
         except _AttemptOverError as stop:
             if stop.answer.kind != REJECTED:  # after a refused recipient or message the connection is fine
                 self.reset()

@@ -178,8 +178,13 @@ def prepare_state_folder(path: Path) -> None:
             raise StateError(f"{existing} is read-only: make it writable (the run records every delivery in it)")
     if os.name == "posix" and not folder.stat().st_mode & stat.S_IWUSR:
         raise StateError(f"the state folder {folder} is read-only: make it writable or pass --state-file elsewhere")
+    write_probe(folder)
+
+
+def write_probe(folder: Path) -> None:
+    """Create and remove a file in `folder`: the one sure test that the run can write there."""
     try:
-        handle, probe = tempfile.mkstemp(prefix=_temp_prefix(path), suffix=".tmp", dir=folder)
+        handle, probe = tempfile.mkstemp(prefix=".write-probe.", suffix=".tmp", dir=folder)
         os.close(handle)
         os.unlink(probe)
     except OSError as error:
