@@ -10,7 +10,8 @@ from conftest import ROOT, clean_env
 from standardwebhooks.webhooks import Webhook
 
 SETTINGS_KEYS = ("SHEET_ID", "SHEET_RANGE", "REPORT_FILE", "WEBHOOK_URL", "WEBHOOK_SECRET", "WEBHOOK_AUTHORIZATION",
-                 "GOOGLE_API_KEY", "TESTMODE", "EXTRA_ARGS")
+                 "SMTP_URL", "SMTP_USERNAME", "SMTP_PASSWORD", "SMTP_FROM", "GOOGLE_API_KEY", "PING_URL", "TESTMODE",
+                 "EXTRA_ARGS")
 needs_bash = pytest.mark.skipif(shutil.which("bash") is None, reason="run_util.sh needs bash")
 
 
@@ -83,11 +84,23 @@ def test_run_util_bat_structure():
     assert 'cd /d "%~dp0"' in text
     assert r"venv\Scripts\python.exe" in text
     assert "run_settings.env" in text and r"logs\run_util.log" in text and ">>" in text
-    assert text.rstrip().endswith("exit /b %ERRORLEVEL%")
+    assert text.count("exit /b %ERRORLEVEL%") == 3 and "%*" in text
     assert "http" not in text.lower() and "whsec_" not in text
     assert not re.search(r"[A-Za-z0-9_-]{30,}", text), "no sheet id or secret in the .bat"
     for key in SETTINGS_KEYS:
         assert key in text
+
+
+def test_run_util_bat_has_no_expanded_path_inside_a_parenthesised_block():
+    """A ")" in "C:\\Program Files (x86)" would end such a block on a real cmd (KB 2524009): the .bat
+    has no multi-line block, and no path variable stands inside the parentheses of a line."""
+    for line in (ROOT / "run_util.bat").read_text(encoding="ascii").splitlines():
+        if line.lower().startswith("rem "):
+            continue
+        assert not line.rstrip().endswith("("), line
+        unquoted = re.sub(r'"[^"]*"', '""', line)
+        for inside in re.findall(r"\(([^()]*)\)", unquoted):
+            assert not re.search(r"%~dp0|%~f0|%RUN_LOG%|%PYTHON%|%SETTINGS%|%CD%", inside), line
 
 
 def test_settings_example_names_every_setting():

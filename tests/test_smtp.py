@@ -357,3 +357,16 @@ def test_smtp_settings_that_cannot_work_are_usage_errors_without_echo(tmp_path, 
                      "--smtp-url", url, "--from", FROM, "-testmode", "no", env=clean_env(**env))
     assert result.returncode == 2 and message in result.stderr
     assert "s3cretPW" not in result.stderr and len(result.stderr.splitlines()) == 1
+
+
+def test_check_logs_in_to_the_smtp_server_and_sends_nothing(tmp_path, smtp_server, certificates):
+    recorder, port = smtp_server("starttls")
+    report = write_csv(tmp_path / "r.csv", ROWS)
+    args = ("--check", "--report", str(report), "--state-file", str(tmp_path / "s.json"),
+            "--smtp-url", f"smtp://localhost:{port}", "--from", FROM)
+    result = run_cli(*args, env=smtp_env(certificates, SMTP_USERNAME=USER))
+    assert result.returncode == 0, result.stdout
+    assert f"ok    destination: SMTP server localhost:{port} answers: EHLO, TLS verified, logged in" in result.stdout
+    wrong = run_cli(*args, env=smtp_env(certificates, SMTP_USERNAME=USER, SMTP_PASSWORD="wrong-password"))
+    assert wrong.returncode == 2 and "refused the SMTP login (535" in wrong.stdout
+    assert "wrong-password" not in wrong.stdout + wrong.stderr and recorder.messages == []
