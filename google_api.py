@@ -8,6 +8,9 @@ import logging
 import os
 import sys
 import webbrowser
+from collections.abc import Iterator
+from dataclasses import dataclass
+from itertools import repeat
 from pathlib import Path
 
 import google.auth.exceptions
@@ -20,9 +23,12 @@ from google.oauth2.credentials import Credentials
 from googleapiclient.discovery import build
 from googleapiclient.errors import HttpError
 
+from a1_range import a1_bounds, column_letters, quoted_sheet, split_a1_range
+
 SCOPES = ["https://www.googleapis.com/auth/spreadsheets.readonly"]
 SCRIPT_DIR = Path(__file__).resolve().parent
 SHEET_RETRIES = 4
+PAGE_CELLS = 250_000  # cells per values.get: Google advises payloads of about 2 MB; a page is retried on its own
 HTTP_TIMEOUT_SECONDS = 60
 AUTH_ADVICE = "run `python google_api.py` once to authorise"
 
@@ -207,13 +213,72 @@ def explain_http_error(error: HttpError, sheet_id: str, range_: str, account: st
 
 
 def read_sheet_rows(sheet_id: str, range_: str, *, credentials_path: Path, token_path: Path,
-                    api_key: str | None = None) -> list[list]:
-    """The report's rows, as process_ticket.py needs them. Raises GoogleSetupError."""
+                    api_key: str | None = None) -> Iterator[list]:
+    """The report's rows, page by page, as process_ticket.py needs them. Raises GoogleSetupError,
+    also while the rows are being iterated (a page that still fails after its retries)."""
     if api_key:
-        return fetch_values(build_service(api_key=api_key), sheet_id, range_)
-    credentials = load_credentials(credentials_path, token_path)
-    account = getattr(credentials, "service_account_email", "") or ""
-    return fetch_values(build_service(credentials), sheet_id, range_, account)
+        service, account = build_service(api_key=api_key), ""
+    else:
+        credentials = load_credentials(credentials_path, token_path)
+        service, account = build_service(credentials), getattr(credentials, "service_account_email", "") or ""
+    pages = page_ranges(range_, sheet_grids(service, sheet_id, range_, account))
+    if pages is None:  # a named range, or a sheet Google itself must explain: read whole
+        yield from fetch_values(service, sheet_id, range_, account)
+        return
+    for number, (page, row_count) in enumerate(pages, 1):
+        rows = fetch_values(service, sheet_id, page, account)
+        yield from rows
+        if number < len(pages) and len(rows) < row_count:  # Sheets drops a page's trailing empty rows
+            yield from repeat([], row_count - len(rows))
+
+
+@dataclass(frozen=True)
+class Grid:
+    title: str
+    rows: int
+    columns: int
+
+
+def sheet_grids(service, sheet_id: str, range_: str = "", account: str = "") -> list[Grid]:
+    """Each sheet's title and grid size, in order: one small spreadsheets.get with a fields mask."""
+    request = service.spreadsheets().get(
+        spreadsheetId=sheet_id, fields="sheets.properties(title,gridProperties(rowCount,columnCount))")
+    answer = _executed(request, sheet_id, range_, account)
+    grids = []
+    for sheet in answer.get("sheets", []):
+        properties = sheet.get("properties", {})
+        size = properties.get("gridProperties", {})
+        grids.append(Grid(str(properties.get("title", "")), int(size.get("rowCount", 0)), int(size.get("columnCount", 0))))
+    return grids
+
+
+def page_ranges(range_: str, grids: list[Grid], page_cells: int = PAGE_CELLS) -> list[tuple[str, int]] | None:
+    """The A1 ranges that read `range_` in pages of at most `page_cells` cells, never past the grid's
+    last row or column, each with its row count; None when `range_` is not of the form Sheet[!A1:F]
+    (a named range). A range without a sheet means the first sheet, as for Google."""
+    titles = [grid.title for grid in grids]
+    if "!" not in range_ and range_.strip() in titles:
+        sheet, cells = range_.strip(), ""
+    else:
+        sheet, cells = split_a1_range(range_)
+    if not grids or (sheet and sheet not in titles) or (not sheet and not cells):
+        return None
+    grid = grids[titles.index(sheet)] if sheet else grids[0]
+    try:
+        first_row, first_column, last_row, last_column = a1_bounds(cells)
+    except ValueError:
+        return None
+    first_row, first_column = first_row or 1, first_column or 1
+    last_row, last_column = min(last_row or grid.rows, grid.rows), min(last_column or grid.columns, grid.columns)
+    if first_row > last_row or first_column > last_column:
+        return []
+    rows_per_page = max(1, page_cells // (last_column - first_column + 1))
+    columns = (column_letters(first_column), column_letters(last_column))
+    pages = []
+    for start in range(first_row, last_row + 1, rows_per_page):
+        end = min(start + rows_per_page - 1, last_row)
+        pages.append((f"{quoted_sheet(grid.title)}!{columns[0]}{start}:{columns[1]}{end}", end - start + 1))
+    return pages
 
 
 def check_sheet_access(sheet_id: str, *, credentials_path: Path, token_path: Path, api_key: str | None = None) -> str:
@@ -274,7 +339,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.sheet_id:
             from cli_options import sheet_id_from
 
-            rows = fetch_values(build_service(credentials), sheet_id_from(args.sheet_id), args.range, account)
+            rows = list(read_sheet_rows(sheet_id_from(args.sheet_id), args.range, credentials_path=credentials_path,
+                                        token_path=token_path))
             print(f"First rows of {args.range}:\n{preview(rows)}")
             print(f"{count_data_rows(rows)} data rows")
     except GoogleSetupError as error:

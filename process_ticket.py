@@ -13,7 +13,7 @@ import os
 import sys
 import threading
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import date, datetime
@@ -235,11 +235,14 @@ def read_rows(args) -> tuple[Iterable, list[str] | None]:
         from report_readers import read_report
         return read_report(args.report, args.range)
     import google_api
-    try:
-        return google_api.read_sheet_rows(args.sheet_id, args.range, credentials_path=args.credentials,
-                                          token_path=args.token, api_key=args.api_key), None
-    except google_api.GoogleSetupError as error:
-        raise ConfigError(str(error)) from None
+
+    def sheet_rows() -> Iterator[list]:
+        try:
+            yield from google_api.read_sheet_rows(args.sheet_id, args.range, credentials_path=args.credentials,
+                                                  token_path=args.token, api_key=args.api_key)
+        except google_api.GoogleSetupError as error:  # before the first row, or a page that kept failing
+            raise ConfigError(str(error)) from None
+    return sheet_rows(), None
 
 
 def select_from_report(rows: Iterable, sheet_names: list[str] | None, start: date, now: datetime,

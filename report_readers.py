@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import codecs
 import csv
-import re
 from collections.abc import Iterator
 from itertools import repeat
 from pathlib import Path
 
+from a1_range import a1_bounds, split_a1_range
 from ticket_core import ReportError
 
 DELIMITERS = (",", ";", "\t")
@@ -133,43 +133,6 @@ def _csv_rows(path: Path, encoding: str, delimiter: str) -> Iterator[list[str]]:
             where = f"row {record + 1}" + (f" (line {line + 1} of the file)" if line != record else "")
             raise ReportError(f"{path}: {where} has a quote (\") that does not close where its cell ends ({error}); "
                               "the rows after it cannot be read as written: fix that cell and export again") from None
-
-
-def split_a1_range(range_: str) -> tuple[str, str]:
-    """(sheet, cells) of an A1 range: 'Tickets' -> ('Tickets', ''), "'My sheet'!A2:F" -> ('My sheet', 'A2:F'),
-    'A2:F' -> ('', 'A2:F')."""
-    sheet, bang, cells = range_.rpartition("!")
-    if not bang:
-        return ("", range_) if _A1_CELLS.fullmatch(range_.strip()) else (range_.strip(), "")
-    sheet = sheet.strip()
-    if len(sheet) >= 2 and sheet[0] == sheet[-1] == "'":
-        sheet = sheet[1:-1].replace("''", "'")
-    return sheet, cells.strip()
-
-
-_A1_CELLS = re.compile(r"([A-Za-z]{1,3}\d*|\d+)(:([A-Za-z]{1,3}\d*|\d+))?")
-
-
-def a1_bounds(cells: str) -> tuple[int | None, int | None, int | None, int | None]:
-    """(first row, first column, last row, last column) of 'A2:F' style cells, 1-based; None where open."""
-    if not cells:
-        return None, None, None, None
-    found = _A1_CELLS.fullmatch(cells)
-    if not found:
-        raise ValueError(cells)
-    start, end = found.group(1), found.group(3) or found.group(1)
-    first_row, first_column = _a1_cell(start)
-    last_row, last_column = _a1_cell(end)
-    return first_row, first_column, last_row, last_column
-
-
-def _a1_cell(cell: str) -> tuple[int | None, int | None]:
-    letters = cell.rstrip("0123456789")
-    digits = cell[len(letters):]
-    column = 0
-    for letter in letters.upper():
-        column = column * 26 + ord(letter) - ord("A") + 1
-    return (int(digits) if digits else None), (column or None)
 
 
 def read_xlsx(path: Path, sheet_range: str | None = None) -> tuple[Iterator[list], list[str]]:

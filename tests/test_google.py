@@ -45,10 +45,25 @@ TOKEN_REPLY = Reply(200, {"Content-Type": "application/json"},
                     body=json.dumps({"access_token": "fresh-token", "expires_in": 3600, "token_type": "Bearer"}).encode())
 
 
+def grid_reply(rows=1000, columns=26, titles=("Sheet1",)) -> Reply:
+    sheets = [{"properties": {"title": title, "gridProperties": {"rowCount": rows, "columnCount": columns}}}
+              for title in titles]
+    return Reply(200, {"Content-Type": "application/json"}, body=json.dumps({"sheets": sheets}).encode())
+
+
+def sheets_api(received, index, rows=SHEET_ROWS) -> Reply:
+    """The token endpoint, spreadsheets.get (the grid) and values.get."""
+    if received.path.startswith("/token"):
+        return TOKEN_REPLY
+    if "/values/" not in received.path:
+        return grid_reply()
+    return values_reply(rows)
+
+
 @pytest.fixture
 def api(monkeypatch):
     server = WebhookServer()
-    server.respond = lambda received, index: TOKEN_REPLY if received.path.startswith("/token") else values_reply()
+    server.respond = sheets_api
     monkeypatch.setenv("SHEETS_API_ENDPOINT", server.root)
     for name in ("HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy", "GOOGLE_API_KEY"):
         monkeypatch.delenv(name, raising=False)
@@ -57,7 +72,7 @@ def api(monkeypatch):
 
 
 def sheet_requests(server):
-    return [r for r in server.requests if "/v4/spreadsheets/" in r.path]
+    return [r for r in server.requests if "/values/" in r.path]
 
 
 def write_user_token(path, token="valid-token", expiry=None, refresh_token="refresh-1"):
@@ -80,11 +95,12 @@ def write_service_account(path, token_uri):
 
 
 def test_api_key_mode_reads_unformatted_values_with_serial_dates(api):
-    rows = google_api.read_sheet_rows(SHEET_ID, "Sheet1!A2:F", credentials_path=None, token_path=None, api_key="k-123")
+    rows = list(google_api.read_sheet_rows(SHEET_ID, "Sheet1!A2:F", credentials_path=None, token_path=None,
+                                           api_key="k-123"))
     assert rows == SHEET_ROWS
     [request] = sheet_requests(api)
     url = urlsplit(request.path)
-    assert unquote(url.path) == f"/v4/spreadsheets/{SHEET_ID}/values/Sheet1!A2:F"
+    assert unquote(url.path) == f"/v4/spreadsheets/{SHEET_ID}/values/'Sheet1'!A2:F1000"
     query = parse_qs(url.query)
     assert query["valueRenderOption"] == ["UNFORMATTED_VALUE"]
     assert query["dateTimeRenderOption"] == ["SERIAL_NUMBER"]
@@ -93,7 +109,7 @@ def test_api_key_mode_reads_unformatted_values_with_serial_dates(api):
 
 def test_oauth_with_a_valid_saved_token(api, tmp_path):
     token = write_user_token(tmp_path / "token.json")
-    google_api.read_sheet_rows(SHEET_ID, "A:F", credentials_path=tmp_path / "none.json", token_path=token)
+    list(google_api.read_sheet_rows(SHEET_ID, "A:F", credentials_path=tmp_path / "none.json", token_path=token))
     assert sheet_requests(api)[0].headers["authorization"] == "Bearer valid-token"
 
 
@@ -125,7 +141,7 @@ def test_a_refused_refresh_becomes_the_advice_to_authorise_again(api, tmp_path):
 
 def test_service_account_key_signs_a_jwt_for_the_local_token_endpoint(api, tmp_path):
     key_file = write_service_account(tmp_path / "credential.json", api.root + "token")
-    rows = google_api.read_sheet_rows(SHEET_ID, "A:F", credentials_path=key_file, token_path=tmp_path / "token.json")
+    rows = list(google_api.read_sheet_rows(SHEET_ID, "A:F", credentials_path=key_file, token_path=tmp_path / "token.json"))
     assert rows == SHEET_ROWS
     [exchange] = [r for r in api.requests if r.path == "/token"]
     assert parse_qs(exchange.body.decode())["grant_type"] == ["urn:ietf:params:oauth:grant-type:jwt-bearer"]
@@ -134,8 +150,8 @@ def test_service_account_key_signs_a_jwt_for_the_local_token_endpoint(api, tmp_p
 
 
 def test_429_then_success_is_retried(api):
-    api.respond = lambda received, index: error_reply(429, "Quota exceeded") if index == 0 else values_reply()
-    rows = google_api.read_sheet_rows(SHEET_ID, "A:F", credentials_path=None, token_path=None, api_key="k")
+    api.respond = lambda received, index: error_reply(429, "Quota exceeded") if index == 1 else sheets_api(received, index)
+    rows = list(google_api.read_sheet_rows(SHEET_ID, "A:F", credentials_path=None, token_path=None, api_key="k"))
     assert rows == SHEET_ROWS and len(sheet_requests(api)) == 2
 
 
@@ -144,7 +160,7 @@ def test_403_with_a_service_account_names_the_address_to_share_with(api, tmp_pat
     api.respond = lambda received, index: TOKEN_REPLY if received.path == "/token" else \
         error_reply(403, "The caller does not have permission", "PERMISSION_DENIED")
     with pytest.raises(google_api.GoogleSetupError, match="share the sheet with notifier@demo.iam.gserviceaccount.com"):
-        google_api.read_sheet_rows(SHEET_ID, "A:F", credentials_path=key_file, token_path=tmp_path / "t.json")
+        list(google_api.read_sheet_rows(SHEET_ID, "A:F", credentials_path=key_file, token_path=tmp_path / "t.json"))
 
 
 def google_cli(api, tmp_path, *extra, env_extra=None, sheet=SHEET_ID):
