@@ -165,9 +165,12 @@ def build_service(credentials=None, api_key: str | None = None):
 
 def fetch_values(service, sheet_id: str, range_: str, account: str = "") -> list[list]:
     """values.get with unformatted values and serial-number dates, retried on 429 and 5xx."""
-    request = service.spreadsheets().values().get(
-        spreadsheetId=sheet_id, range=range_, valueRenderOption="UNFORMATTED_VALUE",
-        dateTimeRenderOption="SERIAL_NUMBER")
+    return _values(service.spreadsheets().values(), sheet_id, range_, account)
+
+
+def _values(values_api, sheet_id: str, range_: str, account: str) -> list[list]:
+    request = values_api.get(spreadsheetId=sheet_id, range=range_, valueRenderOption="UNFORMATTED_VALUE",
+                             dateTimeRenderOption="SERIAL_NUMBER")
     return valid_text_rows(_executed(request, sheet_id, range_, account).get("values", []))
 
 
@@ -225,8 +228,11 @@ def read_sheet_rows(sheet_id: str, range_: str, *, credentials_path: Path, token
     if pages is None:  # a named range, or a sheet Google itself must explain: read whole
         yield from fetch_values(service, sheet_id, range_, account)
         return
+    # One values resource for all the pages: each new one is megabytes of generated docstrings in a
+    # reference cycle, which the paused garbage collector would keep until the end of the read.
+    values_api = service.spreadsheets().values()
     for number, (page, row_count) in enumerate(pages, 1):
-        rows = fetch_values(service, sheet_id, page, account)
+        rows = _values(values_api, sheet_id, page, account)
         yield from rows
         if number < len(pages) and len(rows) < row_count:  # Sheets drops a page's trailing empty rows
             yield from repeat([], row_count - len(rows))

@@ -125,9 +125,8 @@ def format_summary(report) -> str:
         ("Customers deferred", f"{len(report.deferred)}" + (" (emailed too recently; they wait)" if report.deferred else "")),
         ("Customers failed", f"{len(report.failed)}" + (" (pending for the next run)" if report.failed else "")),
     ]
-    if not report.test_mode:
-        rows.append(("Customers rejected", f"{len(report.rejected)}" + (" (refused for good; see rejected.csv)"
-                                                                        if report.rejected else "")))
+    rows.append(("Customers rejected", f"{len(report.rejected)}" + (" (refused for good; see rejected.csv)"
+                                                                    if report.rejected else "")))
     if report.not_attempted:
         rows.append(("Customers not attempted", f"{len(report.not_attempted)} (run stopped; pending)"))
     rows.append(("Rows skipped", f"{skipped_total}" + (f" ({reasons})" if reasons else "")))

@@ -3,6 +3,7 @@ against the ideal, all in one run, and prints the figures and ratios as Markdown
 
     venv/bin/python bench/bench.py            # 10k, 100k and 1M rows; 500 and 2,000 deliveries
     venv/bin/python bench/bench.py --quick    # 10k and 100k rows; 500 deliveries
+    venv/bin/python bench/bench.py --sheet-only   # 1M rows as a Google Sheet against the same file
 """
 
 from __future__ import annotations
@@ -50,12 +51,12 @@ def build_report(path: Path, rows: int, seed: int = 1, quoted: bool = False) -> 
                          f"{ticket},{rng.choice(STATUSES)},{rng.choice(days)}\n")
 
 
-def timed(command: list[str]) -> tuple[float, float | None]:
+def timed(command: list[str], env: dict | None = None) -> tuple[float, float | None]:
     """(wall seconds, peak RSS in MB) of one child process, measured by the OS for that child.
     Windows has no wait4: there only the wall time is measured."""
     with tempfile.TemporaryFile() as errors:
         start = time.perf_counter()
-        process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=errors, stdin=subprocess.DEVNULL)
+        process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=errors, stdin=subprocess.DEVNULL, env=env)
         if hasattr(os, "wait4"):
             _, status, usage = os.wait4(process.pid, 0)
             exit_code = os.waitstatus_to_exitcode(status)
@@ -201,6 +202,75 @@ def measure_delivery_repeated(folder: Path, repeats: int, customers: int, latenc
             "connections": max(run[1] for run in runs), "bare": statistics.median(bare), "round_trip": round_trip}
 
 
+def serve_sheet(port_queue, report: str, server_seconds) -> None:
+    """A local Sheets API over the rows of `report` (6 columns): spreadsheets.get gives the grid,
+    values.get any A1 range. Each row's JSON is made once, so a page costs a join; the time spent
+    answering is added to `server_seconds` so the figures can leave it out."""
+    import csv
+    import json
+    from urllib.parse import unquote, urlsplit
+
+    from a1_range import a1_bounds, split_a1_range
+
+    with open(report, encoding="utf-8", newline="") as handle:
+        encoded = [json.dumps(row, ensure_ascii=False) for row in csv.reader(handle)]
+    grid = json.dumps({"sheets": [{"properties": {"title": "Sheet1", "gridProperties": {
+        "rowCount": len(encoded), "columnCount": 6}}}]}).encode()
+
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def do_GET(self) -> None:  # noqa: N802
+            start = time.perf_counter()
+            path = unquote(urlsplit(self.path).path)
+            if "/values/" in path:
+                range_ = path.split("/values/", 1)[1]
+                first, _, last, _ = a1_bounds(split_a1_range(range_)[1])
+                body = ('{"range": ' + json.dumps(range_) + ', "majorDimension": "ROWS", "values": ['
+                        + ",".join(encoded[first - 1:last]) + "]}").encode()
+            else:
+                body = grid
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+            with server_seconds.get_lock():
+                server_seconds.value += time.perf_counter() - start
+
+        def log_message(self, *args) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    port_queue.put(server.server_address[1])
+    server.serve_forever()
+
+
+def measure_sheet(report: Path, repeats: int) -> dict:
+    """The job in test mode reading the rows of `report` through the real googleapiclient from a local
+    Sheets API in its own process; wall time less the server's own time, and peak RSS."""
+    server_seconds = multiprocessing.Value("d", 0.0)
+    port_queue = multiprocessing.Queue()
+    server = multiprocessing.Process(target=serve_sheet, args=(port_queue, str(report), server_seconds), daemon=True)
+    server.start()
+    try:
+        port = port_queue.get(timeout=300)
+        env = {**os.environ, "SHEETS_API_ENDPOINT": f"http://127.0.0.1:{port}/", "GOOGLE_API_KEY": "bench"}
+        walls, rss_values, server_parts = [], [], []
+        for _ in range(repeats):
+            with server_seconds.get_lock():
+                server_seconds.value = 0.0
+            wall, peak = timed([sys.executable, str(ROOT / "process_ticket.py"), "-sheetid", "bench", "-range",
+                                "Sheet1!A1:F", "--since", SINCE, "-testmode", "yes", "-q"], env=env)
+            walls.append(wall - server_seconds.value)
+            server_parts.append(server_seconds.value)
+            rss_values.append(peak)
+    finally:
+        server.terminate()
+    return {"job": statistics.median(walls), "server": statistics.median(server_parts),
+            "job_rss": max(rss_values) if None not in rss_values else None}
+
+
 def rss(megabytes: float | None) -> str:
     return "n/a" if megabytes is None else f"{megabytes:.0f}"
 
@@ -210,6 +280,7 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="skip the 1,000,000-row report and the 2,000 deliveries")
     parser.add_argument("--keep", metavar="DIR", help="build the inputs in DIR and keep them")
     parser.add_argument("--repeats", type=int, default=3, help="runs of each measurement; medians are shown")
+    parser.add_argument("--sheet-only", action="store_true", help="only the Google Sheet figures")
     options = parser.parse_args()
     sizes = [10_000, 100_000] if options.quick else [10_000, 100_000, 1_000_000]
     folder_context = tempfile.TemporaryDirectory(prefix="ticket-bench-") if not options.keep else None
@@ -227,13 +298,32 @@ def main() -> None:
     print("| rows | csv.reader s | job s | job / csv.reader | job µs/row | job peak RSS MB |")
     print("|---:|---:|---:|---:|---:|---:|")
     cases = [(rows, False) for rows in sizes] + [(sizes[-1], True)]
-    for rows, quoted in cases:
+    file_figures = {}
+    for rows, quoted in ([] if options.sheet_only else cases):
         path = folder / f"report_{rows}{'_quoted' if quoted else ''}.csv"
         build_report(path, rows, quoted=quoted)
         figures = measure_report(path, options.repeats)
+        file_figures[(rows, quoted)] = figures
         label = f"{rows:,}" + (" with quotes" if quoted else "")
         print(f"| {label} | {figures['baseline']:.2f} | {figures['job']:.2f} | {figures['job'] / figures['baseline']:.2f} "
               f"| {figures['job'] / rows * 1e6:.2f} | {rss(figures['job_rss'])} |", flush=True)
+
+    rows = sizes[-1]
+    print(f"\nThe same {rows:,} rows x 6 columns as a Google Sheet, read in pages of 250,000 cells through the real "
+          "googleapiclient from a local Sheets API in its own process (its own time left out), against the same "
+          "rows read from the CSV file; medians of "
+          f"{options.repeats} runs:\n")
+    print("| rows | file job s | sheet job s (server excluded) | sheet / file | server s | sheet peak RSS MB |")
+    print("|---:|---:|---:|---:|---:|---:|")
+    path = folder / f"report_{rows}.csv"
+    if not path.exists():
+        build_report(path, rows)
+    file_job = file_figures.get((rows, False)) or measure_report(path, options.repeats)
+    sheet = measure_sheet(path, options.repeats)
+    print(f"| {rows:,} | {file_job['job']:.2f} | {sheet['job']:.2f} | {sheet['job'] / file_job['job']:.2f} "
+          f"| {sheet['server']:.2f} | {rss(sheet['job_rss'])} |", flush=True)
+    if options.sheet_only:
+        return
 
     latency, workers = 0.020, 8
     print(f"\nDelivery: a webhook answering after {latency * 1000:.0f} ms, --workers {workers}; medians of "
