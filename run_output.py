@@ -88,12 +88,17 @@ def format_table(headers: Sequence[str], columns: Sequence[Sequence[str]], inden
     return "\n".join(lines + list(map(line_format.format, *columns)))
 
 
+def only_printable(texts: list[str]) -> list[str]:
+    """`texts` with line breaks and escapes shown as such (checked in C first: they are rare)."""
+    return texts if all(map(str.isprintable, texts)) else list(map(printable, texts))
+
+
 def format_customer_table(customers: Sequence[Customer], title: str) -> str:
     if not customers:
         return f"{title}."
-    names = [printable(customer.full_name) or "-" for customer in customers]
+    names = only_printable([customer.full_name or "-" for customer in customers])
     emails = [customer.email for customer in customers]
-    ticket_ids = [printable(", ".join(map(_ticket_id, customer.tickets))) for customer in customers]
+    ticket_ids = only_printable([", ".join(map(_ticket_id, customer.tickets)) for customer in customers])
     noun = "customer" if len(customers) == 1 else "customers"
     return f"{title} {len(customers)} {noun}:\n" + format_table(("Customer", "Email", "Tickets"), (names, emails, ticket_ids))
 

@@ -209,12 +209,18 @@ def select_closed_tickets(rows: Iterable[Sequence[object]], since: date, now: da
     by_email = selection.by_email
     new_ticket = partial(tuple.__new__, ClosedTicket)  # ClosedTicket(...) without its Python-level __new__
     # Reports repeat the same few statuses, dates, addresses and names: work each distinct cell out once.
-    status_of = _Memo(lambda cell: closed.get(cell_text(cell).casefold(), ""))
+    other_statuses: dict = {}  # an exact dict, so `+= 1` below stays on CPython's fast path (a Counter does not)
+
+    def status_name(cell: object) -> str:
+        name = closed.get(cell_text(cell).casefold(), "")
+        if not name:
+            other_statuses[cell] = 0
+        return name
+    status_of = _Memo(status_name)
     date_of = _Memo(parser.parse)
     email_of = _Memo(_email_and_key)
     names_of = _Memo(_person_names_reader(columns))
     skipped = selection.skipped
-    other_statuses = selection.other_statuses
     any_date_ids = options.any_date_ids
 
     def skip(row_number: int, reason: str, value: object) -> None:
@@ -243,13 +249,13 @@ def select_closed_tickets(rows: Iterable[Sequence[object]], since: date, now: da
             skip(row_number, SKIP_BAD_DATE, raw_date)
             continue
         closed_at, has_time = parsed
-        ticket_id = row[i_ticket]
-        ticket_id = ticket_id.strip() if type(ticket_id) is str else cell_text(ticket_id)
-        if closed_at < since_moment and ticket_id not in any_date_ids:
+        if closed_at < since_moment and (not any_date_ids or cell_text(row[i_ticket]) not in any_date_ids):
             continue
         if closed_at > latest_allowed:
             skip(row_number, SKIP_FUTURE_DATE, raw_date)
             continue
+        ticket_id = row[i_ticket]
+        ticket_id = ticket_id.strip() if type(ticket_id) is str else cell_text(ticket_id)
         if not ticket_id:
             skip(row_number, SKIP_NO_TICKET, ticket_id)
             continue
@@ -268,6 +274,7 @@ def select_closed_tickets(rows: Iterable[Sequence[object]], since: date, now: da
         tickets[ticket_id] = new_ticket((email, ticket_id, status, closed_at, has_time, first_name, full_name))
     rows_read = row_number - first_row_number + 1 - blank_rows
     selection.rows_read = rows_read
+    selection.other_statuses = Counter({status: count for status, count in other_statuses.items() if count})
     return selection
 
 
