@@ -171,18 +171,17 @@ def test_rejected_entries_are_forgotten_after_90_days(setup, webhook):
     assert list(read_state(state)["rejected"]) == ["recent"]
 
 
-@pytest.mark.skipif(sys.platform == "win32", reason="SIGKILL is POSIX")
-def test_a_kill_right_after_a_rejection_keeps_it_recorded(setup, webhook):
-    report, state = setup
+def run_killed(report, state, webhook, answer):
+    """A live run with one worker; `answer(received, index)` is the receiver's reply, or None to
+    kill the run right there (once; later calls get a 200)."""
     process = {}
 
     def respond(received, index):
-        if received.json["email_address"] == "bad@example.com":
-            return Reply(422, body=b"unknown user")
-        if received.json["email_address"] == "fine@example.com" and process["cli"].returncode is None:
+        reply = answer(received, index)
+        if reply is None and process["cli"].returncode is None:
             os.kill(process["cli"].pid, signal.SIGKILL)
             time.sleep(0.2)
-        return Reply(200)
+        return reply or Reply(200)
 
     webhook.respond = respond
     process["cli"] = subprocess.Popen([sys.executable, str(ROOT / "process_ticket.py"), "--report", str(report),
@@ -190,6 +189,13 @@ def test_a_kill_right_after_a_rejection_keeps_it_recorded(setup, webhook):
                                        "--workers", "1"], env=clean_env(), stdin=subprocess.DEVNULL,
                                       stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     process["cli"].wait(timeout=60)
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="SIGKILL is POSIX")
+def test_a_kill_right_after_a_rejection_keeps_it_recorded(setup, webhook):
+    report, state = setup
+    replies = {"bad@example.com": Reply(422, body=b"unknown user"), "fine@example.com": None}
+    run_killed(report, state, webhook, lambda received, index: replies.get(received.json["email_address"], Reply(200)))
     assert customer_key("bad@example.com") in read_state(state)["rejected"]
     assert len(read_rejected_csv(state)) == 2
     rerun = live(report, state, webhook.url, "--min-days-between-emails", "0")
@@ -201,19 +207,5 @@ def test_a_kill_right_after_a_rejection_keeps_it_recorded(setup, webhook):
 def test_a_kill_right_after_a_first_rejection_keeps_it_recorded_too(tmp_path, webhook):
     report = write_csv(tmp_path / "r.csv", rows(("Bad", "bad@example.com", "2", 4), ("Ok", "ok@example.com", "1", 3)))
     state = write_state(tmp_path / "last_run_date.json", {"last_run_date": SINCE})
-    process = {}
-
-    def respond(received, index):
-        if index == 0:
-            return Reply(400)
-        os.kill(process["cli"].pid, signal.SIGKILL)
-        time.sleep(0.2)
-        return Reply(200)
-
-    webhook.respond = respond
-    process["cli"] = subprocess.Popen([sys.executable, str(ROOT / "process_ticket.py"), "--report", str(report),
-                                       "--state-file", str(state), "-webhook_url", webhook.url, "-testmode", "no",
-                                       "--workers", "1"], env=clean_env(), stdin=subprocess.DEVNULL,
-                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    process["cli"].wait(timeout=60)
+    run_killed(report, state, webhook, lambda received, index: Reply(400) if index == 0 else None)
     assert customer_key("bad@example.com") in read_state(state)["rejected"]
