@@ -192,7 +192,7 @@ def deliver_all(route: Route, customers: Sequence[object], policy: DeliveryPolic
                 if run.unreachable_in_a_row >= UNREACHABLE_IN_A_ROW:
                     run._stop_locked(f"could not connect to {route.label} for {UNREACHABLE_IN_A_ROW} customers in a row; "
                                      "stopped trying: check that it is up and reachable from here", 1)
-            elif answer.kind in (DELIVERED, REJECTED):
+            else:  # reached: delivered, refused, or answered with an error
                 run.unreachable_in_a_row = 0
             if answer.kind == STOP:
                 run._stop_locked(answer.detail, 2)
@@ -240,7 +240,11 @@ def deliver_all(route: Route, customers: Sequence[object], policy: DeliveryPolic
         channel = route.open_channel()
         try:
             while (customer := run.take()) is not None:
-                answer = run.deliver_one(channel, message_for(customer))
+                try:
+                    answer = run.deliver_one(channel, message_for(customer))
+                except Exception as error:  # a bug: the customer stays pending, the run stops, details in the log
+                    log.debug("delivery failed", exc_info=True)
+                    answer = Answer(STOP, f"unexpected {type(error).__name__} while sending: {error}")
                 if answer is None:
                     with run.lock:
                         run.results.not_attempted.append(customer)
@@ -249,9 +253,6 @@ def deliver_all(route: Route, customers: Sequence[object], policy: DeliveryPolic
                 with run.lock:
                     results = run.results
                     on_progress(len(results.delivered) + len(results.failed) + len(results.rejected), len(customers))
-        except Exception as error:  # a bug: stop the run, one line, details in the log
-            log.debug("delivery worker failed", exc_info=True)
-            run.stop_sending(f"unexpected {type(error).__name__} while sending: {error}", 2)
         finally:
             channel.close()
 
