@@ -3,6 +3,7 @@ rem Windows Task Scheduler entry: runs process_ticket.py with the settings in ru
 rem this script's own arguments (so "run_util.bat -testmode yes" tests through the very same wrapper);
 rem appends all output, errors included, to logs\run_util.log and passes the exit code on
 rem (0 ok, 1 retry pending, 2 fix needed).
+rem The first scheduled run needs a state file: make it with one run by hand, "run_util.bat --since DD/MM/YYYY".
 rem Rule: no expanded path inside a parenthesised block. A ")" in a path such as
 rem "C:\Program Files (x86)\..." would end the block early ("... was unexpected at this time").
 setlocal EnableExtensions DisableDelayedExpansion

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # cron entry: runs process_ticket.py with the settings in run_settings.env (then this script's own
 # arguments), appends its output to logs/run_util.log and passes its exit code on (0 ok, 1 retry pending, 2 fix needed).
+# The first scheduled run needs a state file: make it with one run by hand, "./run_util.sh --since DD/MM/YYYY".
 set -u
 here=$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")" && pwd) || exit 2
 cd "$here" || exit 2

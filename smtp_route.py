@@ -46,6 +46,9 @@ def check_smtp_url(url: str, username: str | None, password: str | None) -> tupl
     if ":" in urlsplit(url.strip()).netloc.rpartition("@")[0]:
         raise SmtpConfigError("the SMTP URL holds a password: remove it and set SMTP_PASSWORD in the environment instead")
     user = checked.username or (username or "").strip()
+    for name, value in (("the SMTP user name", user), ("SMTP_PASSWORD", password or "")):
+        if not all(" " <= char <= "~" for char in value):  # smtplib sends both as ASCII
+            raise SmtpConfigError(f"{name} must be printable ASCII on one line")
     if user and not password:
         raise SmtpConfigError("an SMTP user name is set but SMTP_PASSWORD is not: set it in the environment")
     if password and not user:

@@ -350,6 +350,7 @@ def test_test_mode_connects_to_nothing_but_needs_from(tmp_path):
     ("smtp://[::1:25", {}, "cannot be parsed"),
     ("smtpx://smtp.example.com", {}, "must start with smtp:// or smtps://"),
     ("smtp://smtp.example.com", {"WEBHOOK_URL": "https://hooks.example.com/x"}, "give one destination"),
+    ("smtp://user@smtp.example.com", {"SMTP_PASSWORD": "s3cretPWé"}, "SMTP_PASSWORD must be printable ASCII"),
 ])
 def test_smtp_settings_that_cannot_work_are_usage_errors_without_echo(tmp_path, url, env, message):
     report = write_csv(tmp_path / "r.csv", ROWS)
