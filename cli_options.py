@@ -136,8 +136,11 @@ def parse_args(argv: list[str] | None, script_dir: Path, version: str) -> argpar
         args.sheet_id = sheet_id_from(args.sheet_id)
         args.range = args.range or "Sheet1"
     args.report = absolute(args.report)
+    args.notes = []  # warnings about the settings, logged once logging is set up
     if args.report and args.range and args.report.suffix.lower() not in (".xlsx", ".xlsm"):
-        raise UsageError("-range picks a sheet of a Google Sheet or an .xlsx workbook; a CSV file has none: drop -range")
+        args.notes.append(f"-range {args.range!r} is ignored: it picks a sheet of a Google Sheet or an .xlsx "
+                          "workbook, and a CSV file has none")
+        args.range = None
     # The real path (links resolved): the lock, the writes and rejected.csv all follow the one file.
     args.state_file = (absolute(args.state_file) or script_dir / "last_run_date.json").resolve()
     args.credentials = absolute(args.credentials) or script_dir / "credential.json"
@@ -211,6 +214,21 @@ def secrets_of(args: argparse.Namespace) -> list[str]:
             except UrlError:
                 values.append(url)
     return [value for value in values if len(value) >= 4]
+
+
+def ping_url_and_test_mode(argv: list[str]) -> tuple[str, bool]:
+    """--ping-url (or PING_URL) and whether test mode was asked for, read from a command line that
+    did not parse as a whole."""
+    url, test_mode = os.environ.get("PING_URL", "").strip(), False
+    for index, word in enumerate(argv):
+        name, equals, value = word.partition("=")
+        if not equals and index + 1 < len(argv):
+            value = argv[index + 1]
+        if name == "--ping-url":
+            url = value.strip()
+        elif name in ("-testmode", "--testmode"):
+            test_mode = value.strip().lower() in TRUE_WORDS
+    return url, test_mode
 
 
 def sheet_id_from(text: str) -> str:

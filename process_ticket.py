@@ -89,12 +89,15 @@ def main(argv: list[str] | None = None, hard_exit: bool = False) -> int:
         args = parse_args(argv, SCRIPT_DIR, __version__)
     except UsageError as error:
         print(f"error: {error}", file=sys.stderr)
+        ping_usage_error(sys.argv[1:] if argv is None else argv, f"error: {error}")
         return 2
     try:
         setup_logging(args.log_file, args.verbose, args.quiet, args.secrets)
     except OSError as error:
         print(f"error: cannot write the log file {args.log_file}: {error.strerror or error}", file=sys.stderr)
         return 2
+    for note in args.notes:
+        log.warning("%s", note)
     if args.check:
         from run_check import check_all
         return check_all(args)
@@ -107,6 +110,21 @@ def main(argv: list[str] | None = None, hard_exit: bool = False) -> int:
     if hard_exit:
         exit_now(exit_code)
     return exit_code
+
+
+def ping_usage_error(argv: list[str], text: str) -> None:
+    """A live run refused at start still tells the heartbeat (exit 2), when the ping URL itself is
+    usable: a mistyped setting must not wait for the monitor's grace time to be noticed."""
+    from cli_options import ping_url_and_test_mode
+
+    url, test_mode = ping_url_and_test_mode(argv)
+    if url and not test_mode:
+        from heartbeat import Heartbeat
+        from url_rules import UrlError
+        try:
+            Heartbeat(url).finish(2, text)
+        except UrlError:
+            pass  # the ping URL is the problem the error already names
 
 
 def start_heartbeat(args):

@@ -43,6 +43,9 @@ def check_smtp_url(url: str, username: str | None, password: str | None) -> tupl
         checked = parse_url(url, "the SMTP URL", SMTP_PORTS)
     except UrlError as error:
         raise SmtpConfigError(str(error)) from None
+    if checked.scheme == "smtp" and checked.port == 465:
+        raise SmtpConfigError("port 465 speaks TLS from the first byte: use smtps://host:465 (smtp:// is for STARTTLS, "
+                              "port 587)")
     if ":" in urlsplit(url.strip()).netloc.rpartition("@")[0]:
         raise SmtpConfigError("the SMTP URL holds a password: remove it and set SMTP_PASSWORD in the environment instead")
     user = checked.username or (username or "").strip()

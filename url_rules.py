@@ -33,7 +33,8 @@ class CheckedUrl:
     def secrets(self) -> list[str]:
         """The parts of the URL that must never be shown (for the log filter)."""
         parts = urlsplit(self.text)
-        hidden = [self.text, self.username, self.password, parts.path, parts.query, parts.netloc.rpartition("@")[0]]
+        hidden = [self.text, self.username, self.password, parts.path, parts.query, parts.fragment,
+                  parts.netloc.rpartition("@")[0]]
         return [part for part in hidden if part and part not in ("/", self.host)]
 
 

@@ -104,10 +104,12 @@ def test_a_sheet_the_workbook_lacks_names_its_sheets(tmp_path):
     assert result.returncode == 2 and "no sheet 'Sheet1'" in result.stderr and "'Tickets'" in result.stderr
 
 
-def test_range_with_a_csv_report_is_a_usage_error_not_ignored(tmp_path):
+def test_range_with_a_csv_report_is_ignored_with_a_warning_not_in_silence(tmp_path):
     report = write_csv(tmp_path / "r.csv", [["A", "B", "a@example.com", "1", "Closed", RECENT]])
-    result = run_cli("--report", str(report), "-range", "Tickets", "-testmode", "yes")
-    assert result.returncode == 2 and "drop -range" in result.stderr
+    result = run_cli("--report", str(report), "-range", "Sheet1!A2:F", "--since", SINCE, "-testmode", "yes",
+                     "--state-file", str(tmp_path / "s.json"))
+    assert result.returncode == 0
+    assert "warning: -range 'Sheet1!A2:F' is ignored" in result.stderr and "a@example.com" in result.stdout
 
 
 def test_a_zendesk_export_maps_with_column_and_closed_status_and_the_summary_shows_other_statuses(tmp_path):

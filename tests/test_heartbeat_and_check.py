@@ -51,6 +51,17 @@ def test_a_run_that_stops_before_its_summary_pings_exit_2_with_the_error(tmp_pat
     assert end_path == "/p/2" and "is not valid JSON" in end.body.decode()
 
 
+def test_a_live_run_refused_at_start_still_pings_exit_2_with_the_error(tmp_path, monitor):
+    report = write_csv(tmp_path / "r.csv", ROWS)
+    result = run_cli("--report", str(report), "-testmode", "no", "--ping-url", monitor.root + "p")
+    assert result.returncode == 2 and "no destination" in result.stderr
+    [(path, _, end)] = pings(monitor)
+    assert path == "/p/2" and "no destination" in end.body.decode()
+    refused_in_test_mode = run_cli("--report", str(report), "-testmode", "yes", "--since", "31/12/9999",
+                                   env=clean_env(PING_URL=monitor.root + "p"))
+    assert refused_in_test_mode.returncode == 2 and len(monitor.requests) == 1
+
+
 def test_a_failing_ping_never_changes_the_exit_code(tmp_path, webhook):
     report = write_csv(tmp_path / "r.csv", ROWS)
     started = time.monotonic()

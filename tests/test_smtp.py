@@ -349,6 +349,7 @@ def test_test_mode_connects_to_nothing_but_needs_from(tmp_path):
     ("smtp://smtp.example.com:99999", {}, "cannot be parsed"),
     ("smtp://[::1:25", {}, "cannot be parsed"),
     ("smtpx://smtp.example.com", {}, "must start with smtp:// or smtps://"),
+    ("smtp://smtp.example.com:465", {}, "use smtps://host:465"),
     ("smtp://smtp.example.com", {"WEBHOOK_URL": "https://hooks.example.com/x"}, "give one destination"),
     ("smtp://user@smtp.example.com", {"SMTP_PASSWORD": "s3cretPWé"}, "SMTP_PASSWORD must be printable ASCII"),
 ])
