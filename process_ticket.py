@@ -272,7 +272,7 @@ def select_from_report(rows: Iterable, sheet_names: list[str] | None, start: dat
         selection = select_closed_tickets(rows, start, now, options)
     except ReportError as error:
         raise ReportError(f"{error}{hint}") from None
-    if sheet_names and (selection.rows_read == 0 or selection.layout_doubt):
+    if sheet_names and (selection.layout_doubt or not (selection.rows_read or selection.has_header)):
         raise ReportError(f"the sheet read has no usable header row or data{hint}")
     return selection
 

@@ -153,6 +153,7 @@ class Selection:
     skipped_rows: list[tuple[int, str, str]] = field(default_factory=list)  # row number, reason, the cell's value
     warnings: list[str] = field(default_factory=list)
     layout_doubt: str = ""  # no header found and the first row does not look like the seed's layout either
+    has_header: bool = False
     other_statuses: Counter = field(default_factory=Counter)  # statuses that did not count as closed
 
     @property
@@ -187,6 +188,7 @@ def select_closed_tickets(rows: Iterable[Sequence[object]], since: date, now: da
         return selection
     if is_header_row(first, options.columns):
         columns = find_columns(first, options.columns)
+        selection.has_header = True
         data_rows: Iterator[tuple[int, Sequence[object]]] = numbered_rows
         first_row_number = first_number + 1
     else:

@@ -98,6 +98,15 @@ def test_an_unusable_sheet_names_the_workbooks_sheets(tmp_path, extra):
     assert "'Notes', 'Tickets'" in result.stderr and "-range" in result.stderr
 
 
+def test_an_empty_sheet_names_the_sheets_but_a_header_without_rows_is_a_quiet_week(tmp_path):
+    book = write_workbook(tmp_path / "r.xlsx", {"Empty": [], "Tickets": TICKETS[:1]})
+    empty = run_cli("--report", str(book), "--since", SINCE, "-testmode", "yes", "--state-file", str(tmp_path / "s"))
+    assert empty.returncode == 2 and "'Empty', 'Tickets'" in empty.stderr
+    header_only = run_cli("--report", str(book), "-range", "Tickets", "--since", SINCE, "-testmode", "yes",
+                          "--state-file", str(tmp_path / "s"))
+    assert header_only.returncode == 0 and "Nobody to email" in header_only.stdout
+
+
 def test_a_sheet_the_workbook_lacks_names_its_sheets(tmp_path):
     book = write_workbook(tmp_path / "r.xlsx", {"Tickets": TICKETS})
     result = run_cli("--report", str(book), "-range", "Sheet1!A2:F", "--since", SINCE, "-testmode", "yes")
