@@ -199,15 +199,13 @@ def check_addresses(args: argparse.Namespace) -> tuple[Sender | None, tuple[str,
 
 def secrets_of(args: argparse.Namespace) -> list[str]:
     """Every value that must never reach the output or the log (the log filter hides them)."""
-    from url_rules import UrlError, parse_url
+    from url_rules import SMTP_PORTS, WEB_PORTS, UrlError, parse_url
 
     values = [os.environ.get(name, "") for name in ("WEBHOOK_SECRET", "WEBHOOK_AUTHORIZATION", "SMTP_PASSWORD",
                                                      "SMTP_USERNAME")]
     values += [args.api_key or ""]
     values += os.environ.get("WEBHOOK_AUTHORIZATION", "").split()[1:]  # the token after "Bearer"
-    urls = ((args.webhook_url, {"http": 80, "https": 443}), (args.smtp_url, {"smtp": 587, "smtps": 465}),
-            (args.ping_url, {"http": 80, "https": 443}))
-    for url, schemes in urls:
+    for url, schemes in ((args.webhook_url, WEB_PORTS), (args.smtp_url, SMTP_PORTS), (args.ping_url, WEB_PORTS)):
         if url:
             try:
                 values += parse_url(url, "", schemes).secrets()

@@ -23,6 +23,13 @@ RETRY_AFTER_MAX_SECONDS = 120
 BACKOFF_MAX_SECONDS = 60
 UNREACHABLE_IN_A_ROW = 3     # customers whose every attempt failed to connect: the destination is down, stop trying
 SAME_REFUSAL_OPENING = 3     # the first customers all refused alike: the destination is misconfigured, not them
+REASON_CHARS = 200           # of a receiver's own text quoted in a refusal
+
+
+def answer_text(raw: bytes | str) -> str:
+    """A receiver's own words for a message: one line, at most REASON_CHARS characters."""
+    text = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else str(raw)
+    return " ".join(text.split())[:REASON_CHARS]
 
 
 @dataclass(frozen=True)

@@ -7,11 +7,10 @@ import time
 import uuid
 from urllib.parse import urlsplit, urlunsplit
 
-from url_rules import CheckedUrl, parse_url
+from url_rules import WEB_PORTS, CheckedUrl, parse_url
 
 log = logging.getLogger("ticket_notifier")
 
-PING_PORTS = {"https": 443, "http": 80}
 PING_TIMEOUT_SECONDS = 10
 PING_RETRIES = 2
 MAX_BODY_BYTES = 100_000
@@ -19,7 +18,7 @@ MAX_BODY_BYTES = 100_000
 
 def check_ping_url(url: str) -> CheckedUrl:
     """Raises UrlError; the message never repeats the URL (it is a secret like the webhook's)."""
-    return parse_url(url, "the ping URL", PING_PORTS)
+    return parse_url(url, "the ping URL", WEB_PORTS)
 
 
 class Heartbeat:

@@ -74,11 +74,6 @@ def render_html(customer: Customer, html_template: Template) -> str:
     return html_template.substitute(values, ticket_list=f"<ul>\n{items}\n</ul>")
 
 
-def check_html_template(html_template: Template) -> None:
-    """As check_body_template, with $ticket_list too."""
-    check_body_template(html_template, HTML_TEMPLATE_FIELDS)
-
-
 def subject_for(customer: Customer, subject: str | None = None) -> str:
     return subject or (DEFAULT_SUBJECT_ONE if len(customer.tickets) == 1 else DEFAULT_SUBJECT_MANY)
 

@@ -29,7 +29,6 @@ from ticket_core import (
     RunState,
     Selection,
     SelectOptions,
-    cell_text,
     drop_already_notified,
     drop_rejected,
     finish_state,
@@ -75,7 +74,7 @@ class RunReport:
 
     @property
     def exit_code(self) -> int:
-        if self.stop_reason and self.stop_exit_code != 1:
+        if self.stop_exit_code == 2:
             return 2
         return 1 if self.failed or self.not_attempted or self.rejected or self.stop_reason else 0
 
@@ -193,7 +192,7 @@ def run(args) -> RunReport:
         to_send, deferred = split_by_weekly_guard(owed, state.last_emailed, today, args.min_days_between_emails)
         report = RunReport(rows_read=selection.rows_read, new_tickets=selection.ticket_count - already - held,
                            already_notified=already, held_rejected=held, skipped=dict(selection.skipped),
-                           other_statuses=status_counts(selection.other_statuses), deferred=deferred,
+                           other_statuses=selection.other_statuses, deferred=deferred,
                            old_last_run_date=start, test_mode=args.test_mode,
                            first_run=not args.since and not args.state_file.exists())
         for customer in deferred:
@@ -277,43 +276,36 @@ def select_from_report(rows: Iterable, sheet_names: list[str] | None, start: dat
     return selection
 
 
-def status_counts(raw: Counter) -> Counter:
-    """The statuses that did not count as closed, trimmed and merged case-insensitively (as closed
-    statuses are compared), each under the spelling seen first."""
-    spelling: dict[str, str] = {}
-    counts: Counter = Counter()
-    for status, count in raw.items():
-        text = cell_text(status)
-        counts[spelling.setdefault(text.casefold(), text)] += count
-    return counts
-
-
 def write_previews(args, customers: list[Customer]) -> int:
     """Test mode: each email that would be sent as DIR/NNN-address.eml, in the table's order, exactly
     as the SMTP route would send it (with a webhook, built from the payload's email). Earlier .eml
     files there are removed; nothing else is written."""
-    from email_message import build_email, message_bytes, needs_smtputf8
-
     folder = args.preview_dir
     try:
         folder.mkdir(parents=True, exist_ok=True)
         for earlier in folder.glob("*.eml"):
             earlier.unlink()
         for number, customer in enumerate(customers, 1):
-            message = build_email(customer, args.content, webhook_id(customer), args.sender)
-            addresses = [customer.email, *args.content.cc, *([args.sender.from_address] if args.sender else [])]
             name = "".join(char if char.isalnum() or char in "@._+-" else "_" for char in customer.email)
-            (folder / f"{number:03d}-{name}.eml").write_bytes(message_bytes(message, needs_smtputf8(addresses)))
+            (folder / f"{number:03d}-{name}.eml").write_bytes(mail_for(args, customer).data)
     except OSError as error:
         raise ConfigError(f"cannot write the previews in {folder}: {error.strerror or error}") from None
     return len(customers)
 
 
+def mail_for(args, customer: Customer):
+    """The email `customer` gets, with its envelope, as the SMTP route sends it and --preview-dir shows it."""
+    from email_message import build_email
+    from smtp_route import outgoing_mail
+
+    message = build_email(customer, args.content, webhook_id(customer), args.sender)
+    return outgoing_mail(message, args.sender.from_address if args.sender else "", customer.email, args.content.cc)
+
+
 def open_route(args):
     """The destination of this run, and how it makes one customer's message."""
     if args.smtp_url:
-        from email_message import build_email
-        from smtp_route import SmtpConfigError, SmtpRoute, outgoing_mail
+        from smtp_route import SmtpConfigError, SmtpRoute
 
         try:
             route = SmtpRoute(args.smtp_url, username=os.environ.get("SMTP_USERNAME"),
@@ -321,10 +313,7 @@ def open_route(args):
         except SmtpConfigError as error:
             raise ConfigError(str(error)) from None
 
-        def mail_for(customer: Customer):
-            message = build_email(customer, args.content, webhook_id(customer), args.sender)
-            return outgoing_mail(message, args.sender.from_address, customer.email, args.content.cc)
-        return route, mail_for
+        return route, lambda customer: mail_for(args, customer)
 
     from webhook_route import WebhookConfigError, WebhookMessage, WebhookRoute
     try:

@@ -7,6 +7,7 @@ import socket
 import ssl
 
 from state_file import StateError, acquire_lock, load_state, write_probe
+from url_rules import ca_bundle
 
 
 def check_all(args) -> int:
@@ -66,9 +67,7 @@ def handshake(host: str, port: int, tls: bool, timeout: float, label: str) -> st
     try:
         with socket.create_connection((host, port), timeout=timeout) as connection:
             if tls:
-                bundle = next((os.environ[name] for name in ("REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE", "SSL_CERT_FILE")
-                               if os.environ.get(name)), None)
-                context = ssl.create_default_context(cafile=bundle)
+                context = ssl.create_default_context(cafile=ca_bundle())
                 with context.wrap_socket(connection, server_hostname=host):
                     pass
     except ssl.SSLError as error:

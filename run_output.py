@@ -9,13 +9,21 @@ from operator import attrgetter
 from pathlib import Path
 
 from report_dates import format_day
-from ticket_core import SKIP_REASONS, Customer, printable
+from ticket_core import SKIP_REASONS, Customer
 
 LOGGER_NAME = "ticket_notifier"
 LOG_FILE_BYTES = 1_000_000
 LOG_FILE_BACKUPS = 5
 FILE_ONLY = {"file_only": True}  # extra= for records already printed on stdout (the summary)
 _ticket_id = attrgetter("ticket_id")
+
+
+def printable(text: str) -> str:
+    """A report value as it may appear in output and logs: line breaks, terminal escapes and other
+    control or invisible characters shown as escapes, so one line stays one line."""
+    if text.isprintable():
+        return text
+    return "".join(char if char.isprintable() else ascii(char)[1:-1] for char in text)
 
 
 class _StderrFormatter(logging.Formatter):

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import os
 import smtplib
 import socket
 import ssl
@@ -11,15 +10,13 @@ import threading
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
-from delivery import DELIVERED, REJECTED, RETRY, STOP, Answer
-from email_message import message_bytes
-from url_rules import CheckedUrl, UrlError, parse_url
+from delivery import DELIVERED, REJECTED, RETRY, STOP, Answer, answer_text
+from email_message import message_bytes, needs_smtputf8
+from url_rules import SMTP_CA_VARIABLES, SMTP_PORTS, CheckedUrl, UrlError, ca_bundle, is_printable_ascii, parse_url
 
 log = logging.getLogger("ticket_notifier")
 
-SMTP_PORTS = {"smtp": 587, "smtps": 465}
 AUTH_MECHANISMS = ("PLAIN", "LOGIN")   # as offered; the password only ever inside TLS (or to this machine)
-REASON_CHARS = 200
 
 
 class SmtpConfigError(Exception):
@@ -50,7 +47,7 @@ def check_smtp_url(url: str, username: str | None, password: str | None) -> tupl
         raise SmtpConfigError("the SMTP URL holds a password: remove it and set SMTP_PASSWORD in the environment instead")
     user = checked.username or (username or "").strip()
     for name, value in (("the SMTP user name", user), ("SMTP_PASSWORD", password or "")):
-        if not all(" " <= char <= "~" for char in value):  # smtplib sends both as ASCII
+        if not is_printable_ascii(value):  # smtplib sends both as ASCII
             raise SmtpConfigError(f"{name} must be printable ASCII on one line")
     if user and not password:
         raise SmtpConfigError("an SMTP user name is set but SMTP_PASSWORD is not: set it in the environment")
@@ -61,13 +58,7 @@ def check_smtp_url(url: str, username: str | None, password: str | None) -> tupl
 
 def tls_context() -> ssl.SSLContext:
     """Verifies the server's certificate and host name, with the CA bundle a corporate network sets."""
-    bundle = os.environ.get("SSL_CERT_FILE") or os.environ.get("REQUESTS_CA_BUNDLE") or None
-    return ssl.create_default_context(cafile=bundle)
-
-
-def _said(reply: bytes | str) -> str:
-    text = reply.decode("utf-8", "replace") if isinstance(reply, bytes) else str(reply)
-    return " ".join(text.split())[:REASON_CHARS]
+    return ssl.create_default_context(cafile=ca_bundle(SMTP_CA_VARIABLES))
 
 
 class SmtpRoute:
@@ -94,7 +85,7 @@ class SmtpRoute:
                 return
             self._warned_cc.add(address)
         log.warning("the SMTP server refused the --cc address %s (%d %s); the customers' emails still go",
-                    address, code, _said(reply))
+                    address, code, answer_text(reply))
 
 
 class _AttemptOverError(Exception):
@@ -149,7 +140,7 @@ class SmtpChannel:
         except smtplib.SMTPResponseException as error:  # a refusal smtplib raised itself (DATA, STARTTLS)
             self.reset()
             kind = REJECTED if 500 <= error.smtp_code < 600 else RETRY
-            return Answer(kind, f"{self.route.label} answered {error.smtp_code} {_said(error.smtp_error)}",
+            return Answer(kind, f"{self.route.label} answered {error.smtp_code} {answer_text(error.smtp_error)}",
                           str(error.smtp_code))
         except smtplib.SMTPException as error:
             self.reset()
@@ -197,7 +188,7 @@ class SmtpChannel:
                     connection.starttls(context=route.context)
                 except smtplib.SMTPResponseException as error:
                     raise _AttemptOverError(Answer(STOP, f"{route.label} refused STARTTLS ({error.smtp_code} "
-                                             f"{_said(error.smtp_error)})", str(error.smtp_code))) from None
+                                             f"{answer_text(error.smtp_error)})", str(error.smtp_code))) from None
                 self._reply(*connection.ehlo(), "EHLO")
             elif not url.is_loopback:
                 raise _AttemptOverError(Answer(STOP, f"{route.label} does not offer STARTTLS: the password and the emails would "
@@ -217,11 +208,11 @@ class SmtpChannel:
         try:
             connection.auth(mechanism, authenticate, initial_response_ok=True)
         except smtplib.SMTPAuthenticationError as error:
-            code = error.smtp_code
+            code, said = error.smtp_code, answer_text(error.smtp_error)
             if 400 <= code < 500:
-                raise _AttemptOverError(Answer(RETRY, f"{route.label} could not log in now ({code} {_said(error.smtp_error)})",
-                                   str(code))) from None
-            raise _AttemptOverError(Answer(STOP, f"{route.label} refused the SMTP login ({code} {_said(error.smtp_error)}): "
+                raise _AttemptOverError(Answer(RETRY, f"{route.label} could not log in now ({code} {said})",
+                                               str(code))) from None
+            raise _AttemptOverError(Answer(STOP, f"{route.label} refused the SMTP login ({code} {said}): "
                                      "check SMTP_USERNAME / SMTP_PASSWORD (an app password for Gmail)", str(code))) from None
 
     def _transaction(self, mail: OutgoingMail) -> Answer:
@@ -250,12 +241,12 @@ class SmtpChannel:
         code, reply = connection.data(mail.data)
         if code != 250:
             self._refused("refused the message with", code, reply)
-        return Answer(DELIVERED, f"{code} {_said(reply)}", str(code))
+        return Answer(DELIVERED, f"{code} {answer_text(reply)}", str(code))
 
     def _refused(self, what: str, code: int, reply: bytes, stop_on_5xx: bool = False) -> None:
         """A reply that is not a yes: 421 and 4xx are retried; a 5xx rejects this customer, or
         (greeting, sender) stops the run."""
-        detail = f"{self.route.label} {what} {code} {_said(reply)}"
+        detail = f"{self.route.label} {what} {code} {answer_text(reply)}"
         if 500 <= code < 600:
             raise _AttemptOverError(Answer(STOP if stop_on_5xx else REJECTED, detail, str(code)))
         raise _AttemptOverError(Answer(RETRY, detail, str(code)))
@@ -286,5 +277,5 @@ class SmtpChannel:
 
 
 def outgoing_mail(message, sender: str, recipient: str, cc: tuple[str, ...]) -> OutgoingMail:
-    international = not all(address.isascii() for address in (sender, recipient, *cc))
+    international = needs_smtputf8([sender, recipient, *cc])
     return OutgoingMail(sender, recipient, cc, message_bytes(message, international), international)

@@ -83,12 +83,6 @@ def address_key(email: str) -> str:
     return email.strip().lower()
 
 
-def printable(text: str) -> str:
-    """A report value as it may appear in output and logs: line breaks, terminal escapes and other
-    control or invisible characters shown as escapes, so one line stays one line."""
-    if text.isprintable():
-        return text
-    return "".join(char if char.isprintable() else ascii(char)[1:-1] for char in text)
 
 
 # ---------------------------------------------------------------- columns
@@ -227,7 +221,7 @@ def select_closed_tickets(rows: Iterable[Sequence[object]], since: date, now: da
 
     def skip(row_number: int, reason: str, value: object) -> None:
         skipped[reason] += 1
-        selection.skipped_rows.append((row_number, reason, printable(cell_text(value))))
+        selection.skipped_rows.append((row_number, reason, cell_text(value)))
 
     row_number, blank_rows = first_row_number - 1, 0
     for row_number, row in data_rows:
@@ -276,8 +270,20 @@ def select_closed_tickets(rows: Iterable[Sequence[object]], since: date, now: da
         tickets[ticket_id] = new_ticket((email, ticket_id, status, closed_at, has_time, first_name, full_name))
     rows_read = row_number - first_row_number + 1 - blank_rows
     selection.rows_read = rows_read
-    selection.other_statuses = Counter({status: count for status, count in other_statuses.items() if count})
+    selection.other_statuses = _merged_statuses(other_statuses)
     return selection
+
+
+def _merged_statuses(counts: Mapping[object, int]) -> Counter:
+    """The statuses that did not count as closed, trimmed and merged case-insensitively (as closed
+    statuses are compared), each under the spelling seen first."""
+    spelling: dict[str, str] = {}
+    merged: Counter = Counter()
+    for status, count in counts.items():
+        if count:
+            text = cell_text(status)
+            merged[spelling.setdefault(text.casefold(), text)] += count
+    return merged
 
 
 def _refuse_month_first(parser: DateParser, value: object, row_number: int) -> None:
@@ -287,7 +293,7 @@ def _refuse_month_first(parser: DateParser, value: object, row_number: int) -> N
         return
     form = month_first_form(parser.formats_text, value.strip())
     if form:
-        raise ReportError(f"row {row_number}: the date {printable(value.strip())!r} is month-first, so other dates "
+        raise ReportError(f"row {row_number}: the date {value.strip()!r} is month-first, so other dates "
                           f"of this report would be misread; pass --date-format \"{form}\" if the whole report "
                           "writes dates month first")
 
@@ -298,7 +304,7 @@ def _seed_layout_doubt(first: Sequence[object]) -> str:
     email_cell = cell_text(first[SEED_LAYOUT["email"]]) if len(first) > SEED_LAYOUT["email"] else ""
     if is_valid_email(email_cell):
         return ""
-    shown = ", ".join(printable(cell_text(cell)) for cell in first[:8]) + (", ..." if len(first) > 8 else "")
+    shown = ", ".join(cell_text(cell) for cell in first[:8]) + (", ..." if len(first) > 8 else "")
     return ("no header row recognised, so the columns are read as Firstname, Lastname, Email, Ticket, Status, "
             f"Date, but the first row's third cell is not an email address (first row: {shown}); "
             "if that row is a header, map its columns with --column ROLE=HEADER")

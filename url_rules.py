@@ -1,11 +1,28 @@
-"""URLs from settings (webhook, SMTP, heartbeat): parsed and checked once at start, shown only as host and port."""
+"""Destinations from settings (webhook, SMTP, heartbeat): URLs parsed and checked once at start and shown
+only as host and port, header-bound values checked, and the CA bundle that verifies them."""
 
 from __future__ import annotations
 
 import ipaddress
+import os
 import unicodedata
 from dataclasses import dataclass
 from urllib.parse import unquote, urlsplit
+
+WEB_PORTS = {"https": 443, "http": 80}
+SMTP_PORTS = {"smtp": 587, "smtps": 465}
+HTTP_CA_VARIABLES = ("REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE", "SSL_CERT_FILE")  # the order requests looks in
+SMTP_CA_VARIABLES = ("SSL_CERT_FILE", "REQUESTS_CA_BUNDLE")  # Python's ssl variable first: smtplib is not requests
+
+
+def ca_bundle(variables: tuple[str, ...] = HTTP_CA_VARIABLES) -> str | None:
+    """The CA bundle a corporate network sets, from the first of `variables` that is set."""
+    return next((os.environ[name] for name in variables if os.environ.get(name)), None)
+
+
+def is_printable_ascii(text: str) -> bool:
+    """A value that goes out in a header or an SMTP login: printable ASCII on one line."""
+    return all(" " <= char <= "~" for char in text)
 
 
 class UrlError(ValueError):

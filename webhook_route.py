@@ -6,7 +6,6 @@ import base64
 import binascii
 import hashlib
 import hmac
-import os
 import time
 from dataclasses import dataclass
 
@@ -15,15 +14,12 @@ from requests.adapters import HTTPAdapter
 from urllib3.exceptions import InvalidHeader, NewConnectionError
 from urllib3.util.retry import Retry
 
-from delivery import DELIVERED, REJECTED, RETRY, STOP, Answer
-from url_rules import CheckedUrl, UrlError, parse_url
+from delivery import DELIVERED, REJECTED, RETRY, STOP, Answer, answer_text
+from url_rules import WEB_PORTS, CheckedUrl, UrlError, ca_bundle, is_printable_ascii, parse_url
 
 RETRY_STATUSES = frozenset([408, 429, *range(500, 600)])
 MISCONFIGURED_STATUSES = frozenset([401, 403, 404, 405, 410])
 MAX_ANSWER_BYTES = 64 * 1024      # of an answer's body; the rest is never read
-REASON_CHARS = 200                # of the receiver's text quoted in a refusal
-CA_BUNDLE_VARIABLES = ("REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE", "SSL_CERT_FILE")
-WEBHOOK_PORTS = {"https": 443, "http": 80}
 
 
 class WebhookConfigError(Exception):
@@ -38,7 +34,7 @@ class WebhookMessage:
 
 def check_webhook_url(url: str, allow_http: bool) -> CheckedUrl:
     try:
-        checked = parse_url(url, "the webhook URL", WEBHOOK_PORTS)
+        checked = parse_url(url, "the webhook URL", WEB_PORTS)
     except UrlError as error:
         raise WebhookConfigError(str(error)) from None
     if checked.scheme == "http" and not allow_http and not checked.is_loopback:
@@ -49,7 +45,7 @@ def check_webhook_url(url: str, allow_http: bool) -> CheckedUrl:
 
 def check_authorization(value: str) -> None:
     """WEBHOOK_AUTHORIZATION goes out as a header: printable ASCII on one line."""
-    if not all(" " <= char <= "~" for char in value):
+    if not is_printable_ascii(value):
         raise WebhookConfigError("WEBHOOK_AUTHORIZATION must be printable ASCII on one line, e.g. Bearer abc123")
 
 
@@ -116,9 +112,9 @@ class WebhookRoute:
         # environment once for the run, not again on every request (a third of a request's cost).
         self.session.trust_env = False
         self.session.proxies = requests.utils.get_environ_proxies(url)
-        ca_bundle = next((os.environ[name] for name in CA_BUNDLE_VARIABLES if os.environ.get(name)), None)
-        if ca_bundle:
-            self.session.verify = ca_bundle
+        bundle = ca_bundle()
+        if bundle:
+            self.session.verify = bundle
         # The session sends no cookies, so nothing a webhook sets for one customer goes out with the next.
         self._request = self.session.prepare_request(requests.Request("POST", url))
 
@@ -165,8 +161,8 @@ class WebhookRoute:
         if status in RETRY_STATUSES:
             return Answer(RETRY, f"the webhook at {self.label} answered {code}", code,
                           retry_after=retry_after_seconds(headers.get("Retry-After")))
-        said = text.decode("utf-8", "replace").strip()
-        return Answer(REJECTED, code + (f": {said[:REASON_CHARS]}" if said else ""), code)
+        said = answer_text(text)
+        return Answer(REJECTED, code + (f": {said}" if said else ""), code)
 
     def _failure(self, error: Exception) -> Answer:
         """A one-line reason that never repeats the URL's path or query."""
@@ -184,6 +180,6 @@ class WebhookRoute:
 
 def _host_of(url: str) -> str:
     try:
-        return parse_url(url, "Location", WEBHOOK_PORTS).label if url else ""
+        return parse_url(url, "Location", WEB_PORTS).label if url else ""
     except UrlError:
         return ""
