@@ -11,12 +11,13 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 from urllib3.exceptions import MaxRetryError
 from urllib3.util.retry import Retry
 
 log = logging.getLogger("ticket_notifier")
+T = TypeVar("T")
 
 DELIVERED, RETRY, REJECTED, STOP = "delivered", "retry", "rejected", "stop"
 RETRY_AFTER_MAX_SECONDS = 120
@@ -93,26 +94,31 @@ class RateLimiter:
         return not stop.wait(start - now) if start > now else not stop.is_set()
 
 
+def call_within(seconds: float, work: Callable[[], T]) -> T | None:
+    """What `work()` returns, or None when it has not finished within `seconds`. It runs in a daemon
+    helper thread, left behind when too slow: a socket timeout bounds each read, not an answer
+    that trickles in a byte at a time. `work` must catch its own exceptions."""
+    results: list[T] = []
+    helper = threading.Thread(target=lambda: results.append(work()), name="attempt", daemon=True)
+    helper.start()
+    helper.join(seconds)
+    return results[0] if results else None
+
+
 def attempt_within(channel: Channel, message: object, timeout: float, label: str) -> Answer:
-    """One attempt, given up after `timeout` seconds however slowly the answer trickles in.
-    It runs in a helper thread because a socket timeout bounds each read, not the whole answer."""
-    answers: list[Answer] = []
-    done = threading.Event()
-
-    def attempt() -> None:
+    """One attempt, given up after `timeout` seconds however slowly the answer trickles in."""
+    def attempt() -> Answer:
         try:
-            answers.append(channel.attempt(message))
-        except Exception as error:  # a route's bug must not hang the worker  # noqa: BLE001
+            return channel.attempt(message)
+        except Exception as error:  # a route's bug must not hang the worker
             log.debug("attempt failed", exc_info=True)
-            answers.append(Answer(RETRY, f"sending to {label} failed ({type(error).__name__})"))
-        finally:
-            done.set()
+            return Answer(RETRY, f"sending to {label} failed ({type(error).__name__})")
 
-    threading.Thread(target=attempt, name="attempt", daemon=True).start()
-    if done.wait(timeout + 1):  # the route's own timeouts come first; this is the outer bound
-        return answers[0]
-    channel.reset()
-    return Answer(RETRY, f"{label} gave no complete answer within {timeout:g}s")
+    answer = call_within(timeout + 1, attempt)  # the route's own timeouts come first; this is the outer bound
+    if answer is None:
+        channel.reset()
+        return Answer(RETRY, f"{label} gave no complete answer within {timeout:g}s")
+    return answer
 
 
 class _Run:

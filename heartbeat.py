@@ -46,23 +46,28 @@ class Heartbeat:
     def _send(self, suffix: str, body: bytes) -> None:
         import requests  # here: a run without a heartbeat never loads it for this
 
+        from delivery import call_within
+
         session = requests.Session()
-        try:
-            for attempt in range(PING_RETRIES + 1):
-                if attempt:
-                    time.sleep(attempt)
-                try:
-                    response = session.post(self.address(suffix), data=body, timeout=self.timeout,
-                                            headers={"Content-Type": "text/plain; charset=utf-8"})
-                    response.close()
-                    if response.status_code < 500:
-                        if response.status_code >= 300:
-                            log.warning("the heartbeat at %s answered HTTP %d to the %s ping: check PING_URL",
-                                        self.url.label, response.status_code, suffix)
-                        return
-                    problem = f"HTTP {response.status_code}"
-                except requests.exceptions.RequestException as error:
-                    problem = type(error).__name__
-            log.warning("the %s ping to %s failed (%s); the run is not affected", suffix, self.url.label, problem)
-        finally:
-            session.close()
+
+        def post() -> int | str:
+            """The monitor's status code, or what went wrong."""
+            try:
+                response = session.post(self.address(suffix), data=body, timeout=self.timeout,
+                                        headers={"Content-Type": "text/plain; charset=utf-8"})
+                response.close()
+                return response.status_code
+            except requests.exceptions.RequestException as error:
+                return type(error).__name__
+
+        for attempt in range(PING_RETRIES + 1):
+            if attempt:
+                time.sleep(attempt)
+            status = call_within(self.timeout + 1, post)  # a monitor that trickles its answer cannot hold the run
+            if isinstance(status, int) and status < 500:
+                if status >= 300:
+                    log.warning("the heartbeat at %s answered HTTP %d to the %s ping: check PING_URL",
+                                self.url.label, status, suffix)
+                return
+            problem = (f"HTTP {status}" if isinstance(status, int) else status) or f"no answer within {self.timeout:g}s"
+        log.warning("the %s ping to %s failed (%s); the run is not affected", suffix, self.url.label, problem)

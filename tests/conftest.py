@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import socket
 import subprocess
 import sys
 import threading
@@ -122,6 +123,51 @@ def webhook():
     server = WebhookServer()
     yield server
     server.close()
+
+
+class RawServer:
+    """A socket server on 127.0.0.1 that answers each connection with `answer(connection, server)`, for
+    trickles and floods; after reading an HTTP request, or at once (read_request=False) for a protocol
+    whose server speaks first, such as SMTP."""
+
+    def __init__(self, answer, read_request: bool = True) -> None:
+        self.answer, self.read_request = answer, read_request
+        self.requests = 0
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(16)
+        self.stopped = threading.Event()
+        threading.Thread(target=self.serve, daemon=True).start()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.sock.getsockname()[1]}/hook"
+
+    def serve(self) -> None:
+        while not self.stopped.is_set():
+            try:
+                connection, _ = self.sock.accept()
+            except OSError:
+                return
+            threading.Thread(target=self.handle, args=(connection,), daemon=True).start()
+
+    def handle(self, connection) -> None:
+        try:
+            connection.settimeout(5)
+            if self.read_request:
+                data = b""
+                while b"\r\n\r\n" not in data:
+                    data += connection.recv(65536)
+            self.requests += 1
+            self.answer(connection, self)
+        except OSError:
+            pass
+        finally:
+            connection.close()
+
+    def close(self) -> None:
+        self.stopped.set()
+        self.sock.close()
 
 
 def clean_env(**extra: str) -> dict[str, str]:

@@ -220,3 +220,15 @@ def test_run_util_sh_errors_reach_the_log(tmp_path):
                             text=True, stdin=subprocess.DEVNULL, timeout=60)
     assert result.returncode == 2
     assert "run_settings.env not found" in (folder / "logs" / "run_util.log").read_text(encoding="utf-8")
+
+
+@pytest.mark.skipif(shutil.which("bash") is None, reason="run_util.sh needs bash")
+def test_run_util_sh_refuses_extra_args_with_a_quote_that_does_not_close(tmp_path):
+    folder = tmp_path / "app"
+    folder.mkdir()
+    shutil.copy(ROOT / "run_util.sh", folder / "run_util.sh")
+    (folder / "run_settings.env").write_text('REPORT_FILE=r.csv\nEXTRA_ARGS=--subject "Your ticket\n', encoding="utf-8")
+    result = subprocess.run(["bash", str(folder / "run_util.sh")], cwd=tmp_path, env=clean_env(PYTHON=sys.executable),
+                            capture_output=True, text=True, stdin=subprocess.DEVNULL, timeout=60)
+    assert result.returncode == 2
+    assert "a quote that does not close" in (folder / "logs" / "run_util.log").read_text(encoding="utf-8")

@@ -7,7 +7,7 @@ from datetime import date, timedelta
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
-from conftest import Reply, WebhookServer, clean_env, free_port, run_cli, write_csv, write_state
+from conftest import RawServer, Reply, WebhookServer, clean_env, free_port, run_cli, write_csv, write_state
 
 TODAY = date.today()
 RECENT = (TODAY - timedelta(days=3)).strftime("%d/%m/%Y")
@@ -148,3 +148,21 @@ def test_check_reads_the_sheets_title_but_no_values(tmp_path, webhook):
     assert result.returncode == 0, result.stdout + result.stderr
     assert "Google Sheet 'Weekly export' can be read" in result.stdout
     assert paths and all("/values/" not in path for path in paths)
+
+
+def test_a_monitor_that_trickles_its_answer_cannot_hold_the_run():
+    from heartbeat import Heartbeat
+
+    def trickle(connection, server):
+        connection.sendall(b"HTTP/1.1 200 OK\r\nX-Slow: ")
+        while not server.stopped.is_set():
+            connection.sendall(b"y")
+            time.sleep(0.1)
+
+    server = RawServer(trickle)
+    started = time.monotonic()
+    try:
+        Heartbeat(server.url, timeout=1).finish(0, "summary")
+    finally:
+        server.close()
+    assert server.requests == 3 and time.monotonic() - started < 15

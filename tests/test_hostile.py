@@ -3,15 +3,13 @@
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
-import threading
 import time
 from datetime import date, timedelta
 
 import pytest
-from conftest import ROOT, Reply, clean_env, read_state, run_cli, write_csv, write_state
+from conftest import ROOT, RawServer, Reply, clean_env, read_state, run_cli, write_csv, write_state
 
 from ticket_core import SelectOptions, customer_key, group_by_customer, select_closed_tickets
 
@@ -138,13 +136,13 @@ def test_an_unusable_webhook_url_is_a_usage_error_that_never_echoes_it(tmp_path,
 
 def test_the_log_never_shows_the_webhook_path_query_or_password(tmp_path, webhook):
     report = write_csv(tmp_path / "r.csv", ROWS[:2])
-    url = webhook.url.replace("http://", "http://USER:PASSWORD@") + "/SECRETPATH?token=QQQQ"
+    url = webhook.url.replace("http://", "http://USER:PASSWORD@") + "/SECRETPATH?token=QQQQ#FRAGMENT"
     webhook.respond = lambda received, index: Reply(500)
     log_file = tmp_path / "run.log"
     result = live(report, tmp_path / "s.json", url, "--retries", "0", "-v", "--log-file", str(log_file))
     assert result.returncode == 1
     shown = result.stdout + result.stderr + log_file.read_text()
-    for secret in ("USER", "PASSWORD", "SECRETPATH", "QQQQ", "hooks/notify"):
+    for secret in ("USER", "PASSWORD", "SECRETPATH", "QQQQ", "FRAGMENT", "hooks/notify"):
         assert secret not in shown
 
 
@@ -165,48 +163,6 @@ def test_an_unreadable_retry_after_counts_as_absent(tmp_path, webhook, retry_aft
     result = live(report, tmp_path / "s.json", webhook.url, "--retries", "1")
     assert result.returncode == 0, result.stderr
     assert len(webhook.requests) == 2 and "unexpected" not in result.stderr
-
-
-class RawServer:
-    """A socket server that answers every request with `answer(connection)`: for trickles and floods."""
-
-    def __init__(self, answer) -> None:
-        self.answer = answer
-        self.requests = 0
-        self.sock = socket.socket()
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.listen(16)
-        self.stopped = threading.Event()
-        threading.Thread(target=self.serve, daemon=True).start()
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.sock.getsockname()[1]}/hook"
-
-    def serve(self) -> None:
-        while not self.stopped.is_set():
-            try:
-                connection, _ = self.sock.accept()
-            except OSError:
-                return
-            threading.Thread(target=self.handle, args=(connection,), daemon=True).start()
-
-    def handle(self, connection) -> None:
-        try:
-            connection.settimeout(5)
-            data = b""
-            while b"\r\n\r\n" not in data:
-                data += connection.recv(65536)
-            self.requests += 1
-            self.answer(connection, self)
-        except OSError:
-            pass
-        finally:
-            connection.close()
-
-    def close(self) -> None:
-        self.stopped.set()
-        self.sock.close()
 
 
 def trickle(connection, server) -> None:
@@ -277,6 +233,16 @@ def test_after_a_401_a_worker_waiting_to_retry_never_sends_again(tmp_path, webho
     time.sleep(3.5 - (time.monotonic() - started) if time.monotonic() - started < 3.5 else 0)
     assert [r.json["email_address"] for r in webhook.requests].count("c0@example.com") == 1
     assert time.monotonic() - started < 10
+
+
+def test_after_a_401_a_worker_waiting_for_its_rate_limit_turn_never_sends(tmp_path, webhook):
+    report = write_csv(tmp_path / "r.csv", ROWS[:3])
+    webhook.respond = lambda received, index: Reply(401)
+    started = time.monotonic()
+    result = live(report, tmp_path / "s.json", webhook.url, "--workers", "3", "--max-per-minute", "6")  # 10 s apart
+    assert result.returncode == 2 and len(webhook.requests) == 1
+    assert time.monotonic() - started < 8
+    assert "Customers not attempted  2" in result.stdout
 
 
 @pytest.mark.skipif(sys.platform == "win32", reason="SIGINT to a child is POSIX here")

@@ -48,8 +48,8 @@ def test_a_range_not_of_the_form_sheet_a1_is_read_whole(range_):
 class PagedSheet:
     """A local Sheets API: spreadsheets.get with the grid, values.get for any A1 range of `rows`."""
 
-    def __init__(self, rows, fail_page=None, blank_page=None) -> None:
-        self.rows, self.fail_page, self.blank_page = rows, fail_page, blank_page
+    def __init__(self, rows, fail_page=None, blank_page=None, refused_page=None) -> None:
+        self.rows, self.fail_page, self.blank_page, self.refused_page = rows, fail_page, blank_page, refused_page
         self.ranges: list[str] = []
         self.server = WebhookServer()
         self.server.respond = self.respond
@@ -64,6 +64,9 @@ class PagedSheet:
         self.ranges.append(range_)
         first_row, _, last_row, _ = a1_bounds(split_a1_range(range_)[1])
         page = (first_row - 1) // (PAGE_CELLS // 6) + 1
+        if page == self.refused_page:
+            return Reply(400, {"Content-Type": "application/json"},
+                         body=b'{"error": {"code": 400, "message": "Unable to parse range", "status": "INVALID_ARGUMENT"}}')
         if page == self.fail_page and self.ranges.count(range_) == 1:
             return Reply(429, {"Content-Type": "application/json"},
                          body=b'{"error": {"code": 429, "message": "Quota exceeded", "status": "RESOURCE_EXHAUSTED"}}')
@@ -123,3 +126,15 @@ def test_a_blank_page_in_the_middle_keeps_the_row_numbers_of_the_pages_after_it(
     assert result.returncode == 0, result.stderr
     assert "Rows read                58334" in result.stdout      # the 41,666 rows of page 2 are blank
     assert "row 90001 skipped: unparseable date ('32/13/2026')" in result.stderr
+
+
+def test_a_page_that_fails_for_good_stops_the_run_before_anything_is_sent(tmp_path, webhook):
+    sheet = PagedSheet(big_sheet(), refused_page=3)
+    try:
+        result = run_cli("-sheetid", SHEET_ID, "-range", "Sheet1!A1:F", "--since", "01/11/2026", "-testmode", "no",
+                         "-webhook_url", webhook.url, "--state-file", str(tmp_path / "s.json"),
+                         env=clean_env(SHEETS_API_ENDPOINT=sheet.server.root, GOOGLE_API_KEY="k"), timeout=180)
+    finally:
+        sheet.server.close()
+    assert result.returncode == 2 and "Google Sheets rejected the range" in result.stderr
+    assert webhook.requests == [] and not (tmp_path / "s.json").exists()

@@ -14,7 +14,7 @@ from datetime import date, timedelta
 import pytest
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult
-from conftest import ROOT, clean_env, free_port, make_certificates, read_state, run_cli, write_csv, write_state
+from conftest import ROOT, RawServer, clean_env, free_port, make_certificates, read_state, run_cli, write_csv, write_state
 
 TODAY = date.today()
 RECENT = (TODAY - timedelta(days=3)).strftime("%d/%m/%Y")
@@ -372,3 +372,30 @@ def test_check_logs_in_to_the_smtp_server_and_sends_nothing(tmp_path, smtp_serve
     wrong = run_cli(*args, env=smtp_env(certificates, SMTP_USERNAME=USER, SMTP_PASSWORD="wrong-password"))
     assert wrong.returncode == 2 and "refused the SMTP login (535" in wrong.stdout
     assert "wrong-password" not in wrong.stdout + wrong.stderr and recorder.messages == []
+
+
+def test_a_greeting_that_trickles_in_is_cut_at_the_timeout(tmp_path):
+    def trickle(connection, server):
+        while not server.stopped.is_set():
+            connection.sendall(b"2")
+            time.sleep(0.1)
+
+    server = RawServer(trickle, read_request=False)
+    port = server.sock.getsockname()[1]
+    started = time.monotonic()
+    try:
+        result = run_smtp(tmp_path, f"smtp://127.0.0.1:{port}", "--timeout", "1", "--retries", "0", "--workers", "1",
+                          env=clean_env(), rows=ROWS[3:])
+    finally:
+        server.close()
+    assert result.returncode == 1 and "gave no complete answer within 1s" in result.stderr
+    assert time.monotonic() - started < 20
+
+
+def test_a_connection_the_server_dropped_while_idle_is_reopened_within_the_same_attempt(tmp_path, smtp_server,
+                                                                                       certificates):
+    recorder, port = smtp_server("starttls", timeout=0.5)          # the server drops a connection idle for 0.5 s
+    result = run_smtp(tmp_path, f"smtp://localhost:{port}", "--retries", "0", "--workers", "1",
+                      "--max-per-minute", "60", env=smtp_env(certificates, SMTP_USERNAME=USER))   # 1 s apart
+    assert result.returncode == 0, result.stderr
+    assert len(recorder.messages) == 3 and len(recorder.sessions) == 3
