@@ -152,7 +152,7 @@ def parse_args(argv: list[str] | None, script_dir: Path, version: str) -> argpar
     if not args.closed_statuses:
         raise UsageError("--closed-status needs at least one status")
     args.date_formats = tuple(args.date_format or DEFAULT_DATE_FORMATS)
-    if not all("%" in fmt for fmt in args.date_formats):
+    if not all("%" in fmt for fmt in args.date_format or ()):
         raise UsageError("--date-format takes a strptime format such as %d/%m/%Y")
     args.columns = parse_columns(args.column)
     if args.subject is not None and not args.subject.isprintable():

@@ -187,8 +187,9 @@ def deliver_all(route: Route, customers: Sequence[object], policy: DeliveryPolic
     A worker builds a customer's message just before sending it (a large run holds only the
     messages in flight). `on_delivered` and `on_rejected` save the state and run in the worker
     before it takes its next customer (`on_withdrawn` takes back the refusals of an opening that
-    showed the destination misconfigured); when one raises, or the destination shows itself
+    showed the destination misconfigured, and must not raise); when one raises, or the destination shows itself
     misconfigured or unreachable, no new attempt starts, not even a retry that was waiting.
+    A refusal that cannot be recorded leaves its customer pending.
     """
     run = _Run(route, customers, policy)
 
@@ -216,9 +217,7 @@ def deliver_all(route: Route, customers: Sequence[object], policy: DeliveryPolic
             with run.lock:
                 run.results.delivered.append(customer)
         elif answer.kind == REJECTED:
-            record(on_rejected, customer, answer.detail)
-            with run.lock:
-                run.results.rejected.append((customer, answer.detail))
+            reject(customer, answer)
 
     def opening_refusal(customer: object, answer: Answer) -> bool:
         """While every answer so far refused alike, a refusal is recorded at once (under the lock, so
@@ -228,26 +227,36 @@ def deliver_all(route: Route, customers: Sequence[object], policy: DeliveryPolic
         if answer.kind != REJECTED or any(held.code != answer.code for _, held in run.opening):
             run.opening = None
             return False
-        record(on_rejected, customer, answer.detail)
         run.opening.append((customer, answer))
         if len(run.opening) < SAME_REFUSAL_OPENING:
-            run.results.rejected.append((customer, answer.detail))
+            reject(customer, answer)
             return True
         held = [held_customer for held_customer, _ in run.opening]
-        record(on_withdrawn, held)
         run.results.rejected = [(c, reason) for c, reason in run.results.rejected if not any(c is h for h in held)]
+        run.results.failed = [(c, reason) for c, reason in run.results.failed if not any(c is h for h in held)]
         run.results.failed += [(held_customer, refusal.detail) for held_customer, refusal in run.opening]
+        on_withdrawn(held)
         run.refused_alike = answer.code
         run._stop_locked(f"{route.label} refused the first {SAME_REFUSAL_OPENING} customers alike ({answer.detail}): "
                          "check the destination's settings; they stay pending", 2)
         run.opening = None
         return True
 
-    def record(callback: Callable, *arguments: object) -> None:
+    def reject(customer: object, answer: Answer) -> None:
+        if record(on_rejected, customer, answer.detail):
+            with run.lock:
+                run.results.rejected.append((customer, answer.detail))
+        else:
+            with run.lock:
+                run.results.failed.append((customer, f"{answer.detail} (the refusal could not be recorded)"))
+
+    def record(callback: Callable, *arguments: object) -> bool:
         try:
             callback(*arguments)
         except Exception as error:  # the state could not be saved: stop sending
             run.stop_sending(str(error), 2)
+            return False
+        return True
 
     def work() -> None:
         channel = route.open_channel()

@@ -15,7 +15,7 @@ import threading
 from collections import Counter
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import date, datetime
 from pathlib import Path
 
@@ -33,8 +33,14 @@ from ticket_core import (
     drop_rejected,
     finish_state,
     group_by_customer,
+    held_back_count,
+    held_from,
+    merged_recalls,
+    next_held,
     next_last_run_date,
-    rejected_ticket_ids,
+    recalls_of_held,
+    recalls_of_rejected,
+    refuse_unreadable_column,
     select_closed_tickets,
     split_by_weekly_guard,
 )
@@ -55,6 +61,8 @@ class RunReport:
     new_tickets: int = 0
     already_notified: int = 0
     held_rejected: int = 0
+    held_back: int = 0       # tickets held by earlier runs whose rows are usable now
+    held_waiting: int = 0    # held tickets whose rows still need fixing
     skipped: dict = field(default_factory=dict)
     other_statuses: Counter = field(default_factory=Counter)
     notified: list[Customer] = field(default_factory=list)
@@ -176,23 +184,26 @@ def run(args) -> RunReport:
             prepare_state_folder(args.state_file)
         state = starting_state(args, today)
         start = state.last_run_date
-        retry_ids = rejected_ticket_ids(state.rejected) if args.retry_rejected else frozenset()
+        recall = merged_recalls(recalls_of_held(state.held),
+                                recalls_of_rejected(state.rejected) if args.retry_rejected else {})
         with garbage_collector_paused():
             rows, sheet_names = read_rows(args)
             selection = select_from_report(rows, sheet_names, start, now, SelectOptions(
                 closed_statuses=args.closed_statuses, date_formats=args.date_formats, columns=args.columns,
-                any_date_ids=retry_ids))
+                recall=recall, first_row_number=first_row_number(args)))
             customers = group_by_customer(selection.by_email)
         for warning in selection.warnings:
             log.warning("%s", warning)
-        for row_number, reason, value in selection.skipped_rows:
-            log.info("row %d skipped: %s (%r)", row_number, reason, value)
+        log_skipped_rows(selection.skipped_rows)
+        held = next_held(state.held, held_from(selection.skipped_rows),
+                         (ticket.ticket_id for customer in customers for ticket in customer.tickets), today)
         owed, already = drop_already_notified(customers, state.notified)
-        owed, held = (owed, 0) if args.retry_rejected else drop_rejected(owed, state.rejected)
+        owed, held_rejected = (owed, 0) if args.retry_rejected else drop_rejected(owed, state.rejected)
         to_send, deferred = split_by_weekly_guard(owed, state.last_emailed, today, args.min_days_between_emails)
-        report = RunReport(rows_read=selection.rows_read, new_tickets=selection.ticket_count - already - held,
-                           already_notified=already, held_rejected=held, skipped=dict(selection.skipped),
+        report = RunReport(rows_read=selection.rows_read, new_tickets=selection.ticket_count - already - held_rejected,
+                           already_notified=already, held_rejected=held_rejected, skipped=dict(selection.skipped),
                            other_statuses=selection.other_statuses, deferred=deferred,
+                           held_back=held_back_count(owed, state.held), held_waiting=len(held),
                            old_last_run_date=start, test_mode=args.test_mode,
                            first_run=not args.since and not args.state_file.exists())
         for customer in deferred:
@@ -204,7 +215,8 @@ def run(args) -> RunReport:
                 report.previews, report.preview_dir = write_previews(args, to_send), args.preview_dir
             report.new_last_run_date = next_last_run_date(start, customers, deferred)
             return report
-        state = send_all(args, to_send, state, today, report)
+        state = send_all(args, to_send, replace(state, held=held), today, report)
+        report.held_waiting = len(state.held)
         pending = deferred + [customer for customer, _ in report.failed] + report.not_attempted
         report.new_last_run_date = next_last_run_date(start, customers, pending)
         save_state(args.state_file, finish_state(state, report.new_last_run_date, today,
@@ -227,7 +239,32 @@ def starting_state(args, today: date) -> RunState:
                               "DD/MM/YYYY, the first day whose closed tickets should be emailed (nothing was sent)")
         log.info("no state file at %s yet: test mode looks 18 months back", args.state_file)
         return RunState(months_before(today, 18))
-    return RunState(args.since or stored.last_run_date, stored.notified, stored.last_emailed, stored.rejected)
+    return replace(stored, last_run_date=args.since or stored.last_run_date)
+
+
+SKIPPED_ROWS_SHOWN = 20
+
+
+def log_skipped_rows(skipped_rows: list) -> None:
+    """Every closed row the run could not use, named for a person to fix (the first 20, then a count)."""
+    for row in skipped_rows[:SKIPPED_ROWS_SHOWN]:
+        ticket = f", ticket {row.ticket_id}" if row.ticket_id else ""
+        log.warning("row %d skipped: %s (%r)%s", row.row_number, row.reason, row.value, ticket)
+    if len(skipped_rows) > SKIPPED_ROWS_SHOWN:
+        log.warning("and %d more closed rows skipped (the summary counts them by reason)",
+                    len(skipped_rows) - SKIPPED_ROWS_SHOWN)
+
+
+def first_row_number(args) -> int:
+    """The spreadsheet's number of the first row read: 2 for -range Sheet1!A2:F (a CSV file: 1)."""
+    if args.report and args.report.suffix.lower() not in (".xlsx", ".xlsm") or not args.range:
+        return 1
+    from a1_range import a1_bounds, split_a1_range
+    try:
+        first_row = a1_bounds(split_a1_range(args.range)[1])[0]
+    except ValueError:  # a named range, or a sheet name that looks like cells: Google's own numbering
+        return 1
+    return first_row or 1
 
 
 @contextmanager
@@ -269,6 +306,7 @@ def select_from_report(rows: Iterable, sheet_names: list[str] | None, start: dat
             if sheet_names else "")
     try:
         selection = select_closed_tickets(rows, start, now, options)
+        refuse_unreadable_column(selection)
     except ReportError as error:
         raise ReportError(f"{error}{hint}") from None
     if sheet_names and (selection.layout_doubt or not (selection.rows_read or selection.has_header)):
@@ -348,7 +386,10 @@ def send_all(args, customers: list[Customer], state: RunState, today: date, repo
                     customer.email, ", ".join(customer.ticket_ids), reason)
 
     def withdrawn(customers: list[Customer]) -> None:
-        writer.withdraw_rejections(customers)
+        try:
+            writer.withdraw_rejections(customers)
+        except StateError as error:  # the state is withdrawn all the same: it and the summary agree
+            log.error("%s", error)
         log.info("refusals of %s withdrawn: the destination refused everyone alike; they stay pending",
                  ", ".join(customer.email for customer in customers))
 

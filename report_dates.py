@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Sequence
-from datetime import date, datetime, timedelta
+from datetime import date, datetime, timedelta, timezone
 from operator import itemgetter
 from typing import NamedTuple
 
+# Pseudo-format for ISO 8601 moments: T or space, an optional fraction, an optional Z or offset.
+ISO_8601 = "ISO 8601"
 DEFAULT_DATE_FORMATS = (
     "%d/%m/%Y", "%d/%m/%Y %H:%M", "%d/%m/%Y %H:%M:%S",
-    "%Y-%m-%d", "%Y-%m-%d %H:%M", "%Y-%m-%d %H:%M:%S", "%Y-%m-%dT%H:%M", "%Y-%m-%dT%H:%M:%S",
+    "%d.%m.%Y", "%d.%m.%Y %H:%M", "%d.%m.%Y %H:%M:%S",
+    "%Y-%m-%d", ISO_8601,
     "%d-%b-%Y",
 )
 TIME_DIRECTIVES = ("%H", "%I", "%M", "%S", "%X", "%c", "%T", "%R")
@@ -21,7 +24,35 @@ EARLIEST_DAY = date(1970, 1, 1)
 
 
 def has_time_directive(fmt: str) -> bool:
-    return any(directive in fmt for directive in TIME_DIRECTIVES)
+    return fmt == ISO_8601 or any(directive in fmt for directive in TIME_DIRECTIVES)
+
+
+_ISO_MOMENT = re.compile(r"(\d{4})-(\d\d)-(\d\d)[T ](\d\d):(\d\d)(?::(\d\d)(?:[.,](\d+))?)?"
+                         r"\s*(Z|[+-]\d\d(?::?\d\d)?)?", re.IGNORECASE)
+
+
+def parse_iso_moment(text: str) -> datetime | None:
+    """An ISO 8601 moment ('2026-11-21T14:09:00.123+01:00'), as local time of this machine when it
+    carries a zone; None when `text` is not one."""
+    found = _ISO_MOMENT.fullmatch(text)
+    if found is None:
+        return None
+    year, month, day, hour, minute, second, fraction, zone = found.groups()
+    microsecond = int((fraction or "0")[:6].ljust(6, "0"))
+    moment = datetime(int(year), int(month), int(day), int(hour), int(minute), int(second or 0), microsecond)
+    if zone is None:
+        return moment
+    if zone.upper() == "Z":
+        offset = timedelta(0)
+    else:
+        digits = zone[1:].replace(":", "")
+        offset = timedelta(hours=int(digits[:2]), minutes=int(digits[2:] or 0)) * (-1 if zone[0] == "-" else 1)
+    return local_time(moment.replace(tzinfo=timezone(offset)))
+
+
+def local_time(moment: datetime) -> datetime:
+    """A moment with a zone as the local time of the machine that runs the job (no zone left)."""
+    return moment.astimezone().replace(tzinfo=None) if moment.tzinfo is not None else moment
 
 
 # The regular expressions datetime.strptime builds for these directives (CPython's _strptime).
@@ -73,12 +104,13 @@ class DateParser:
 
     def __init__(self, formats: Sequence[str] = DEFAULT_DATE_FORMATS) -> None:
         self.formats_text = tuple(formats)
-        self.formats = tuple((fmt, has_time_directive(fmt), _strptime_regex(fmt)) for fmt in formats)
+        self.formats = tuple((fmt, has_time_directive(fmt), None if fmt == ISO_8601 else _strptime_regex(fmt))
+                             for fmt in formats)
 
     def parse(self, value: object) -> tuple[datetime, bool] | None:
         """(moment, has_time) or None when the cell is not a date in an accepted form."""
         if isinstance(value, datetime):
-            return value.replace(tzinfo=None), value.time() != datetime.min.time()
+            return local_time(value), value.time() != datetime.min.time()
         if isinstance(value, date):
             return datetime(value.year, value.month, value.day), False
         if isinstance(value, (int, float)) and not isinstance(value, bool):
@@ -88,8 +120,13 @@ class DateParser:
     def _parse_text(self, text: str) -> tuple[datetime, bool] | None:
         for fmt, has_time, numeric in self.formats:
             try:
+                if fmt == ISO_8601:
+                    moment = parse_iso_moment(text)
+                    if moment is not None:
+                        return moment, True
+                    continue
                 if numeric is None:
-                    return datetime.strptime(text, fmt), has_time
+                    return local_time(datetime.strptime(text, fmt)), has_time  # %z: a zone, made local
                 found = numeric.regex.match(text)  # as strptime: from the start, then nothing left over
                 if found is not None and found.end() == len(text):
                     return datetime(*numeric.arguments((*map(int, found.groups()), *_STRPTIME_DEFAULTS))), has_time
@@ -128,19 +165,55 @@ def check_day_range(day: date, today: date, what: str) -> date:
     return day
 
 
-def month_first_form(formats: Sequence[str], text: str) -> str:
-    """The first of `formats` that reads `text` once its day and month are swapped ('' if none):
-    the sign of a month-first report."""
+def _with_clock_variants(formats: Sequence[str]) -> list[str]:
+    """`formats`, each with a 24-hour time also as a 12-hour one with AM/PM (' %p' and '%p')."""
+    variants = []
     for fmt in formats:
-        if "%d" not in fmt or "%m" not in fmt:
-            continue
-        swapped = fmt.replace("%d", "\0").replace("%m", "%d").replace("\0", "%m")
-        try:
-            datetime.strptime(text, swapped)
-        except ValueError:
-            continue
-        return swapped
+        variants.append(fmt)
+        if "%H" in fmt:
+            variants += [fmt.replace("%H", "%I") + " %p", fmt.replace("%H", "%I") + "%p"]
+    return variants
+
+
+def _swapped(fmt: str) -> str:
+    return fmt.replace("%d", "\0").replace("%m", "%d").replace("\0", "%m")
+
+
+def _reads(fmt: str, text: str) -> bool:
+    try:
+        datetime.strptime(text, fmt)
+    except ValueError:
+        return False
+    return True
+
+
+def month_first_form(formats: Sequence[str], text: str) -> str:
+    """The whole format that reads `text` once its day and month are swapped ('' if none): the sign
+    of a month-first report. The formats in use are tried, and each with a 12-hour clock (AM/PM);
+    a text that also reads day-first in such a form is ambiguous, not a sign."""
+    for fmt in _with_clock_variants([fmt for fmt in formats if "%d" in fmt and "%m" in fmt]):
+        if _reads(fmt, text):
+            return ""
+        if _reads(_swapped(fmt), text):
+            return _swapped(fmt)
     return ""
+
+
+# Forms a report's dates are often in, besides the defaults: offered as the fix for a date column
+# the run cannot read. Day-first and month-first forms are both named when both read a value.
+_COMMON_FORMS = (*_with_clock_variants([fmt for fmt in DEFAULT_DATE_FORMATS if "%d" in fmt and "%m" in fmt]),
+                 "%Y/%m/%d", "%Y/%m/%d %H:%M", "%Y/%m/%d %H:%M:%S", "%d %b %Y", "%d %B %Y", "%b %d, %Y", "%B %d, %Y",
+                 "%d/%m/%y", "%Y%m%d")
+
+
+def forms_that_read(text: str) -> list[str]:
+    """The common date forms that read `text`: with a month-first twin when both read it (01/02/2026)."""
+    found = []
+    for fmt in _COMMON_FORMS:
+        for form in (fmt, _swapped(fmt)):
+            if form not in found and _reads(form, text):
+                found.append(form)
+    return found
 
 
 def iso_moment(moment: datetime, has_time: bool) -> str:

@@ -143,6 +143,9 @@ def format_summary(report) -> str:
     if report.not_attempted:
         rows.append(("Customers not attempted", f"{len(report.not_attempted)} (run stopped; pending)"))
     rows.append(("Rows skipped", f"{skipped_total}" + (f" ({reasons})" if reasons else "")))
+    if report.held_back or report.held_waiting:
+        rows.append(("Held from earlier runs", f"{report.held_back} usable now, {report.held_waiting} held until their rows "
+                                               "are fixed (address or date; kept 90 days)"))
     if report.other_statuses:
         rows.append(("Not counted as closed", format_status_counts(report.other_statuses)))
     if report.previews is not None:

@@ -15,7 +15,7 @@ from datetime import date, datetime
 from pathlib import Path
 
 from report_dates import check_day_range, format_day, parse_day
-from ticket_core import Customer, RunState, delivery_entries, rejection_entry, without_delivered
+from ticket_core import Customer, RunState, delivery_entries, held_settled_by, rejection_entry, without_delivered
 
 
 class StateError(Exception):
@@ -48,7 +48,8 @@ def state_from_json(text: str, source: str = "state file", today: date | None = 
     notified = check.nested("notified", data.get("notified", {}), lambda where, tickets: check.days(where, tickets, moment=True))
     last_emailed = check.days("last_emailed", data.get("last_emailed", {}), moment=False)
     rejected = check.nested("rejected", data.get("rejected", {}), check.rejected_entry)
-    return RunState(last_run_date, notified, last_emailed, rejected)
+    held = check.nested("held", data.get("held", {}), check.held_entry)
+    return RunState(last_run_date, notified, last_emailed, rejected, held)
 
 
 class _Checker:
@@ -93,11 +94,21 @@ class _Checker:
         self.days(f"{where}.tickets", entry.get("tickets"), moment=True)
         return entry
 
+    def held_entry(self, where: str, entry: object) -> dict:
+        entry = self.mapping(where, entry)
+        self.day(f"{where}.day", entry.get("day"), moment=False)
+        for name in ("reason", "customer", "closed"):
+            if not isinstance(entry.get(name), str):
+                raise self.fail(f"{where}.{name}", "is not text")
+        if entry["closed"]:
+            self.day(f"{where}.closed", entry["closed"], moment=True)
+        return entry
+
 
 def state_to_json(state: RunState) -> str:
     """The state file's text: one top-level key per line, last_run_date first."""
     return _state_text(state.last_run_date, map(_entry_text, state.notified.items()),
-                       map(_entry_text, state.last_emailed.items()), state.rejected)
+                       map(_entry_text, state.last_emailed.items()), state.rejected, state.held)
 
 
 def _entry_text(item: tuple[str, object]) -> str:
@@ -105,11 +116,13 @@ def _entry_text(item: tuple[str, object]) -> str:
     return f"{json.dumps(key)}: {json.dumps(value, ensure_ascii=False)}"
 
 
-def _state_text(last_run_date: date, notified: Iterable[str], last_emailed: Iterable[str], rejected: dict) -> str:
+def _state_text(last_run_date: date, notified: Iterable[str], last_emailed: Iterable[str], rejected: dict,
+                held: dict) -> str:
     return (f'{{\n  "last_run_date": {json.dumps(format_day(last_run_date))},\n'
             f'  "notified": {{{", ".join(notified)}}},\n'
             f'  "last_emailed": {{{", ".join(last_emailed)}}},\n'
-            f'  "rejected": {json.dumps(rejected, ensure_ascii=False)}\n}}\n')
+            f'  "rejected": {json.dumps(rejected, ensure_ascii=False)},\n'
+            f'  "held": {json.dumps(held, ensure_ascii=False)}\n}}\n')
 
 
 def load_state(path: Path, today: date | None = None) -> RunState | None:
@@ -226,6 +239,33 @@ def append_rejected_csv(path: Path, line: list[str]) -> None:
         raise StateError(f"cannot write {path}: {_reason(error)}") from None
 
 
+def remove_rejected_csv_lines(path: Path, lines: list[list[str]]) -> None:
+    """rejected.csv without these lines (one occurrence each), replaced atomically; the rest as it was
+    (a file left with its header alone is removed)."""
+    if not lines:
+        return
+    try:
+        with path.open(encoding="utf-8-sig", newline="") as handle:
+            rows = list(csv.reader(handle))
+        for line in lines:
+            if line in rows:
+                rows.remove(line)
+        if rows in ([], [list(REJECTED_CSV_HEADER)]):  # no refusal left: as if none had been written
+            path.unlink()
+            return
+        handle_number, temp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        try:
+            with os.fdopen(handle_number, "w", encoding="utf-8-sig", newline="") as temp:
+                csv.writer(temp).writerows(rows)
+            _replace(temp_name, path)
+        except BaseException:
+            Path(temp_name).unlink(missing_ok=True)
+            raise
+    except (OSError, UnicodeDecodeError, csv.Error) as error:
+        raise StateError(f"cannot take this run's lines out of {path} ({_reason(error)}): the customers stay pending; "
+                         "delete their lines from it by hand") from None
+
+
 # ---------------------------------------------------------------- saving during delivery
 
 class StateWriter:
@@ -236,13 +276,14 @@ class StateWriter:
 
     def __init__(self, path: Path, state: RunState) -> None:
         self.path = path
-        self.state = RunState(state.last_run_date, dict(state.notified), dict(state.last_emailed), dict(state.rejected))
+        self.state = RunState(state.last_run_date, dict(state.notified), dict(state.last_emailed), dict(state.rejected),
+                              dict(state.held))
         self._notified_text = dict(zip(state.notified, map(_entry_text, state.notified.items()), strict=True))
         self._emailed_text = dict(zip(state.last_emailed, map(_entry_text, state.last_emailed.items()), strict=True))
         self._changes = 0
         self._saved_changes = 0
-        self._csv_size_before: int | None = None      # rejected.csv before this run's first line (-1: absent)
-        self._rejected_before: dict[str, dict | None] = {}
+        self._csv_lines: dict[str, list[list[str]]] = {}       # this run's lines in rejected.csv, by customer key
+        self._rejected_before: dict[str, dict | None] = {}     # each refused customer's entry before this run
         self._state_lock = threading.Lock()
         self._save_lock = threading.Lock()
 
@@ -259,34 +300,29 @@ class StateWriter:
                 remaining = without_delivered(self.state.rejected, customer)
                 if remaining is not None:
                     self.state.rejected = remaining
+            self._settle_held(customer)
             mine = self._changed()
         self._save_including(mine)
 
     def record_rejection(self, customer: Customer, today: date, reason: str) -> None:
-        """Record that `customer` was refused for good: a line in rejected.csv, then the state."""
-        csv_path = rejected_csv_path(self.path)
-        if self._csv_size_before is None:
-            self._csv_size_before = csv_path.stat().st_size if csv_path.exists() else -1
-        append_rejected_csv(csv_path, rejected_csv_line(customer, today, reason))
+        """Record that `customer` was refused for good: a line in rejected.csv, then the state.
+        Raises StateError when either cannot be written (the customer then stays pending)."""
+        line = rejected_csv_line(customer, today, reason)
+        append_rejected_csv(rejected_csv_path(self.path), line)
         with self._state_lock:
             key, entry = rejection_entry(self.state, customer, today, reason)
+            self._csv_lines.setdefault(key, []).append(line)
             self._rejected_before.setdefault(key, self.state.rejected.get(key))
             self.state.rejected = {**self.state.rejected, key: entry}
+            self._settle_held(customer)
             mine = self._changed()
         self._save_including(mine)
 
     def withdraw_rejections(self, customers: list[Customer]) -> None:
-        """Take back the refusals recorded so far in this run (the destination refused everyone
-        alike: a setting is wrong, not the customers): rejected.csv and the state as they were."""
-        csv_path = rejected_csv_path(self.path)
-        try:
-            if self._csv_size_before == -1:
-                csv_path.unlink(missing_ok=True)
-            elif self._csv_size_before is not None:
-                os.truncate(csv_path, self._csv_size_before)
-        except OSError as error:
-            raise StateError(f"cannot write {csv_path}: {_reason(error)}") from None
-        self._csv_size_before = None
+        """Take back this run's refusals of `customers` (the destination refused everyone alike: a
+        setting is wrong, not the customers). The state first, so that it and the summary agree even
+        when rejected.csv cannot be rewritten; from rejected.csv only this run's own lines go (another
+        job may share the file). Raises StateError when rejected.csv could not be rewritten."""
         with self._state_lock:
             rejected = dict(self.state.rejected)
             for customer in customers:
@@ -296,8 +332,15 @@ class StateWriter:
                 else:
                     rejected[customer.key] = earlier
             self.state.rejected = rejected
+            lines = [line for customer in customers for line in self._csv_lines.pop(customer.key, [])]
             mine = self._changed()
         self._save_including(mine)
+        remove_rejected_csv_lines(rejected_csv_path(self.path), lines)
+
+    def _settle_held(self, customer: Customer) -> None:
+        remaining = held_settled_by(self.state.held, customer) if self.state.held else None
+        if remaining is not None:
+            self.state.held = remaining
 
     def _changed(self) -> int:
         self._changes += 1
@@ -309,7 +352,7 @@ class StateWriter:
                 return
             with self._state_lock:
                 text = _state_text(self.state.last_run_date, self._notified_text.values(), self._emailed_text.values(),
-                                   self.state.rejected)
+                                   self.state.rejected, self.state.held)
                 covered = self._changes
             write_state_text(self.path, text)
             self._saved_changes = covered

@@ -14,7 +14,7 @@ from itertools import chain
 from operator import attrgetter, itemgetter
 from typing import NamedTuple
 
-from report_dates import DEFAULT_DATE_FORMATS, DateParser, iso_moment, month_first_form
+from report_dates import DEFAULT_DATE_FORMATS, DateParser, forms_that_read, iso_moment, month_first_form
 
 ROLES = ("first_name", "last_name", "name", "email", "ticket", "status", "date")
 REQUIRED_ROLES = ("email", "ticket", "status", "date")
@@ -38,6 +38,14 @@ SKIP_NO_TICKET = "no ticket id"
 SKIP_BAD_DATE = "unparseable date"
 SKIP_FUTURE_DATE = "date more than one day in the future"
 SKIP_REASONS = (SKIP_NO_EMAIL, SKIP_NO_TICKET, SKIP_BAD_DATE, SKIP_FUTURE_DATE)
+# Skipped for a reason the help desk can fix in the row: such a ticket is held for later runs.
+HOLDABLE_REASONS = (SKIP_NO_EMAIL, SKIP_BAD_DATE, SKIP_FUTURE_DATE)
+# A column nobody can read: at least this many closed rows, and more than half, skipped for its reason.
+UNREADABLE_COLUMN_ROWS = 3
+COLUMN_FIXES = {
+    SKIP_BAD_DATE: "date",
+    SKIP_NO_EMAIL: "email",
+}
 
 # One address: one '@', a dotted domain with no empty label, no spaces, separators or control characters.
 _LOCAL_CHAR = r'[^@\s\x00-\x1f\x7f,;:<>()\[\]\\"]'
@@ -138,13 +146,39 @@ class ClosedTicket(NamedTuple):
         return iso_moment(self.closed_at, self.has_time)
 
 
+class SkippedRow(NamedTuple):
+    """A closed row that could not be used, as a person finds it in the spreadsheet."""
+    row_number: int
+    reason: str
+    value: str          # the cell that made it unusable
+    ticket_id: str
+    customer_key: str   # the customer's key when the address is usable, else ''
+    closed_date: str    # ISO day or moment when the date is usable, else ''
+
+
+class Recall(NamedTuple):
+    """A ticket taken again whatever its date (held, or --retry-rejected): only the row of the same
+    customer (when known) closed no earlier than recorded (when known), never another customer's
+    ticket that happens to share the id."""
+    customer_key: str = ""
+    not_before: str = ""   # ISO day or moment
+
+
+def recall_matches(recalls: Iterable[Recall], moment: datetime, email_key: str) -> bool:
+    return any((not recall.not_before or moment >= datetime.fromisoformat(recall.not_before))
+               and (not recall.customer_key or (email_key and customer_key(email_key) == recall.customer_key))
+               for recall in recalls)
+
+
 @dataclass
 class Selection:
     """What one pass over the report found: the closed tickets by email key, then by ticket id."""
     rows_read: int = 0
     by_email: dict[str, dict[str, ClosedTicket]] = field(default_factory=dict)
     skipped: Counter = field(default_factory=Counter)
-    skipped_rows: list[tuple[int, str, str]] = field(default_factory=list)  # row number, reason, the cell's value
+    skipped_rows: list[SkippedRow] = field(default_factory=list)
+    closed_rows: int = 0  # rows whose status counts as closed, whatever their date
+    recalled: set[str] = field(default_factory=set)  # ticket ids taken from before the window (held or --retry-rejected)
     warnings: list[str] = field(default_factory=list)
     layout_doubt: str = ""  # no header found and the first row does not look like the seed's layout either
     has_header: bool = False
@@ -164,7 +198,8 @@ class SelectOptions:
     closed_statuses: tuple[str, ...] = ("Closed",)
     date_formats: tuple[str, ...] = DEFAULT_DATE_FORMATS
     columns: Mapping[str, str] = field(default_factory=dict)
-    any_date_ids: frozenset[str] = frozenset()  # tickets taken whatever their date (--retry-rejected)
+    recall: Mapping[str, tuple[Recall, ...]] = field(default_factory=dict)  # ticket id -> taken whatever its date
+    first_row_number: int = 1  # the spreadsheet's number of the first row read (-range Sheet1!A2:F: 2)
 
 
 def select_closed_tickets(rows: Iterable[Sequence[object]], since: date, now: datetime,
@@ -175,7 +210,7 @@ def select_closed_tickets(rows: Iterable[Sequence[object]], since: date, now: da
     that cannot be used are counted by reason.
     """
     selection = Selection()
-    numbered_rows = enumerate(rows, 1)  # row numbers as a spreadsheet shows them
+    numbered_rows = enumerate(rows, options.first_row_number)  # row numbers as a spreadsheet shows them
     first_number, first = next(((number, row) for number, row in numbered_rows
                                 if any(cell_text(cell) for cell in row)), (0, None))
     if first is None:
@@ -217,11 +252,22 @@ def select_closed_tickets(rows: Iterable[Sequence[object]], since: date, now: da
     email_of = _Memo(_email_and_key)
     names_of = _Memo(_person_names_reader(columns))
     skipped = selection.skipped
-    any_date_ids = options.any_date_ids
+    recall = options.recall
+    closed_rows = 0
 
-    def skip(row_number: int, reason: str, value: object) -> None:
+    def skip(row_number: int, reason: str, value: object, row: Sequence[object], closed_date: str = "") -> None:
         skipped[reason] += 1
-        selection.skipped_rows.append((row_number, reason, cell_text(value)))
+        key = email_of[row[i_email]][1]
+        selection.skipped_rows.append(SkippedRow(row_number, reason, cell_text(value), cell_text(row[i_ticket]),
+                                                 customer_key(key) if key else "", closed_date))
+
+    def recalled(row: Sequence[object], closed_at: datetime) -> bool:
+        """A row from before the window taken again: a held or rejected ticket of the same customer."""
+        ticket_id = cell_text(row[i_ticket])
+        if ticket_id not in recall or not recall_matches(recall[ticket_id], closed_at, email_of[row[i_email]][1]):
+            return False
+        selection.recalled.add(ticket_id)
+        return True
 
     row_number, blank_rows = first_row_number - 1, 0
     for row_number, row in data_rows:
@@ -238,26 +284,27 @@ def select_closed_tickets(rows: Iterable[Sequence[object]], since: date, now: da
             else:
                 other_statuses[raw_status] += 1
             continue
+        closed_rows += 1
         raw_date = row[i_date]
         parsed = date_of[raw_date] if type(raw_date) is str else parser.parse(raw_date)
         if parsed is None:
             _refuse_month_first(parser, raw_date, row_number)
-            skip(row_number, SKIP_BAD_DATE, raw_date)
+            skip(row_number, SKIP_BAD_DATE, raw_date, row)
             continue
         closed_at, has_time = parsed
-        if closed_at < since_moment and (not any_date_ids or cell_text(row[i_ticket]) not in any_date_ids):
+        if closed_at < since_moment and not (recall and recalled(row, closed_at)):
             continue
         if closed_at > latest_allowed:
-            skip(row_number, SKIP_FUTURE_DATE, raw_date)
+            skip(row_number, SKIP_FUTURE_DATE, raw_date, row)
             continue
         ticket_id = row[i_ticket]
         ticket_id = ticket_id.strip() if type(ticket_id) is str else cell_text(ticket_id)
         if not ticket_id:
-            skip(row_number, SKIP_NO_TICKET, ticket_id)
+            skip(row_number, SKIP_NO_TICKET, ticket_id, row)
             continue
         email, email_key = email_of[row[i_email]]
         if not email_key:
-            skip(row_number, SKIP_NO_EMAIL, row[i_email])
+            skip(row_number, SKIP_NO_EMAIL, row[i_email], row, iso_moment(closed_at, has_time))
             continue
         tickets = by_email.get(email_key)
         if tickets is None:
@@ -270,6 +317,7 @@ def select_closed_tickets(rows: Iterable[Sequence[object]], since: date, now: da
         tickets[ticket_id] = new_ticket((email, ticket_id, status, closed_at, has_time, first_name, full_name))
     rows_read = row_number - first_row_number + 1 - blank_rows
     selection.rows_read = rows_read
+    selection.closed_rows = closed_rows
     selection.other_statuses = _merged_statuses(other_statuses)
     return selection
 
@@ -296,6 +344,31 @@ def _refuse_month_first(parser: DateParser, value: object, row_number: int) -> N
         raise ReportError(f"row {row_number}: the date {value.strip()!r} is month-first, so other dates "
                           f"of this report would be misread; pass --date-format \"{form}\" if the whole report "
                           "writes dates month first")
+
+
+def refuse_unreadable_column(selection: Selection) -> None:
+    """A column nobody can read is a setting to fix, not a quiet week: when at least
+    UNREADABLE_COLUMN_ROWS closed rows, and more than half of them, are skipped for the same
+    reason (the date, or the address), stop before sending, naming the first row and the fix."""
+    for reason, role in COLUMN_FIXES.items():
+        count = selection.skipped[reason]
+        if count < UNREADABLE_COLUMN_ROWS or count * 2 <= selection.closed_rows:
+            continue
+        first = next(row for row in selection.skipped_rows if row.reason == reason)
+        where = (f"row {first.row_number}: {count} of the {selection.closed_rows} closed rows were skipped for "
+                 f"{reason} (the first: {first.value!r})")
+        if role == "date":
+            forms = forms_that_read(first.value)
+            if len(forms) == 1:
+                fix = f'pass --date-format "{forms[0]}"'
+            elif forms:
+                fix = "pass " + " or ".join(f'--date-format "{form}"' for form in forms) + ", whichever the report uses"
+            else:
+                fix = 'pass --date-format with the form the column uses (such as "%d/%m/%Y %H:%M")'
+            fix += ", or --column date=HEADER if the dates are in another column"
+        else:
+            fix = "if the addresses are in another column, pass --column email=HEADER; else fix the report's addresses"
+        raise ReportError(f"{where}: {fix} (nothing was sent)")
 
 
 def _seed_layout_doubt(first: Sequence[object]) -> str:
@@ -457,10 +530,6 @@ def _drop_recorded(customers: Iterable[Customer],
     return remaining, dropped
 
 
-def rejected_ticket_ids(rejected: Mapping[str, Mapping]) -> frozenset[str]:
-    return frozenset(ticket_id for entry in rejected.values() for ticket_id in entry["tickets"])
-
-
 def split_by_weekly_guard(customers: Iterable[Customer], last_emailed: Mapping[str, str], today: date,
                           min_days: int) -> tuple[list[Customer], list[Customer]]:
     """(to send, deferred): a customer emailed fewer than `min_days` calendar days ago waits."""
@@ -479,6 +548,7 @@ def split_by_weekly_guard(customers: Iterable[Customer], last_emailed: Mapping[s
 # ---------------------------------------------------------------- next state
 
 REJECTED_KEEP_DAYS = 90
+HELD_KEEP_DAYS = 90
 
 
 @dataclass
@@ -490,6 +560,50 @@ class RunState:
     notified: dict[str, dict[str, str]] = field(default_factory=dict)
     last_emailed: dict[str, str] = field(default_factory=dict)
     rejected: dict[str, dict] = field(default_factory=dict)
+    held: dict[str, dict] = field(default_factory=dict)  # ticket id -> {"day", "reason", "customer", "closed"}
+
+
+def held_from(skipped_rows: Iterable[SkippedRow]) -> dict[str, dict]:
+    """The skipped closed rows to hold for later runs: those with a ticket id, skipped for a reason
+    the help desk can fix in the row (the address, the date). What was usable is kept to recall
+    only this ticket: the customer when the address was usable, the date when the date was."""
+    return {row.ticket_id: {"reason": row.reason, "customer": row.customer_key, "closed": row.closed_date}
+            for row in skipped_rows if row.ticket_id and row.reason in HOLDABLE_REASONS}
+
+
+def recalls_of_held(held: Mapping[str, dict]) -> dict[str, tuple[Recall, ...]]:
+    return {ticket_id: (Recall(entry["customer"], entry["closed"]),) for ticket_id, entry in held.items()}
+
+
+def recalls_of_rejected(rejected: Mapping[str, Mapping]) -> dict[str, tuple[Recall, ...]]:
+    """--retry-rejected: each rejected ticket under whatever address the report now gives it, but
+    only a row closed no earlier than the one refused (never another customer's older ticket)."""
+    recalls: dict[str, tuple[Recall, ...]] = {}
+    for entry in rejected.values():
+        for ticket_id, closed in entry["tickets"].items():
+            recalls[ticket_id] = (*recalls.get(ticket_id, ()), Recall("", closed))
+    return recalls
+
+
+def merged_recalls(*maps: Mapping[str, tuple[Recall, ...]]) -> dict[str, tuple[Recall, ...]]:
+    merged: dict[str, tuple[Recall, ...]] = {}
+    for recalls in maps:
+        for ticket_id, more in recalls.items():
+            merged[ticket_id] = (*merged.get(ticket_id, ()), *more)
+    return merged
+
+
+def held_settled_by(held: Mapping[str, dict], customer: Customer) -> dict[str, dict] | None:
+    """The held entries once `customer` was emailed or refused (its tickets are recorded elsewhere
+    now); None if none of its tickets was held."""
+    settled = {ticket.ticket_id for ticket in customer.tickets if ticket.ticket_id in held and recall_matches(
+        recalls_of_held({ticket.ticket_id: held[ticket.ticket_id]})[ticket.ticket_id], ticket.closed_at, customer.email)}
+    return {ticket_id: entry for ticket_id, entry in held.items() if ticket_id not in settled} if settled else None
+
+
+def held_back_count(customers: Iterable[Customer], held: Mapping[str, dict]) -> int:
+    """How many of these customers' tickets were held by earlier runs (their rows are usable now)."""
+    return sum(1 for customer in customers for ticket in customer.tickets if ticket.ticket_id in held)
 
 
 def delivery_entries(state: RunState, customer: Customer, today: date) -> tuple[str, dict[str, str], str]:
@@ -508,13 +622,18 @@ def rejection_entry(state: RunState, customer: Customer, today: date, reason: st
 
 
 def without_delivered(rejected: Mapping[str, dict], customer: Customer) -> dict[str, dict] | None:
-    """The rejected entries once `customer`'s tickets were delivered (under any address); None if unchanged."""
-    delivered = {ticket.ticket_id for ticket in customer.tickets}
-    if not any(delivered & entry["tickets"].keys() for entry in rejected.values()):
+    """The rejected entries once `customer`'s tickets were delivered (under any address, closed no
+    earlier than refused: --retry-rejected's rule); None if unchanged."""
+    delivered = {ticket.ticket_id: ticket.closed_at for ticket in customer.tickets}
+
+    def settled(ticket_id: str, closed: str) -> bool:
+        return ticket_id in delivered and delivered[ticket_id] >= datetime.fromisoformat(closed)
+
+    if not any(settled(*item) for entry in rejected.values() for item in entry["tickets"].items()):
         return None
     remaining = {}
     for key, entry in rejected.items():
-        tickets = {ticket_id: closed for ticket_id, closed in entry["tickets"].items() if ticket_id not in delivered}
+        tickets = {ticket_id: closed for ticket_id, closed in entry["tickets"].items() if not settled(ticket_id, closed)}
         if tickets:
             remaining[key] = {**entry, "tickets": tickets}
     return remaining
@@ -534,6 +653,19 @@ def next_last_run_date(start: date, found: Iterable[Customer], pending: Iterable
     return max(start, latest.closed_at.date()) if latest else start
 
 
+def next_held(held: Mapping[str, dict], newly_held: Mapping[str, dict], selected_ids: Iterable[str],
+              today: date) -> dict[str, dict]:
+    """Held tickets after a run: the ones skipped now join (a ticket usable on another row is not
+    held), each keeps the day it was first held, and is forgotten HELD_KEEP_DAYS after it."""
+    selected = set(selected_ids)
+    merged = dict(held)
+    for ticket_id, entry in newly_held.items():
+        if ticket_id not in selected:
+            merged[ticket_id] = {"day": held.get(ticket_id, {}).get("day", today.isoformat()), **entry}
+    horizon = today - timedelta(days=HELD_KEEP_DAYS)
+    return {ticket_id: entry for ticket_id, entry in merged.items() if date.fromisoformat(entry["day"]) >= horizon}
+
+
 def finish_state(state: RunState, new_last_run_date: date, today: date, keep_email_days: int) -> RunState:
     """The state to keep after a run: forget what the next window can no longer see."""
     notified = {}
@@ -546,4 +678,4 @@ def finish_state(state: RunState, new_last_run_date: date, today: date, keep_ema
     last_emailed = {key: day for key, day in state.last_emailed.items() if date.fromisoformat(day) >= horizon}
     rejected_horizon = today - timedelta(days=REJECTED_KEEP_DAYS)
     rejected = {key: entry for key, entry in state.rejected.items() if date.fromisoformat(entry["day"]) >= rejected_horizon}
-    return RunState(new_last_run_date, notified, last_emailed, rejected)
+    return RunState(new_last_run_date, notified, last_emailed, rejected, state.held)

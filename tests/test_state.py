@@ -20,7 +20,7 @@ def test_the_seeds_form_and_iso_are_read_and_dd_mm_yyyy_is_written(tmp_path):
     save_state(path, RunState(date(2026, 3, 5), {"k": {"1": "2026-03-05T10:00:00"}}, {"k": "2026-03-06"}))
     data = json.loads(path.read_text())
     assert data == {"last_run_date": "05/03/2026", "notified": {"k": {"1": "2026-03-05T10:00:00"}},
-                    "last_emailed": {"k": "2026-03-06"}, "rejected": {}}
+                    "last_emailed": {"k": "2026-03-06"}, "rejected": {}, "held": {}}
     assert path.read_text().splitlines()[1] == '  "last_run_date": "05/03/2026",'
     assert load_state(path) == RunState(date(2026, 3, 5), data["notified"], data["last_emailed"])
     assert sorted(p.name for p in path.parent.iterdir()) == ["state.json"]   # no temporary file left
