@@ -224,18 +224,40 @@ def read_sheet_rows(sheet_id: str, range_: str, *, credentials_path: Path, token
     else:
         credentials = load_credentials(credentials_path, token_path)
         service, account = build_service(credentials), getattr(credentials, "service_account_email", "") or ""
-    pages = page_ranges(range_, sheet_grids(service, sheet_id, range_, account))
+    grids = sheet_grids(service, sheet_id, range_, account)
+    pages = page_ranges(range_, grids)
     if pages is None:  # a named range, or a sheet Google itself must explain: read whole
         yield from fetch_values(service, sheet_id, range_, account)
         return
     # One values resource for all the pages: each new one is megabytes of generated docstrings in a
     # reference cycle, which the paused garbage collector would keep until the end of the read.
     values_api = service.spreadsheets().values()
+    last_row: list | None = None  # the previous page's last row, read again as the next page's first
     for number, (page, row_count) in enumerate(pages, 1):
-        rows = _values(values_api, sheet_id, page, account)
+        rows = _values(values_api, sheet_id, overlapping(page) if last_row is not None else page, account)
+        if last_row is not None:
+            if (rows[0] if rows else []) != last_row:
+                raise GoogleSetupError(SHEET_CHANGED)
+            rows = rows[1:]
         yield from rows
-        if number < len(pages) and len(rows) < row_count:  # Sheets drops a page's trailing empty rows
-            yield from repeat([], row_count - len(rows))
+        if number < len(pages):
+            last_row = rows[-1] if len(rows) == row_count else []
+            if len(rows) < row_count:  # Sheets drops a page's trailing empty rows
+                yield from repeat([], row_count - len(rows))
+    if len(pages) > 1 and sheet_grids(service, sheet_id, range_, account) != grids:
+        raise GoogleSetupError(SHEET_CHANGED)
+
+
+SHEET_CHANGED = ("the sheet changed while it was read (rows added, deleted or sorted between two pages), so rows "
+                 "could be missed: nothing was sent; run again when nobody is editing it")
+
+
+def overlapping(page: str) -> str:
+    """A page's A1 range starting one row earlier: the row read again proves that nothing moved."""
+    sheet, cells = page.rsplit("!", 1)
+    start, end = cells.split(":")
+    letters = start.rstrip("0123456789")
+    return f"{sheet}!{letters}{int(start[len(letters):]) - 1}:{end}"
 
 
 @dataclass(frozen=True)
@@ -243,25 +265,28 @@ class Grid:
     title: str
     rows: int
     columns: int
+    hidden: bool = False
 
 
 def sheet_grids(service, sheet_id: str, range_: str = "", account: str = "") -> list[Grid]:
     """Each sheet's title and grid size, in order: one small spreadsheets.get with a fields mask."""
     request = service.spreadsheets().get(
-        spreadsheetId=sheet_id, fields="sheets.properties(title,gridProperties(rowCount,columnCount))")
+        spreadsheetId=sheet_id, fields="sheets.properties(title,hidden,gridProperties(rowCount,columnCount))")
     answer = _executed(request, sheet_id, range_, account)
     grids = []
     for sheet in answer.get("sheets", []):
         properties = sheet.get("properties", {})
         size = properties.get("gridProperties", {})
-        grids.append(Grid(str(properties.get("title", "")), int(size.get("rowCount", 0)), int(size.get("columnCount", 0))))
+        grids.append(Grid(str(properties.get("title", "")), int(size.get("rowCount", 0)), int(size.get("columnCount", 0)),
+                          bool(properties.get("hidden", False))))
     return grids
 
 
 def page_ranges(range_: str, grids: list[Grid], page_cells: int = PAGE_CELLS) -> list[tuple[str, int]] | None:
     """The A1 ranges that read `range_` in pages of at most `page_cells` cells, never past the grid's
     last row or column, each with its row count; None when `range_` is not of the form Sheet[!A1:F]
-    (a named range). A range without a sheet means the first sheet, as for Google."""
+    (a named range). A range without a sheet means the first visible sheet, as for Google. A range
+    that ends before it starts, or starts past the grid, is a GoogleSetupError (it would read nothing)."""
     titles = [grid.title for grid in grids]
     if "!" not in range_ and range_.strip() in titles:
         sheet, cells = range_.strip(), ""
@@ -269,15 +294,18 @@ def page_ranges(range_: str, grids: list[Grid], page_cells: int = PAGE_CELLS) ->
         sheet, cells = split_a1_range(range_)
     if not grids or (sheet and sheet not in titles) or (not sheet and not cells):
         return None
-    grid = grids[titles.index(sheet)] if sheet else grids[0]
+    grid = grids[titles.index(sheet)] if sheet else next((grid for grid in grids if not grid.hidden), grids[0])
     try:
         first_row, first_column, last_row, last_column = a1_bounds(cells)
     except ValueError:
         return None
     first_row, first_column = first_row or 1, first_column or 1
+    if (last_row and last_row < first_row) or (last_column and last_column < first_column):
+        raise GoogleSetupError(f"-range {range_!r} ends before it starts: write it top-left first, e.g. Sheet1!A2:F")
+    if first_row > grid.rows or first_column > grid.columns:
+        raise GoogleSetupError(f"-range {range_!r} starts past the end of sheet {grid.title!r} ({grid.rows} rows, "
+                               f"{grid.columns} columns): check -range")
     last_row, last_column = min(last_row or grid.rows, grid.rows), min(last_column or grid.columns, grid.columns)
-    if first_row > last_row or first_column > last_column:
-        return []
     rows_per_page = max(1, page_cells // (last_column - first_column + 1))
     columns = (column_letters(first_column), column_letters(last_column))
     pages = []

@@ -156,7 +156,7 @@ def run_and_report(args) -> tuple[int, str]:
         log.error("interrupted; what was delivered is recorded, the rest stays pending")
         return 2, ""
     except Exception as error:  # a bug, not a user's mistake: still one line, the details in the log
-        log.debug("unexpected error", exc_info=True)
+        log.info("details of the unexpected error:", exc_info=True)  # shown with -v, written to --log-file
         log.error("unexpected %s: %s; what was delivered is recorded (details with -v or in --log-file)",
                   type(error).__name__, error)
         return 2, ""

@@ -42,11 +42,17 @@ class _SafeRecords(logging.Filter):
         self.secrets = sorted(set(secrets), key=len, reverse=True)  # a whole URL before its path
 
     def filter(self, record: logging.LogRecord) -> bool:
-        message = record.getMessage()
-        for secret in self.secrets:
-            message = message.replace(secret, "***")
-        record.msg, record.args = printable(message), None
+        lines = [record.getMessage()]
+        if record.exc_info:  # a traceback, line by line, with the same care
+            lines += logging.Formatter().formatException(record.exc_info).splitlines()
+            record.exc_info, record.exc_text = None, None
+        record.msg, record.args = "\n".join(map(self.safe, lines)), None
         return True
+
+    def safe(self, line: str) -> str:
+        for secret in self.secrets:
+            line = line.replace(secret, "***")
+        return printable(line)
 
 
 class ErrorLines(logging.Handler):

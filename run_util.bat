@@ -42,16 +42,26 @@ exit /b 2
 if defined REPORT_FILE goto :run_report
 if not defined SHEET_RANGE set "SHEET_RANGE=Sheet1"
 "%~dp0venv\Scripts\python.exe" "%~dp0process_ticket.py" -sheetid "%SHEET_ID%" -range "%SHEET_RANGE%" -testmode %TESTMODE% --log-file "%~dp0logs\process_ticket.log" %EXTRA_ARGS% %* >> "%RUN_LOG%" 2>&1
-exit /b %ERRORLEVEL%
+goto :done
 
 :run_report
 if defined SHEET_RANGE goto :run_workbook
 "%~dp0venv\Scripts\python.exe" "%~dp0process_ticket.py" --report "%REPORT_FILE%" -testmode %TESTMODE% --log-file "%~dp0logs\process_ticket.log" %EXTRA_ARGS% %* >> "%RUN_LOG%" 2>&1
-exit /b %ERRORLEVEL%
+goto :done
 
 :run_workbook
 "%~dp0venv\Scripts\python.exe" "%~dp0process_ticket.py" --report "%REPORT_FILE%" -range "%SHEET_RANGE%" -testmode %TESTMODE% --log-file "%~dp0logs\process_ticket.log" %EXTRA_ARGS% %* >> "%RUN_LOG%" 2>&1
-exit /b %ERRORLEVEL%
+goto :done
+
+rem Say on the console which mode ran (a run by hand shows nothing else: the output is in the log).
+:done
+set "EXIT_CODE=%ERRORLEVEL%"
+if /i "%TESTMODE%"=="yes" goto :said_test
+echo run_util.bat: finished with exit code %EXIT_CODE% (TESTMODE=%TESTMODE% in run_settings.env; a -testmode argument overrides it); the output is in logs\run_util.log
+exit /b %EXIT_CODE%
+:said_test
+echo run_util.bat: TEST MODE (TESTMODE=yes in run_settings.env): nothing was sent or saved unless an argument said -testmode no; set TESTMODE=no for live runs. Exit code %EXIT_CODE%; the output is in logs\run_util.log
+exit /b %EXIT_CODE%
 
 rem Warn about a settings key the wrappers do not know (a line with a value: not the mark's line).
 :check_known

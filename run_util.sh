@@ -48,6 +48,25 @@ if [ -n "$REPORT_FILE" ]; then
 else
   source_args=(-sheetid "$SHEET_ID" -range "${SHEET_RANGE:-Sheet1}")
 fi
-"$python" "$here/process_ticket.py" "${source_args[@]}" -testmode "${TESTMODE:-no}" \
-  --log-file "$here/logs/process_ticket.log" "${extra_args[@]}" "$@" >> "$run_log" 2>&1
+# Which mode runs: TESTMODE from the settings, unless an argument of this script says otherwise (last one wins).
+mode=${TESTMODE:-no}
+previous=""
+for argument in "${extra_args[@]}" "$@"; do
+  case "$previous" in -testmode|--testmode) mode=$argument ;; esac
+  case "$argument" in --testmode=*) mode=${argument#*=} ;; esac
+  previous=$argument
+done
+case "$(printf '%s' "$mode" | tr '[:upper:]' '[:lower:]')" in
+  yes|true|1) mode_line="TEST MODE (TESTMODE=yes in run_settings.env, or -testmode yes): nothing is sent or saved; set TESTMODE=no for live runs" ;;
+  *) mode_line="LIVE run: emails are sent and last_run_date.json is updated" ;;
+esac
+echo "run_util.sh: $mode_line" >> "$run_log"
+command=("$python" "$here/process_ticket.py" "${source_args[@]}" -testmode "${TESTMODE:-no}"
+         --log-file "$here/logs/process_ticket.log" "${extra_args[@]}" "$@")
+if [ -t 1 ] || [ -t 2 ]; then  # run by hand: show the run on the terminal too
+  echo "run_util.sh: $mode_line" >&2
+  "${command[@]}" 2>&1 | tee -a "$run_log"
+  exit "${PIPESTATUS[0]}"
+fi
+"${command[@]}" >> "$run_log" 2>&1
 exit $?

@@ -204,7 +204,8 @@ def test_numeric_date_formats_give_exactly_what_strptime_gives():
     """Formats made of day, month, year, hour, minute and second are matched without strptime
     (timestamps make a distinct text per row). Any text must still parse, or be refused, as
     datetime.strptime does it: random moments in each format, then bent a character at a time."""
-    formats = [*(fmt for fmt in DEFAULT_DATE_FORMATS if fmt != ISO_8601), "%m/%d/%Y", "%Y%m%d", "%d.%m.%Y %H.%M", "%H:%M %d/%m/%Y", "%d/%m", "%Y-%m-%d %%"]
+    formats = [*(fmt for fmt in DEFAULT_DATE_FORMATS if fmt != ISO_8601),
+               "%m/%d/%Y", "%Y%m%d", "%d.%m.%Y %H.%M", "%H:%M %d/%m/%Y", "%d/%m", "%Y-%m-%d %%"]
     rng = random.Random(20261127)
     odd = "0123456789 /-:.T t\t%١٢"
     for fmt in formats:

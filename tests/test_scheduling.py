@@ -1,5 +1,6 @@
 """The weekly entry points: run_util.sh end to end, run_util.bat by its structure, and what git ignores."""
 
+import os
 import re
 import shutil
 import subprocess
@@ -84,7 +85,7 @@ def test_run_util_bat_structure():
     assert 'cd /d "%~dp0"' in text
     assert r"venv\Scripts\python.exe" in text
     assert "run_settings.env" in text and r"logs\run_util.log" in text and ">>" in text
-    assert text.count("exit /b %ERRORLEVEL%") == 3 and "%*" in text
+    assert text.count("goto :done") == 3 and "exit /b %EXIT_CODE%" in text and "%*" in text
     assert "http" not in text.lower() and "whsec_" not in text
     assert not re.search(r"[A-Za-z0-9_-]{30,}", text), "no sheet id or secret in the .bat"
     for key in SETTINGS_KEYS:
@@ -121,3 +122,41 @@ def test_git_ignores_secrets_state_settings_logs_and_venv_and_keeps_bat_crlf():
                  "run_settings.env", "logs/process_ticket.log", "venv/bin/python"):
         assert git("check-ignore", "-q", path).returncode == 0, path
     assert git("check-attr", "eol", "--", "run_util.bat").stdout.strip().endswith("eol: crlf")
+
+
+@needs_bash
+def test_run_util_sh_says_which_mode_ran_in_the_log(app, tmp_path):
+    settings = "REPORT_FILE=examples/weekly_report.csv\nTESTMODE=yes\n"
+    result = run_script(app, tmp_path, settings)
+    assert result.returncode == 0 and result.stdout == ""   # no terminal: everything goes to the log
+    run_log = (app / "logs" / "run_util.log").read_text(encoding="utf-8")
+    assert "run_util.sh: TEST MODE (TESTMODE=yes in run_settings.env" in run_log
+
+
+@needs_bash
+@pytest.mark.skipif(sys.platform == "win32", reason="a pseudo-terminal is POSIX")
+def test_run_util_sh_by_hand_shows_the_mode_and_the_summary_on_the_terminal(app, tmp_path):
+    """The README's first live run by hand, with TESTMODE=yes left in the settings: the terminal says
+    it was a test run (an argument -testmode no makes it live)."""
+    import pty
+
+    (app / "run_settings.env").write_text("REPORT_FILE=examples/weekly_report.csv\nTESTMODE=yes\n", encoding="utf-8")
+    primary, secondary = pty.openpty()
+    process = subprocess.Popen(["bash", str(app / "run_util.sh"), "--since", "01/11/2026"], cwd=tmp_path,
+                               env=clean_env(PYTHON=sys.executable), stdin=subprocess.DEVNULL, stdout=secondary,
+                               stderr=secondary)
+    os.close(secondary)
+    output = b""
+    while True:
+        try:
+            chunk = os.read(primary, 65536)
+        except OSError:
+            break
+        if not chunk:
+            break
+        output += chunk
+    assert process.wait(timeout=120) == 0
+    os.close(primary)
+    text = output.decode("utf-8", "replace")
+    assert "TEST MODE (TESTMODE=yes in run_settings.env" in text and "Summary (TEST MODE)" in text
+    assert "Summary (TEST MODE)" in (app / "logs" / "run_util.log").read_text(encoding="utf-8")

@@ -24,7 +24,6 @@ GRIDS = [Grid("Sheet1", 100_001, 26), Grid("Archive 'old'", 50, 6)]
                            ("'Sheet1'!A83333:F100001", 16669)]),
     ("'Archive ''old'''", [("'Archive ''old'''!A1:F50", 50)]),
     ("'Archive ''old'''!A2:Z", [("'Archive ''old'''!A2:F50", 49)]),
-    ("Sheet1!A200000:F", []),
 ])
 def test_pages_never_exceed_250000_cells_or_the_grid(range_, expected):
     pages = page_ranges(range_, GRIDS)
@@ -48,8 +47,9 @@ def test_a_range_not_of_the_form_sheet_a1_is_read_whole(range_):
 class PagedSheet:
     """A local Sheets API: spreadsheets.get with the grid, values.get for any A1 range of `rows`."""
 
-    def __init__(self, rows, fail_page=None, blank_page=None, refused_page=None) -> None:
+    def __init__(self, rows, fail_page=None, blank_page=None, refused_page=None, edit_after_page=None) -> None:
         self.rows, self.fail_page, self.blank_page, self.refused_page = rows, fail_page, blank_page, refused_page
+        self.edit_after_page = edit_after_page  # (page, edit): edit(rows) once that page was served
         self.ranges: list[str] = []
         self.server = WebhookServer()
         self.server.respond = self.respond
@@ -63,16 +63,21 @@ class PagedSheet:
         range_ = path.split("/values/", 1)[1]
         self.ranges.append(range_)
         first_row, _, last_row, _ = a1_bounds(split_a1_range(range_)[1])
-        page = (first_row - 1) // (PAGE_CELLS // 6) + 1
+        page = (last_row - 1) // (PAGE_CELLS // 6) + 1  # pages after the first start a row early (the overlap)
         if page == self.refused_page:
             return Reply(400, {"Content-Type": "application/json"},
                          body=b'{"error": {"code": 400, "message": "Unable to parse range", "status": "INVALID_ARGUMENT"}}')
         if page == self.fail_page and self.ranges.count(range_) == 1:
             return Reply(429, {"Content-Type": "application/json"},
                          body=b'{"error": {"code": 429, "message": "Quota exceeded", "status": "RESOURCE_EXHAUSTED"}}')
-        values = [] if page == self.blank_page else self.rows[first_row - 1:last_row]
+        rows_per_page = PAGE_CELLS // 6
+        values = [[] if (number - 1) // rows_per_page + 1 == self.blank_page else self.rows[number - 1]
+                  for number in range(first_row, min(last_row, len(self.rows)) + 1)]
         while values and not values[-1]:
             values.pop()  # as Sheets does: no trailing empty rows
+        if self.edit_after_page and self.edit_after_page[0] == page:
+            self.edit_after_page[1](self.rows)
+            self.edit_after_page = None
         body = {"range": range_, "majorDimension": "ROWS", **({"values": values} if values else {})}
         return Reply(200, {"Content-Type": "application/json"}, body=json.dumps(body).encode())
 
@@ -97,7 +102,7 @@ def test_a_large_sheet_is_read_in_pages_with_its_header_on_the_first_only():
     finally:
         sheet.server.close()
     assert result.returncode == 0, result.stderr
-    assert sheet.ranges == ["'Sheet1'!A1:F41666", "'Sheet1'!A41667:F83332", "'Sheet1'!A83333:F100001"]
+    assert sheet.ranges == ["'Sheet1'!A1:F41666", "'Sheet1'!A41666:F83332", "'Sheet1'!A83332:F100001"]
     assert "Rows read                100000" in result.stdout
     assert "Closed since 01/11/2026  24999 new" in result.stdout
     assert "row 90001 skipped: unparseable date ('32/13/2026')" in result.stderr
@@ -110,8 +115,8 @@ def test_a_429_on_the_third_page_retries_that_page_alone():
     finally:
         sheet.server.close()
     assert result.returncode == 0, result.stderr
-    assert sheet.ranges == ["'Sheet1'!A1:F41666", "'Sheet1'!A41667:F83332", "'Sheet1'!A83333:F100001",
-                            "'Sheet1'!A83333:F100001"]
+    assert sheet.ranges == ["'Sheet1'!A1:F41666", "'Sheet1'!A41666:F83332", "'Sheet1'!A83332:F100001",
+                            "'Sheet1'!A83332:F100001"]
     assert "Rows read                100000" in result.stdout
 
 
@@ -138,3 +143,60 @@ def test_a_page_that_fails_for_good_stops_the_run_before_anything_is_sent(tmp_pa
         sheet.server.close()
     assert result.returncode == 2 and "Google Sheets rejected the range" in result.stderr
     assert webhook.requests == [] and not (tmp_path / "s.json").exists()
+
+
+def test_a_range_without_a_sheet_reads_the_first_visible_sheet():
+    grids = [Grid("Hidden", 10, 6, hidden=True), Grid("Visible", 5, 6)]
+    assert page_ranges("A:F", grids) == [("'Visible'!A1:F5", 5)]
+    assert page_ranges("Hidden!A:F", grids) == [("'Hidden'!A1:F10", 10)]   # named, a hidden sheet is read
+
+
+@pytest.mark.parametrize("range_, message", [
+    ("Sheet1!A200000:F", "starts past the end of sheet 'Sheet1' (100001 rows"),
+    ("Sheet1!F1:A", "ends before it starts"),
+    ("Sheet1!A10:F2", "ends before it starts"),
+])
+def test_a_range_that_reads_nothing_is_an_error_not_a_quiet_week(range_, message):
+    sheet = PagedSheet(big_sheet())
+    try:
+        result = run_cli("-sheetid", SHEET_ID, "-range", range_, "--since", "01/11/2026", "-testmode", "yes",
+                         env=clean_env(SHEETS_API_ENDPOINT=sheet.server.root, GOOGLE_API_KEY="k"), timeout=180)
+    finally:
+        sheet.server.close()
+    assert result.returncode == 2 and message in result.stderr, result.stderr
+    assert "Summary" not in result.stdout
+
+
+@pytest.mark.parametrize("edit", [
+    lambda rows: rows.pop(100),                                  # a row deleted on a page already read
+    lambda rows: rows.insert(50, list(rows[50])),                # a row inserted (the same row twice)
+    lambda rows: rows[1:].sort(key=lambda row: -row[3]),         # no-op sort of a copy: nothing changed
+])
+def test_a_sheet_edited_while_it_is_read_stops_the_run_before_anything_is_sent(tmp_path, webhook, edit):
+    rows = big_sheet()
+    sheet = PagedSheet(rows, edit_after_page=(1, edit))
+    try:
+        result = run_cli("-sheetid", SHEET_ID, "-range", "Sheet1!A1:F", "--since", "01/11/2026", "-testmode", "no",
+                         "-webhook_url", webhook.url, "--state-file", str(tmp_path / "s.json"),
+                         env=clean_env(SHEETS_API_ENDPOINT=sheet.server.root, GOOGLE_API_KEY="k"), timeout=180)
+    finally:
+        sheet.server.close()
+    if len(rows) == 100_001 and rows[100][3] == 100:  # the edit changed nothing: the run goes on
+        assert "changed while it was read" not in result.stderr
+        return
+    assert result.returncode == 2 and "the sheet changed while it was read" in result.stderr, result.stderr
+    assert webhook.requests == [] and not (tmp_path / "s.json").exists()
+
+
+def test_rows_sorted_between_two_pages_are_noticed_by_the_overlap():
+    rows = big_sheet()
+
+    def sort_newest_first(rows):
+        rows[1:] = sorted(rows[1:], key=lambda row: -row[3])
+    sheet = PagedSheet(rows, edit_after_page=(1, sort_newest_first))
+    try:
+        result = run_sheet(sheet)
+    finally:
+        sheet.server.close()
+    assert result.returncode == 2 and "the sheet changed while it was read" in result.stderr
+    assert "Summary" not in result.stdout

@@ -143,3 +143,15 @@ def test_missing_settings_and_a_missing_python_are_errors_in_the_log(wine):
     code, record = wine.run_bat(APP_FOLDER)
     assert code == 2 and not record
     assert "python.exe not found" in (app / "logs" / "run_util.log").read_text(encoding="utf-8")
+
+
+@pytest.mark.parametrize("testmode, said", [("yes", "TEST MODE (TESTMODE=yes in run_settings.env)"),
+                                             ("no", "finished with exit code 0 (TESTMODE=no")])
+def test_the_console_is_told_which_mode_ran(wine, testmode, said):
+    """A first live run by hand ("run_util.bat --since ...") with TESTMODE=yes still in the settings
+    must not look like a live run: the console says which mode ran."""
+    app = wine.app()
+    settings(app, f"REPORT_FILE=report.csv\nTESTMODE={testmode}\n")
+    code, record = wine.run_bat(APP_FOLDER, "--since 01/11/2026")
+    assert code == 0 and record
+    assert said in (wine.folder / "wine.out").read_text(encoding="utf-8", errors="replace")
