@@ -96,11 +96,12 @@ def build_parser(version: str) -> argparse.ArgumentParser:
     send.add_argument("--min-days-between-emails", type=bounded(int, 0, 3650), default=7, metavar="N",
                       help="email a customer at most once in N calendar days; 0 disables (default: 7)")
     send.add_argument("--workers", type=bounded(int, 1, 64), default=4, metavar="N",
-                      help="concurrent webhook calls (default: 4)")
+                      help="messages sent at once, each over its own connection for SMTP; every destination (default: 4)")
     send.add_argument("--timeout", type=bounded(float, 0.1, 600), default=30, metavar="SECONDS",
-                      help="per webhook request (default: 30)")
+                      help="each attempt as a whole (connect, send, answer), every destination (default: 30)")
     send.add_argument("--retries", type=bounded(int, 0, 10), default=3, metavar="N",
-                      help="extra attempts on retryable failures (default: 3)")
+                      help="extra attempts per message on temporary failures, waiting 1 s, 2 s, 4 s... up to 60 s; "
+                           "every destination (default: 3)")
     send.add_argument("--allow-http", action="store_true", help="allow plain http to a non-loopback host")
     send.add_argument("--subject", metavar="TEXT", help="email subject")
     send.add_argument("--body-template", metavar="PATH",

@@ -7,24 +7,35 @@ answer means (an Answer); everything else a run promises about delivery is decid
 from __future__ import annotations
 
 import logging
+import random
 import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol, TypeVar
 
-from urllib3.exceptions import MaxRetryError
-from urllib3.util.retry import Retry
-
 log = logging.getLogger("ticket_notifier")
 T = TypeVar("T")
 
 DELIVERED, RETRY, REJECTED, STOP = "delivered", "retry", "rejected", "stop"
+FEWER = "fewer"  # the destination allows fewer connections: the customer goes back, the worker ends
 RETRY_AFTER_MAX_SECONDS = 120
 BACKOFF_MAX_SECONDS = 60
 UNREACHABLE_IN_A_ROW = 3     # customers whose every attempt failed to connect: the destination is down, stop trying
 SAME_REFUSAL_OPENING = 3     # the first customers all refused alike: the destination is misconfigured, not them
 REASON_CHARS = 200           # of a receiver's own text quoted in a refusal
+
+
+class UnsendableError(ValueError):
+    """A message that cannot be made for a customer (it would fail the same way every week): that
+    customer is rejected with the reason, and the others go on."""
+
+
+def backoff_seconds(retry_number: int, factor: float = 1.0) -> float:
+    """The wait before retry 1, 2, 3...: `factor` seconds, doubling, at most BACKOFF_MAX_SECONDS,
+    plus up to a quarter at random so that workers refused together do not retry together."""
+    base = min(BACKOFF_MAX_SECONDS, factor * 2 ** (retry_number - 1))
+    return min(BACKOFF_MAX_SECONDS, base * (1 + random.random() / 4))
 
 
 def answer_text(raw: bytes | str) -> str:
@@ -36,9 +47,11 @@ def answer_text(raw: bytes | str) -> str:
 @dataclass(frozen=True)
 class Answer:
     """What one attempt came to, as the route understood the destination's answer."""
-    kind: str                 # DELIVERED, RETRY (may work later), REJECTED (this customer, for good), STOP (the destination)
+    kind: str                 # DELIVERED, RETRY (may work later), REJECTED (this customer, for good), STOP (the
+    #                           destination), FEWER (too many connections: not an attempt at this customer)
     detail: str               # one line for people; never a secret, a URL path or a query
-    code: str = ""            # the status or reply code, to spot a destination that refuses everyone alike
+    code: str = ""            # the destination's status or reply code ('' when the job itself decided), to
+    #                           spot a destination that refuses everyone alike
     retry_after: float | None = None   # seconds the destination asked us to wait
     unreachable: bool = False          # no connection at all: refused, no such name, no connection in time
 
@@ -134,10 +147,16 @@ class _Run:
         self.opening: list[tuple[object, Answer]] | None = []  # the refusals while every answer so far is alike
         self.refused_alike = ""  # the code of an opening that showed the destination misconfigured
         self.limiter = RateLimiter(policy.max_per_minute)
+        self.given_back: list = []
+        self.workers_left = max(1, min(policy.workers, len(customers)))
 
     def take(self) -> object | None:
         with self.lock:
-            if self.stop.is_set() or self.next_index >= len(self.customers):
+            if self.stop.is_set():
+                return None
+            if self.given_back:
+                return self.given_back.pop()
+            if self.next_index >= len(self.customers):
                 return None
             customer = self.customers[self.next_index]
             self.next_index += 1
@@ -154,27 +173,41 @@ class _Run:
 
     def deliver_one(self, channel: Channel, message: object) -> Answer | None:
         """Attempts with backoff until the message is delivered, refused, or out of retries.
-        None when the run stopped before the first attempt."""
-        retry = Retry(total=self.policy.retries, backoff_factor=self.policy.backoff_factor,
-                      backoff_jitter=self.policy.backoff_factor / 2, backoff_max=BACKOFF_MAX_SECONDS)
-        every_attempt_unreachable, attempted = True, False
+        None when the run stopped before the first attempt. FEWER comes back at once, unless this
+        worker is the last one: then it waits like a retry and tries again (not counted)."""
+        every_attempt_unreachable, attempted, retries_done = True, False, 0
         while True:
             if not self.limiter.wait(self.stop):
                 return Answer(RETRY, "the run stopped before a retry") if attempted else None
-            attempted = True
             answer = attempt_within(channel, message, self.policy.timeout, self.route.label)
+            if answer.kind == FEWER:
+                if not self.last_worker():
+                    return answer
+                if self.stop.wait(backoff_seconds(1, self.policy.backoff_factor)):
+                    return Answer(RETRY, answer.detail) if attempted else None
+                continue
+            attempted = True
             if answer.kind != RETRY:
                 return answer
             every_attempt_unreachable = every_attempt_unreachable and answer.unreachable
-            try:
-                retry = retry.increment()
-            except MaxRetryError:
+            if retries_done >= self.policy.retries:
                 return Answer(RETRY, answer.detail, answer.code, unreachable=every_attempt_unreachable)
+            retries_done += 1
             wait = (min(answer.retry_after, RETRY_AFTER_MAX_SECONDS) if answer.retry_after is not None
-                    else retry.get_backoff_time())
+                    else backoff_seconds(retries_done, self.policy.backoff_factor))
             log.info("%s; retrying in %.1fs", answer.detail, wait)
             if self.stop.wait(wait):
                 return Answer(RETRY, answer.detail, answer.code)
+
+    def last_worker(self) -> bool:
+        with self.lock:
+            return self.workers_left <= 1
+
+    def give_back(self, customer: object) -> None:
+        """A customer not attempted (the destination wanted fewer connections) goes first again."""
+        with self.lock:
+            self.given_back.append(customer)
+            self.workers_left -= 1
 
 
 def deliver_all(route: Route, customers: Sequence[object], policy: DeliveryPolicy,
@@ -196,9 +229,9 @@ def deliver_all(route: Route, customers: Sequence[object], policy: DeliveryPolic
     def settle(customer: object, answer: Answer) -> None:
         """Apply the rules to one customer's final answer, in the order answers end."""
         with run.lock:
-            if run.opening is not None and opening_refusal(customer, answer):
-                return
-            if answer.kind == REJECTED and answer.code == run.refused_alike:  # in flight when the opening ended
+            if run.opening is not None and answer.code and opening_refusal(customer, answer):
+                return  # only what the destination answered counts (a refusal of the job's own has no code)
+            if answer.kind == REJECTED and run.refused_alike and answer.code == run.refused_alike:  # in flight
                 run.results.failed.append((customer, answer.detail))
                 return
             if answer.kind == RETRY and answer.unreachable:
@@ -264,9 +297,15 @@ def deliver_all(route: Route, customers: Sequence[object], policy: DeliveryPolic
             while (customer := run.take()) is not None:
                 try:
                     answer = run.deliver_one(channel, message_for(customer))
+                except UnsendableError as error:
+                    answer = Answer(REJECTED, f"not sent: {error}")
                 except Exception as error:  # a bug: the customer stays pending, the run stops, details in the log
                     log.debug("delivery failed", exc_info=True)
                     answer = Answer(STOP, f"unexpected {type(error).__name__} while sending: {error}")
+                if answer is not None and answer.kind == FEWER:
+                    log.info("%s; one connection fewer", answer.detail)
+                    run.give_back(customer)
+                    return
                 if answer is None:
                     with run.lock:
                         run.results.not_attempted.append(customer)
@@ -292,5 +331,5 @@ def deliver_all(route: Route, customers: Sequence[object], policy: DeliveryPolic
             worker.join(policy.timeout + 2)
         raise
     finally:
-        run.results.not_attempted += run.customers[run.next_index:]
+        run.results.not_attempted += run.given_back + list(run.customers[run.next_index:])
     return run.results

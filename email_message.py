@@ -1,14 +1,18 @@
-"""The email one customer receives, as an RFC 5322 message built with Python's email package (pure)."""
+"""The email one customer receives, as an RFC 5322 message built with Python's email package, with its envelope (pure)."""
 
 from __future__ import annotations
 
+import email.errors
 import email.policy
+import re
+from collections import Counter
 from dataclasses import dataclass
 from datetime import datetime
-from email.headerregistry import Address
+from email.header import Header
 from email.message import EmailMessage
-from email.utils import format_datetime, make_msgid, parseaddr
+from email.utils import format_datetime, parseaddr
 
+from delivery import UnsendableError
 from payloads import Content, render_body, render_html, subject_for
 from ticket_core import Customer, is_valid_email
 
@@ -41,14 +45,38 @@ def header_text(text: str) -> str:
     return "".join(char if char.isprintable() else " " for char in text).strip()
 
 
-def mailbox_header(name: str, address: str) -> Address | str:
-    """A To/From/Cc value. An address with non-ASCII characters needs SMTPUTF8 and is written as
-    text, which email's Address refuses."""
+# A display name written as a quoted string as it is: printable ASCII that no mail reader decodes
+# (no '=?', which starts an RFC 2047 encoded word) and with nothing to escape.
+PLAIN_NAME_CHARS = 60  # a longer name is written as encoded words, which fold: no header line passes 998 octets
+_PLAIN_NAME = re.compile(r"[A-Za-z0-9 !#$%&'*+,./:;<>?@^_`{|}~\[\]()-]*")
+
+
+def display_name(name: str) -> str:
+    """A display name as it goes on the wire: a quoted string when plain, else RFC 2047 encoded
+    words (UTF-8) that say exactly the literal text, folded so that no line passes 78 characters."""
     name = header_text(name)
-    if address.isascii():
-        return Address(display_name=name, addr_spec=address)
-    quoted = name.replace("\\", "\\\\").replace('"', '\\"')
-    return f'"{quoted}" <{address}>' if name else address
+    if len(name) <= PLAIN_NAME_CHARS and _PLAIN_NAME.fullmatch(name) and "=?" not in name:
+        return f'"{name}"'
+    return Header(name, "utf-8", maxlinelen=70).encode(linesep="\n ")
+
+
+def mailbox_text(name: str, address: str) -> str:
+    """`"Name" <address>`, or the bare address when there is no name."""
+    return f"{display_name(name)} <{address}>" if header_text(name) else address
+
+
+class _WrittenHeader(str):
+    """A header value in its final form (see display_name), which the email package stores and
+    writes as it is: never parsed, so no Python version can decode an encoded word in a name into
+    raw line breaks (gh-121650), or refold an address."""
+
+    def __new__(cls, name: str, value: str) -> _WrittenHeader:
+        header = super().__new__(cls, value)
+        header.name = name
+        return header
+
+    def fold(self, *, policy) -> str:
+        return f"{self.name}: {self}".replace("\n", policy.linesep) + policy.linesep
 
 
 def needs_smtputf8(addresses: list[str]) -> bool:
@@ -56,30 +84,114 @@ def needs_smtputf8(addresses: list[str]) -> bool:
     return not all(address.isascii() for address in addresses)
 
 
+# The headers the job sets, each at most once; the first four are always there.
+REQUIRED_HEADERS = ("to", "subject", "date", "auto-submitted")
+OWN_HEADERS = frozenset((*REQUIRED_HEADERS, "from", "cc", "reply-to", "message-id", "mime-version", "content-type",
+                         "content-transfer-encoding"))
+MAX_LINE_OCTETS = 998  # RFC 5322
+
+
+def check_header_block(data: bytes, with_sender: bool) -> None:
+    """The header block of a message about to go out holds exactly the headers the job sets, each
+    once, on lines of at most 998 octets with no stray line break: nothing from a report added,
+    removed or changed one. Raises UnsendableError."""
+    head = data.split(b"\r\n\r\n", 1)[0]
+    if b"\r" in head.replace(b"\r\n", b"") or b"\n" in head.replace(b"\r\n", b""):
+        raise UnsendableError("its header block holds a stray line break")
+    names = []
+    for line in head.split(b"\r\n"):
+        if len(line) > MAX_LINE_OCTETS:
+            raise UnsendableError(f"a header line is longer than {MAX_LINE_OCTETS} octets")
+        if line[:1] in (b" ", b"\t"):
+            continue
+        name, colon, _ = line.partition(b":")
+        if not colon:
+            raise UnsendableError("its header block holds a line that is not a header")
+        names.append(name.decode("ascii", "replace").strip().lower())
+    counts = Counter(names)
+    required = (*REQUIRED_HEADERS, *(("from", "message-id") if with_sender else ()))
+    wrong = sorted({name for name in names if name not in OWN_HEADERS or counts[name] > 1}
+                   | {name for name in required if not counts[name]})
+    if wrong:
+        raise UnsendableError(f"its header block failed the check ({', '.join(wrong)})")
+
+
 def build_email(customer: Customer, content: Content, msg_id: str, sender: Sender | None,
-                now: datetime | None = None) -> EmailMessage:
+                now: datetime | None = None, transfer_encoding: str | None = None) -> EmailMessage:
     """The message for `customer`: From, To with the customer's name, Cc, Reply-To, Subject, Date,
-    a Message-ID the same on every retry and rerun (from the webhook-id), Auto-Submitted, and a
-    UTF-8 text body (multipart/alternative with the HTML body when there is one)."""
+    a Message-ID the same on every retry and rerun (from the webhook-id's digest), Auto-Submitted,
+    and a UTF-8 text body (multipart/alternative with the HTML body when there is one).
+    `transfer_encoding` "quoted-printable" makes the body 7-bit clean (for servers without 8BITMIME)."""
     message = EmailMessage(policy=email.policy.SMTP)
     if sender is not None:
-        message["From"] = mailbox_header(sender.from_name, sender.from_address)
-    message["To"] = mailbox_header(customer.full_name, customer.email)
+        message["From"] = _WrittenHeader("From", mailbox_text(sender.from_name, sender.from_address))
+    message["To"] = _WrittenHeader("To", mailbox_text(customer.full_name, customer.email))
     if content.cc:
-        message["Cc"] = [mailbox_header("", address) for address in content.cc]
+        message["Cc"] = _WrittenHeader("Cc", ",\n ".join(content.cc))
     if sender is not None and sender.reply_to:
-        message["Reply-To"] = mailbox_header(*sender.reply_to)
+        message["Reply-To"] = _WrittenHeader("Reply-To", mailbox_text(*sender.reply_to))
     message["Subject"] = header_text(subject_for(customer, content.subject))
     message["Date"] = format_datetime((now or datetime.now()).astimezone())
     if sender is not None:
-        message["Message-ID"] = f"<{msg_id.removeprefix('msg_')}@{sender.domain}>" if sender.domain else make_msgid()
+        message["Message-ID"] = f"<{message_id_part(msg_id)}@{sender.domain}>"
     message["Auto-Submitted"] = "auto-generated"
-    message.set_content(render_body(customer, content.body_template), charset="utf-8")
+    text = render_body(customer, content.body_template)
+    message.set_content(text, charset="utf-8", cte=transfer_encoding or _eight_bit_if_needed(text))
     if content.html_template is not None:
-        message.add_alternative(render_html(customer, content.html_template), subtype="html", charset="utf-8")
+        html_text = render_html(customer, content.html_template)
+        message.add_alternative(html_text, subtype="html", charset="utf-8",
+                                cte=transfer_encoding or _eight_bit_if_needed(html_text))
     return message
+
+
+def _eight_bit_if_needed(text: str) -> str | None:
+    """UTF-8 text as it is (announced with BODY=8BITMIME); ASCII text as 7bit (the email package's choice)."""
+    return None if text.isascii() else "8bit"
+
+
+def message_id_part(msg_id: str) -> str:
+    """The left part of the Message-ID: the hex digest behind the webhook-id, whatever its prefix."""
+    return msg_id.rpartition("_")[2]
 
 
 def message_bytes(message: EmailMessage, international: bool) -> bytes:
     """The message as sent: CRLF line ends; UTF-8 headers only when an address needs them."""
     return message.as_bytes(policy=email.policy.SMTPUTF8 if international else email.policy.SMTP)
+
+
+@dataclass(frozen=True)
+class OutgoingMail:
+    """One message with its envelope: who it is from, the customer, the --cc copies. `data` may be
+    8-bit (UTF-8 text); `data_7bit`, when not None, is the same message 7-bit clean, for a server
+    that does not offer 8BITMIME."""
+    sender: str
+    recipient: str
+    cc: tuple[str, ...]
+    data: bytes
+    international: bool   # an address with non-ASCII characters: the server must offer SMTPUTF8
+    data_7bit: bytes | None = None
+    message_id: str = ""
+
+    @property
+    def eight_bit(self) -> bool:
+        return not self.data.isascii()
+
+
+def outgoing_mail(customer: Customer, content: Content, msg_id: str, sender: Sender | None) -> OutgoingMail:
+    """The email `customer` gets, with its envelope, exactly as a mail route sends it and
+    --preview-dir shows it; its header block checked (raises UnsendableError)."""
+    from_address = sender.from_address if sender else ""
+    reply_to = [sender.reply_to[1]] if sender and sender.reply_to else []
+    international = needs_smtputf8([from_address, customer.email, *content.cc, *reply_to])
+    now = datetime.now()
+    try:
+        message = build_email(customer, content, msg_id, sender, now)
+        data = message_bytes(message, international)
+        data_7bit = None
+        if not data.isascii() and not international:
+            data_7bit = message_bytes(build_email(customer, content, msg_id, sender, now, "quoted-printable"), False)
+    except (ValueError, TypeError, email.errors.MessageError) as error:  # what the email package refuses
+        raise UnsendableError(f"the email package cannot build it ({type(error).__name__}: {error})") from None
+    check_header_block(data, sender is not None)
+    return OutgoingMail(from_address, customer.email, content.cc, data, international, data_7bit,
+                        str(message.get("Message-ID", "")))

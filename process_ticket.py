@@ -314,30 +314,43 @@ def select_from_report(rows: Iterable, sheet_names: list[str] | None, start: dat
     return selection
 
 
+PREVIEW_NAME_CHARS = 60  # of the address in a preview's file name: an address of 254 characters must fit
+
+
 def write_previews(args, customers: list[Customer]) -> int:
     """Test mode: each email that would be sent as DIR/NNN-address.eml, in the table's order, exactly
-    as the SMTP route would send it (with a webhook, built from the payload's email). Earlier .eml
-    files there are removed; nothing else is written."""
+    as the SMTP route would send it (with a webhook, built from the payload's email). The new set
+    is written before the earlier .eml files there are removed; nothing else is written. An email
+    that would not be sent gets a warning instead of a file."""
+    from delivery import UnsendableError
+
     folder = args.preview_dir
     try:
         folder.mkdir(parents=True, exist_ok=True)
-        for earlier in folder.glob("*.eml"):
-            earlier.unlink()
+        earlier = set(folder.glob("*.eml"))
+        written = set()
         for number, customer in enumerate(customers, 1):
+            try:
+                data = mail_for(args, customer).data
+            except UnsendableError as error:
+                log.warning("no preview for %s: its email would not be sent (%s)", customer.email, error)
+                continue
             name = "".join(char if char.isalnum() or char in "@._+-" else "_" for char in customer.email)
-            (folder / f"{number:03d}-{name}.eml").write_bytes(mail_for(args, customer).data)
+            path = folder / f"{number:03d}-{name[:PREVIEW_NAME_CHARS]}.eml"
+            path.write_bytes(data)
+            written.add(path)
+        for path in earlier - written:
+            path.unlink()
     except OSError as error:
         raise ConfigError(f"cannot write the previews in {folder}: {error.strerror or error}") from None
-    return len(customers)
+    return len(written)
 
 
 def mail_for(args, customer: Customer):
     """The email `customer` gets, with its envelope, as the SMTP route sends it and --preview-dir shows it."""
-    from email_message import build_email
-    from smtp_route import outgoing_mail
+    from email_message import outgoing_mail
 
-    message = build_email(customer, args.content, webhook_id(customer), args.sender)
-    return outgoing_mail(message, args.sender.from_address if args.sender else "", customer.email, args.content.cc)
+    return outgoing_mail(customer, args.content, webhook_id(customer), args.sender)
 
 
 def open_route(args):

@@ -39,11 +39,14 @@ class CheckFailedError(Exception):
 def check_destination(args) -> str:
     if args.smtp_url:
         from delivery import DELIVERED
-        from smtp_route import SmtpRoute
+        from smtp_route import SmtpConfigError, SmtpRoute
 
-        route = SmtpRoute(args.smtp_url, username=os.environ.get("SMTP_USERNAME"),
-                          password=os.environ.get("SMTP_PASSWORD"), timeout=min(args.timeout, 15))
-        answer = route.open_channel().check()
+        try:
+            route = SmtpRoute(args.smtp_url, username=os.environ.get("SMTP_USERNAME"),
+                              password=os.environ.get("SMTP_PASSWORD"), timeout=min(args.timeout, 15))
+        except SmtpConfigError as error:
+            raise CheckFailedError(str(error)) from None
+        answer = route.open_channel().check(args.sender.from_address if args.sender else "")
         if answer.kind != DELIVERED:
             raise CheckFailedError(answer.detail)
         login = "logged in" if route.username else "no login (a relay that trusts this host)"

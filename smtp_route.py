@@ -3,34 +3,29 @@
 from __future__ import annotations
 
 import logging
+import re
 import smtplib
 import socket
 import ssl
 import threading
-from dataclasses import dataclass
 from urllib.parse import urlsplit
 
-from delivery import DELIVERED, REJECTED, RETRY, STOP, Answer, answer_text
-from email_message import message_bytes, needs_smtputf8
+from delivery import DELIVERED, FEWER, REJECTED, RETRY, STOP, Answer, answer_text, call_within
+from email_message import OutgoingMail
 from url_rules import SMTP_CA_VARIABLES, SMTP_PORTS, CheckedUrl, UrlError, ca_bundle, is_printable_ascii, parse_url
 
 log = logging.getLogger("ticket_notifier")
 
 AUTH_MECHANISMS = ("PLAIN", "LOGIN")   # as offered; the password only ever inside TLS (or to this machine)
+REPLY_MAX_BYTES = 65_536               # of one reply, however many lines: an endless reply is cut, not stored
+REPLY_LINE_BYTES = 8_192               # smtplib's own limit for a line; a longer one is cut to it, not refused
+# A 5xx at RCPT that refuses the sender, not the recipient: enhanced status 5.1.7/5.1.8, or the reply says so.
+_SENDER_REFUSED = re.compile(r"\b5\.1\.[78]\b|\bsender\b", re.IGNORECASE)
+LOGIN_ADVICE = "check SMTP_USERNAME / SMTP_PASSWORD (an app password for Gmail)"
 
 
 class SmtpConfigError(Exception):
     """The SMTP settings are unusable: exit 2 before any traffic."""
-
-
-@dataclass(frozen=True)
-class OutgoingMail:
-    """One message with its envelope: who it is from, the customer, the --cc copies."""
-    sender: str
-    recipient: str
-    cc: tuple[str, ...]
-    data: bytes
-    international: bool   # an address with non-ASCII characters: the server must offer SMTPUTF8
 
 
 def check_smtp_url(url: str, username: str | None, password: str | None) -> tuple[CheckedUrl, str]:
@@ -57,35 +52,70 @@ def check_smtp_url(url: str, username: str | None, password: str | None) -> tupl
 
 
 def tls_context() -> ssl.SSLContext:
-    """Verifies the server's certificate and host name, with the CA bundle a corporate network sets."""
-    return ssl.create_default_context(cafile=ca_bundle(SMTP_CA_VARIABLES))
+    """Verifies the server's certificate and host name, with the CA bundle a corporate network sets.
+    Raises SmtpConfigError for a bundle that is missing or holds no certificate."""
+    bundle = ca_bundle(SMTP_CA_VARIABLES)
+    try:
+        return ssl.create_default_context(cafile=bundle)
+    except (OSError, ssl.SSLError) as error:
+        raise SmtpConfigError(f"the CA bundle {bundle} (SSL_CERT_FILE / REQUESTS_CA_BUNDLE) cannot be used "
+                              f"({getattr(error, 'strerror', None) or type(error).__name__}): point it at a PEM file "
+                              "of certificates, or unset it") from None
 
 
-class SmtpRoute:
-    """Hands messages to one SMTP server; each worker has its own connection (a channel)."""
+class _SlowServer(smtplib.SMTPServerDisconnected):
+    """No reply within the timeout."""
 
-    def __init__(self, url: str, *, username: str | None, password: str | None, timeout: float = 30) -> None:
-        self.url, self.username = check_smtp_url(url, username, password)
-        self.password = password or ""
-        self.label = self.url.label
-        self.timeout = timeout
-        self.context = tls_context()
-        self._warned_cc: set[str] = set()
-        self._lock = threading.Lock()
 
-    def open_channel(self) -> SmtpChannel:
-        return SmtpChannel(self)
+class _BoundedReplies:
+    """smtplib's reply reading, bounded: a line longer than smtplib takes is cut (its end read and
+    dropped) rather than turned into a local "500 Line too long" (which would reject a delivered
+    email), and a reply of endless lines ends the connection instead of filling the memory."""
 
-    def shutdown(self) -> None:
-        """The channels end themselves (QUIT)."""
+    def getreply(self):  # noqa: D102 (smtplib's interface)
+        if self.file is None:
+            self.file = self.sock.makefile("rb")
+        lines, total = [], 0
+        while True:
+            line, total = self._reply_line(total)
+            lines.append(line[4:].strip(b" \t\r\n"))
+            try:
+                code = int(line[:3])
+            except ValueError:
+                return -1, b"\n".join(lines)
+            if line[3:4] != b"-":
+                return code, b"\n".join(lines)
 
-    def warn_cc_once(self, address: str, code: int, reply: bytes) -> None:
-        with self._lock:
-            if address in self._warned_cc:
-                return
-            self._warned_cc.add(address)
-        log.warning("the SMTP server refused the --cc address %s (%d %s); the customers' emails still go",
-                    address, code, answer_text(reply))
+    def _reply_line(self, total: int) -> tuple[bytes, int]:
+        """One reply line, cut at REPLY_LINE_BYTES, and the bytes read so far."""
+        line = b""
+        while True:
+            try:
+                chunk = self.file.readline(REPLY_LINE_BYTES + 1)
+            except TimeoutError:
+                self.close()
+                raise _SlowServer("no reply in time") from None
+            except OSError as error:
+                self.close()
+                raise smtplib.SMTPServerDisconnected(f"connection lost ({error})") from None
+            if not chunk:
+                self.close()
+                raise smtplib.SMTPServerDisconnected("the server closed the connection")
+            total += len(chunk)
+            if total > REPLY_MAX_BYTES:
+                self.close()
+                raise smtplib.SMTPServerDisconnected(f"a reply longer than {REPLY_MAX_BYTES} bytes")
+            line += chunk[:max(0, REPLY_LINE_BYTES - len(line))]
+            if chunk.endswith(b"\n"):
+                return line, total
+
+
+class _SMTP(_BoundedReplies, smtplib.SMTP):
+    pass
+
+
+class _SMTPSSL(_BoundedReplies, smtplib.SMTP_SSL):
+    pass
 
 
 class _AttemptOverError(Exception):
@@ -96,91 +126,210 @@ class _AttemptOverError(Exception):
         self.answer = answer
 
 
+class SmtpRoute:
+    """Hands messages to one SMTP server; each worker has its own connection (a channel).
+
+    The first connection logs in before any other connects, so a wrong password costs one failed
+    login per run, not one per worker; a refused login stops the others before they try."""
+
+    def __init__(self, url: str, *, username: str | None, password: str | None, timeout: float = 30) -> None:
+        self.url, self.username = check_smtp_url(url, username, password)
+        self.password = password or ""
+        self.label = self.url.label
+        self.timeout = timeout
+        self.context = tls_context()
+        self._warned_cc: set[str] = set()
+        self._lock = threading.Lock()
+        self.first_login = threading.Lock()   # held by the connection that proves the login
+        self.proven = False                   # a connection got through greeting, TLS and login
+        self.login_refused: Answer | None = None
+        self.connections = 0                  # open or being opened, all channels together
+
+    def open_channel(self) -> SmtpChannel:
+        return SmtpChannel(self)
+
+    def shutdown(self) -> None:
+        """The channels end themselves (QUIT)."""
+
+    def count_connection(self, change: int) -> int:
+        """Count a connection opened (+1) or closed (-1); the number of the others."""
+        with self._lock:
+            self.connections += change
+            return self.connections - (1 if change > 0 else 0)
+
+    def warn_cc_once(self, address: str, code: int, reply: bytes) -> None:
+        with self._lock:
+            if address in self._warned_cc:
+                return
+            self._warned_cc.add(address)
+        log.warning("the SMTP server refused the --cc address %s (%d %s); the customers' emails still go",
+                    address, code, answer_text(reply))
+
+
 class SmtpChannel:
-    """One worker's connection, opened on first use, reused for its next messages, ended with QUIT."""
+    """One worker's connection, opened on first use, reused for its next messages, ended with QUIT.
+
+    Each attempt runs in a helper thread that the delivery loop abandons at --timeout (reset());
+    an abandoned attempt never touches the channel again: every change to the connection is made
+    under the lock and only by the attempt of the current generation."""
 
     def __init__(self, route: SmtpRoute) -> None:
         self.route = route
         self.connection: smtplib.SMTP | None = None
+        self.generation = 0
+        self.lock = threading.Lock()
 
     # ------------------------------------------------------------ one attempt
 
     def attempt(self, mail: OutgoingMail) -> Answer:
+        generation = self.generation
+
         def send() -> Answer:
-            reused = self.connection is not None
+            connection, fresh = self._connection(generation)
+            reused = not fresh
             try:
-                self._connected()
-                return self._transaction(mail)
-            except smtplib.SMTPServerDisconnected:
+                return self._transaction(connection, mail)
+            except _IdleDropped as dropped:
                 if not reused:
-                    raise
-                self.reset()  # the server ended an idle connection: once more on a fresh one
-                self._connected()
-                return self._transaction(mail)
-        return self._answer_of(send)
+                    return Answer(RETRY, str(dropped))
+                # An idle connection the server ended before MAIL: nothing was sent; once more, freshly.
+                connection, _ = self._connection(self._drop(generation))
+                return self._transaction(connection, mail)
+        return self._answer_of(send, generation)
 
-    def check(self) -> Answer:
-        """For --check: connect, greet, secure and log in, then QUIT; DELIVERED when all of it worked."""
-        def connect() -> Answer:
-            self._connected()
+    def check(self, sender: str) -> Answer:
+        """For --check: connect, greet, secure and log in (without a login, MAIL FROM shows whether the
+        server wants one), then QUIT; DELIVERED when all of it worked. Bounded by the timeout."""
+        generation = self.generation
+
+        def conversation() -> Answer:
+            connection, _ = self._connection(generation)
+            if not self.route.username and sender:
+                code, reply = connection.mail(sender)
+                if code == 530 or (500 <= code < 600 and "auth" in answer_text(reply).lower()):
+                    return Answer(STOP, f"{self.route.label} wants a login ({code} {answer_text(reply)}): set "
+                                        "SMTP_USERNAME and SMTP_PASSWORD", str(code))
+                connection.rset()
             return Answer(DELIVERED, "ok")
-        try:
-            return self._answer_of(connect)
-        finally:
-            self.close()
+        answer = call_within(self.route.timeout + 1, lambda: self._answer_of(conversation, generation))
+        if answer is None:
+            self.reset()
+            return Answer(RETRY, f"{self.route.label} gave no complete answer within {self.route.timeout:g}s")
+        self.close()
+        return answer
 
-    def _answer_of(self, conversation) -> Answer:
+    def _answer_of(self, conversation, generation: int) -> Answer:
         """The Answer of a conversation with the server, whatever it raised."""
+        label = self.route.label
         try:
             return conversation()
-        except _AttemptOverError as stop:
-            if stop.answer.kind != REJECTED:  # after a refused recipient or message the connection is fine
-                self.reset()
-            return stop.answer
+        except _AttemptOverError as over:
+            if over.answer.kind != REJECTED:  # after a refused recipient or message the connection is fine
+                self._drop(generation, polite=over.answer.kind == RETRY)
+            return over.answer
         except smtplib.SMTPResponseException as error:  # a refusal smtplib raised itself (DATA, STARTTLS)
-            self.reset()
-            kind = REJECTED if 500 <= error.smtp_code < 600 else RETRY
-            return Answer(kind, f"{self.route.label} answered {error.smtp_code} {answer_text(error.smtp_error)}",
-                          str(error.smtp_code))
+            temporary = not 500 <= error.smtp_code < 600
+            self._drop(generation, polite=temporary)
+            return Answer(RETRY if temporary else REJECTED, f"{label} answered {error.smtp_code} "
+                          f"{answer_text(error.smtp_error)}", str(error.smtp_code))
+        except _SlowServer:
+            unreachable = self.connection is None
+            self._drop(generation)
+            return Answer(RETRY, f"{label} did not answer within {self.route.timeout:g}s", unreachable=unreachable)
+        except smtplib.SMTPServerDisconnected as error:
+            self._drop(generation)
+            return Answer(RETRY, f"{label} ended the connection ({error})")
         except smtplib.SMTPException as error:
-            self.reset()
-            return Answer(RETRY, f"the SMTP conversation with {self.route.label} failed ({type(error).__name__})")
+            self._drop(generation)
+            return Answer(RETRY, f"the SMTP conversation with {label} failed ({type(error).__name__})")
+        except ssl.SSLCertVerificationError as error:
+            self._drop(generation)
+            return Answer(STOP, certificate_problem(label, error))
         except ssl.SSLError as error:
-            self.reset()
-            return Answer(STOP, f"TLS with {self.route.label} failed ({error.reason or type(error).__name__}): "
-                                "check the server's certificate, or set SSL_CERT_FILE to your CA bundle")
-        except ssl.CertificateError as error:
-            self.reset()
-            return Answer(STOP, f"the certificate of {self.route.label} does not match its name ({error})")
-        except smtplib.SMTPServerDisconnected:
-            self.reset()
-            return Answer(RETRY, f"{self.route.label} closed the connection")
+            self._drop(generation)
+            if self.route.url.scheme == "smtps" and "WRONG_VERSION_NUMBER" in str(error):
+                return Answer(STOP, f"{label} speaks plain SMTP first, not TLS: use smtp://{label} (STARTTLS) "
+                                    "instead of smtps://")
+            return Answer(STOP, f"TLS with {label} failed ({error.reason or type(error).__name__}): "
+                                "check the server's TLS settings and the port")
         except (socket.gaierror, ConnectionRefusedError) as error:
-            self.reset()
-            return Answer(RETRY, f"could not connect to {self.route.label} ({error.strerror or type(error).__name__})",
+            self._drop(generation)
+            return Answer(RETRY, f"could not connect to {label} ({error.strerror or type(error).__name__})",
                           unreachable=True)
         except TimeoutError:
             unreachable = self.connection is None
-            self.reset()
-            return Answer(RETRY, f"{self.route.label} did not answer within {self.route.timeout:g}s",
-                          unreachable=unreachable)
+            self._drop(generation)
+            return Answer(RETRY, f"{label} did not answer within {self.route.timeout:g}s", unreachable=unreachable)
         except OSError as error:
-            self.reset()
-            return Answer(RETRY, f"the connection to {self.route.label} failed ({error.strerror or type(error).__name__})")
+            self._drop(generation)
+            return Answer(RETRY, f"the connection to {label} failed ({error.strerror or type(error).__name__})")
 
-    def _connected(self) -> None:
-        """Connect, greet, secure and log in, unless this channel's connection is already open."""
-        if self.connection is not None:
-            return
+    # ------------------------------------------------------------ connecting
+
+    def _connection(self, generation: int) -> tuple[smtplib.SMTP, bool]:
+        """This channel's connection (and False: not fresh) when it is open; else a new one (True), greeted,
+        secured and logged in. The first of the run logs in while the others wait for it."""
+        with self.lock:
+            if generation != self.generation:
+                raise _AttemptOverError(Answer(RETRY, "the attempt was abandoned"))
+            if self.connection is not None:
+                return self.connection, False
+        route = self.route
+        if route.login_refused is not None:
+            raise _AttemptOverError(route.login_refused)
+        if route.proven:
+            connection = self._open()
+        else:
+            if not route.first_login.acquire(timeout=route.timeout):
+                raise _SlowServer("waiting for the first login")
+            try:
+                if route.login_refused is not None:
+                    raise _AttemptOverError(route.login_refused)
+                connection = self._open()
+                route.proven = True
+            finally:
+                route.first_login.release()
+        with self.lock:
+            if generation == self.generation:
+                self.connection = connection
+                return connection, True
+        _close(connection, route, polite=False)
+        raise _AttemptOverError(Answer(RETRY, "the attempt was abandoned"))
+
+    def _open(self) -> smtplib.SMTP:
         route, url = self.route, self.route.url
+        others = route.count_connection(+1)
+        connection = None
         try:
             if url.scheme == "smtps":
-                connection = smtplib.SMTP_SSL(url.host, url.port, timeout=route.timeout, context=route.context)
+                connection = _SMTPSSL(url.host, url.port, timeout=route.timeout, context=route.context)
             else:
-                connection = smtplib.SMTP(url.host, url.port, timeout=route.timeout)
+                connection = _SMTP(url.host, url.port, timeout=route.timeout)
+            connection.counted = True
+            self._greet_and_log_in(connection)
+            return connection
         except smtplib.SMTPConnectError as error:
+            route.count_connection(-1)
+            if error.smtp_code == 421 and others:
+                raise _AttemptOverError(Answer(FEWER, f"{route.label} allows fewer connections "
+                                                      f"({error.smtp_code} {answer_text(error.smtp_error)})")) from None
             self._refused("greeted with", error.smtp_code, error.smtp_error, stop_on_5xx=True)
-        self.connection = connection
+        except ConnectionRefusedError:
+            route.count_connection(-1)
+            if others:
+                raise _AttemptOverError(Answer(FEWER, f"{route.label} refused a connection while {others} were "
+                                                      "open")) from None
+            raise
+        except BaseException:
+            if connection is None:
+                route.count_connection(-1)
+            else:
+                _close(connection, route, polite=False)
+            raise
+        raise AssertionError("unreachable")
+
+    def _greet_and_log_in(self, connection: smtplib.SMTP) -> None:
+        route, url = self.route, self.route.url
         self._reply(*connection.ehlo(), "EHLO")
         if url.scheme == "smtp":
             if connection.has_extn("starttls"):
@@ -191,8 +340,9 @@ class SmtpChannel:
                                              f"{answer_text(error.smtp_error)})", str(error.smtp_code))) from None
                 self._reply(*connection.ehlo(), "EHLO")
             elif not url.is_loopback:
-                raise _AttemptOverError(Answer(STOP, f"{route.label} does not offer STARTTLS: the password and the emails would "
-                                         "travel unencrypted; use its TLS port (smtps://host:465) or another server"))
+                raise _AttemptOverError(Answer(STOP, f"{route.label} does not offer STARTTLS: the password and the emails "
+                                                     "would travel unencrypted; use its TLS port (smtps://host:465) or "
+                                                     "another server"))
         if route.username:
             self._log_in(connection)
 
@@ -201,8 +351,10 @@ class SmtpChannel:
         offered = connection.esmtp_features.get("auth", "").upper().split()
         mechanism = next((name for name in AUTH_MECHANISMS if name in offered), None)
         if mechanism is None:
-            raise _AttemptOverError(Answer(STOP, f"{route.label} offers no PLAIN or LOGIN authentication"
-                                     f"{' (AUTH: ' + ' '.join(offered) + ')' if offered else ''}"))
+            refusal = Answer(STOP, f"{route.label} offers no PLAIN or LOGIN authentication"
+                                   f"{' (AUTH: ' + ' '.join(offered) + ')' if offered else ''}")
+            route.login_refused = refusal
+            raise _AttemptOverError(refusal)
         connection.user, connection.password = route.username, route.password
         authenticate = connection.auth_plain if mechanism == "PLAIN" else connection.auth_login
         try:
@@ -212,35 +364,58 @@ class SmtpChannel:
             if 400 <= code < 500:
                 raise _AttemptOverError(Answer(RETRY, f"{route.label} could not log in now ({code} {said})",
                                                str(code))) from None
-            raise _AttemptOverError(Answer(STOP, f"{route.label} refused the SMTP login ({code} {said}): "
-                                     "check SMTP_USERNAME / SMTP_PASSWORD (an app password for Gmail)", str(code))) from None
+            refusal = Answer(STOP, f"{route.label} refused the SMTP login ({code} {said}): {LOGIN_ADVICE}", str(code))
+            route.login_refused = refusal  # one refused login per run: nobody tries again
+            raise _AttemptOverError(refusal) from None
 
-    def _transaction(self, mail: OutgoingMail) -> Answer:
+    # ------------------------------------------------------------ one message
+
+    def _transaction(self, connection: smtplib.SMTP, mail: OutgoingMail) -> Answer:
         """MAIL, RCPT for the customer then each --cc, DATA, done by hand: smtplib's send_message would
         send to the copies alone when the customer's address is refused."""
-        connection = self.connection
-        assert connection is not None
-        options = []
+        label = self.route.label
+        options, data = [], mail.data
         if mail.international:
             if not connection.has_extn("smtputf8"):
-                return Answer(REJECTED, f"{self.route.label} cannot take an address with non-ASCII characters "
-                                        "(no SMTPUTF8)", "SMTPUTF8")
-            options = ["SMTPUTF8", "BODY=8BITMIME"]
-        code, reply = connection.mail(mail.sender, options)
+                return Answer(REJECTED, f"{label} cannot take an address with non-ASCII characters (no SMTPUTF8)")
+            options.append("SMTPUTF8")
+        if mail.eight_bit:
+            if connection.has_extn("8bitmime"):
+                options.append("BODY=8BITMIME")
+            elif mail.data_7bit is not None:
+                data = mail.data_7bit
+        try:
+            code, reply = connection.mail(mail.sender, options)
+        except smtplib.SMTPServerDisconnected as error:
+            raise _IdleDropped(f"{label} ended the connection ({error})") from None
+        if code == 421:  # the server is ending the connection (idle too long, shutting down): nothing was sent
+            raise _IdleDropped(f"{label} answered MAIL FROM with 421 {answer_text(reply)}")
         if code != 250:
             connection.rset()
+            if code == 530:
+                raise _AttemptOverError(Answer(STOP, f"{label} wants a login before sending ({code} {answer_text(reply)}): "
+                                                     "set SMTP_USERNAME and SMTP_PASSWORD", str(code)))
             self._refused("refused the sender (MAIL FROM) with", code, reply, stop_on_5xx=True)
         code, reply = connection.rcpt(mail.recipient)
         if code not in (250, 251):
             connection.rset()
+            if 500 <= code < 600 and _SENDER_REFUSED.search(answer_text(reply)):
+                raise _AttemptOverError(Answer(STOP, f"{label} refused the sender {mail.sender} at RCPT ({code} "
+                                                     f"{answer_text(reply)}): check --from (the login must own it)",
+                                               str(code)))
             self._refused("refused the recipient with", code, reply)
         for address in mail.cc:
             cc_code, cc_reply = connection.rcpt(address)
+            if 400 <= cc_code < 500:
+                connection.rset()
+                self._refused(f"deferred the --cc address {address} with", cc_code, cc_reply)
             if cc_code not in (250, 251):
                 self.route.warn_cc_once(address, cc_code, cc_reply)
-        code, reply = connection.data(mail.data)
+        code, reply = connection.data(data)
         if code != 250:
             self._refused("refused the message with", code, reply)
+        log.info("%s accepted the email to %s, Message-ID %s: %d %s", label, mail.recipient, mail.message_id or "-",
+                 code, answer_text(reply))
         return Answer(DELIVERED, f"{code} {answer_text(reply)}", str(code))
 
     def _refused(self, what: str, code: int, reply: bytes, stop_on_5xx: bool = False) -> None:
@@ -257,25 +432,67 @@ class SmtpChannel:
 
     # ------------------------------------------------------------ the connection
 
-    def reset(self) -> None:
-        """Drop the connection without a word (it is in an unknown state)."""
-        connection, self.connection = self.connection, None
+    def _drop(self, generation: int, polite: bool = False) -> int:
+        """End the connection of this attempt's generation (with QUIT after a temporary refusal, so
+        the server sees a clean end before the reconnect); an abandoned attempt changes nothing.
+        The generation that follows (-1 when the attempt was abandoned)."""
+        with self.lock:
+            if generation != self.generation:
+                return -1
+            connection, self.connection = self.connection, None
+            self.generation += 1
+            following = self.generation
         if connection is not None:
-            try:
-                connection.close()
-            except OSError:
-                pass
+            _close(connection, self.route, polite)
+        return following
+
+    def reset(self) -> None:
+        """Drop the connection without a word (an attempt ran out of time): the abandoned attempt's
+        socket is closed under it, and its generation is over."""
+        with self.lock:
+            connection, self.connection = self.connection, None
+            self.generation += 1
+        if connection is not None:
+            _close(connection, self.route, polite=False)
 
     def close(self) -> None:
-        """End politely with QUIT."""
-        connection, self.connection = self.connection, None
+        """End politely with QUIT, within the timeout."""
+        with self.lock:
+            connection, self.connection = self.connection, None
+            self.generation += 1
         if connection is not None:
+            _close(connection, self.route, polite=True)
+
+
+class _IdleDropped(smtplib.SMTPServerDisconnected):
+    """The server ended the connection before MAIL FROM was taken: nothing was sent on it."""
+
+
+def _close(connection: smtplib.SMTP, route: SmtpRoute, polite: bool) -> None:
+    """Close a connection once (QUIT first when polite, bounded by the timeout) and count it closed."""
+    if polite:
+        def quit_politely() -> bool:
             try:
                 connection.quit()
             except (smtplib.SMTPException, OSError):
-                connection.close()
+                pass
+            return True
+        call_within(route.timeout, quit_politely)
+    try:
+        connection.close()
+    except OSError:
+        pass
+    if getattr(connection, "counted", False):
+        connection.counted = False
+        route.count_connection(-1)
 
 
-def outgoing_mail(message, sender: str, recipient: str, cc: tuple[str, ...]) -> OutgoingMail:
-    international = needs_smtputf8([sender, recipient, *cc])
-    return OutgoingMail(sender, recipient, cc, message_bytes(message, international), international)
+def certificate_problem(label: str, error: ssl.SSLCertVerificationError) -> str:
+    """What a failed certificate check means, and the fix."""
+    code, said = getattr(error, "verify_code", None), str(getattr(error, "verify_message", "") or error)
+    if code in (9, 10):  # not yet valid, expired
+        return f"the certificate of {label} {'has expired' if code == 10 else 'is not valid yet'}: the server must renew it"
+    if code == 62 or "hostname" in said.lower() or "match" in said.lower():
+        return f"the certificate of {label} is for another name ({said}): use the host name the certificate names"
+    return (f"the certificate of {label} is not signed by an authority this machine trusts ({said}): set SSL_CERT_FILE "
+            "to your CA bundle")

@@ -47,10 +47,11 @@ COLUMN_FIXES = {
     SKIP_NO_EMAIL: "email",
 }
 
-# One address: one '@', a dotted domain with no empty label, no spaces, separators or control characters.
-_LOCAL_CHAR = r'[^@\s\x00-\x1f\x7f,;:<>()\[\]\\"]'
-_DOMAIN_CHAR = r'[^@.\s\x00-\x1f\x7f,;:<>()\[\]\\"]'
-_EMAIL = re.compile(rf"{_LOCAL_CHAR}+@(?:{_DOMAIN_CHAR}+\.)+{_DOMAIN_CHAR}+")
+# One address: one '@', a local part of dot-separated words (no leading, trailing or double dot: RFC 5321),
+# a dotted domain with no empty label, no spaces, separators or control characters.
+_WORD_CHAR = r'[^@.\s\x00-\x1f\x7f,;:<>()\[\]\\"]'
+_EMAIL = re.compile(rf"{_WORD_CHAR}+(?:\.{_WORD_CHAR}+)*@(?:{_WORD_CHAR}+\.)+{_WORD_CHAR}+")
+MAX_LOCAL_PART, MAX_ADDRESS = 64, 254  # RFC 5321's lengths
 # Characters no address may hold: controls, invisible formatting (zero-width space, soft hyphen), separators.
 _INVISIBLE_CATEGORIES = frozenset(("Cc", "Cf", "Zs", "Zl", "Zp"))
 
@@ -80,7 +81,7 @@ def cell_text(value: object) -> str:
 
 def is_valid_email(text: str) -> bool:
     """One plain address, as a mailer can send to it (no name, no list, no spaces, nothing invisible)."""
-    if _EMAIL.fullmatch(text) is None:
+    if _EMAIL.fullmatch(text) is None or len(text) > MAX_ADDRESS or text.index("@") > MAX_LOCAL_PART:
         return False
     return text.isascii() or not any(unicodedata.category(char) in _INVISIBLE_CATEGORIES for char in text)
 

@@ -203,8 +203,9 @@ def read_state(path: Path) -> dict:
     return json.loads(path.read_text(encoding="utf-8"))
 
 
-def make_certificates(folder: Path) -> tuple[Path, Path, Path]:
-    """A test CA and a server certificate for localhost and 127.0.0.1 signed by it: (ca.pem, cert.pem, key.pem)."""
+def make_certificates(folder: Path, expired: bool = False) -> tuple[Path, Path, Path]:
+    """A test CA and a server certificate for localhost and 127.0.0.1 signed by it: (ca.pem, cert.pem, key.pem);
+    with `expired`, the server certificate ended yesterday."""
     import datetime
     import ipaddress
 
@@ -227,7 +228,8 @@ def make_certificates(folder: Path) -> tuple[Path, Path, Path]:
           .sign(ca_key, hashes.SHA256()))
     server = (x509.CertificateBuilder().subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")]))
               .issuer_name(ca_name).public_key(key.public_key()).serial_number(x509.random_serial_number())
-              .not_valid_before(now - datetime.timedelta(days=1)).not_valid_after(now + datetime.timedelta(days=30))
+              .not_valid_before(now - datetime.timedelta(days=10))
+              .not_valid_after(now + datetime.timedelta(days=-1 if expired else 30))
               .add_extension(x509.SubjectAlternativeName([x509.DNSName("localhost"),
                                                           x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False)
               .add_extension(x509.ExtendedKeyUsage([x509.oid.ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
@@ -239,6 +241,13 @@ def make_certificates(folder: Path) -> tuple[Path, Path, Path]:
     paths[2].write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
                                            serialization.NoEncryption()))
     return paths
+
+
+@pytest.fixture
+def certificates(tmp_path):
+    folder = tmp_path / "tls"
+    folder.mkdir()
+    return make_certificates(folder)
 
 
 def free_port() -> int:
