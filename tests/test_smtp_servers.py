@@ -567,5 +567,5 @@ def test_the_message_id_and_the_servers_queue_id_are_logged(tmp_path, raw_smtp):
 def test_help_describes_workers_timeout_and_retries_for_every_route():
     text = " ".join(run_cli("--help").stdout.split())
     for option in ("--workers N", "--timeout SECONDS", "--retries N"):
-        described = text[text.index(option) + len(option):].split(" --", 1)[0]
+        described = text[text.rindex(option) + len(option):].split(" --", 1)[0]
         assert "every destination" in described and "webhook" not in described, described
