@@ -130,7 +130,9 @@ def build_parser(version: str) -> argparse.ArgumentParser:
 
 def parse_args(argv: list[str] | None, script_dir: Path, version: str) -> argparse.Namespace:
     """Parsed and checked options, paths made absolute. Raises UsageError."""
-    args = build_parser(version).parse_args(argv)
+    args, unknown = build_parser(version).parse_known_args(argv)
+    if unknown:
+        raise UsageError(unknown_arguments(unknown))
     if bool(args.sheet_id) == bool(args.report):
         raise UsageError("give exactly one report source: -sheetid ID or --report PATH")
     if args.sheet_id:
@@ -177,6 +179,11 @@ def parse_args(argv: list[str] | None, script_dir: Path, version: str) -> argpar
     args.content = Content(args.subject, body_template, html_template, cc)
     args.secrets = secrets_of(args)
     check_destination(args)
+    if not args.test_mode:
+        from url_rules import unusable_ca_bundle
+
+        if problem := unusable_ca_bundle():
+            raise UsageError(problem)
     return args
 
 
@@ -213,6 +220,16 @@ def secrets_of(args: argparse.Namespace) -> list[str]:
             except UrlError:
                 values.append(url)
     return [value for value in values if len(value) >= 4]
+
+
+def unknown_arguments(words: list[str]) -> str:
+    """The usage error for arguments argparse did not know: the options by name, never a value (a
+    mistyped option is often followed by a URL or a key)."""
+    names = [word.split("=", 1)[0] for word in words if word.startswith("-") and len(word) > 1]
+    values = len(words) - len(names) + sum("=" in word for word in words if word.startswith("-"))
+    shown = f"unknown option{'s' if len(names) > 1 else ''} {', '.join(names)}" if names else "unexpected arguments"
+    hidden = f" ({values} value{'s' if values > 1 else ''} not shown)" if values else ""
+    return f"{shown}{hidden} (see --help; options use dashes, e.g. --webhook-url or -webhook_url)"
 
 
 def ping_url_and_test_mode(argv: list[str]) -> tuple[str, bool]:

@@ -12,10 +12,11 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol, TypeVar
+from typing import Protocol
+
+from time_bounds import call_within
 
 log = logging.getLogger("ticket_notifier")
-T = TypeVar("T")
 
 DELIVERED, RETRY, REJECTED, STOP = "delivered", "retry", "rejected", "stop"
 FEWER = "fewer"  # the destination allows fewer connections: the customer goes back, the worker ends
@@ -105,17 +106,6 @@ class RateLimiter:
             start = max(now, self.next_start)
             self.next_start = start + self.interval
         return not stop.wait(start - now) if start > now else not stop.is_set()
-
-
-def call_within(seconds: float, work: Callable[[], T]) -> T | None:
-    """What `work()` returns, or None when it has not finished within `seconds`. It runs in a daemon
-    helper thread, left behind when too slow: a socket timeout bounds each read, not an answer
-    that trickles in a byte at a time. `work` must catch its own exceptions."""
-    results: list[T] = []
-    helper = threading.Thread(target=lambda: results.append(work()), name="attempt", daemon=True)
-    helper.start()
-    helper.join(seconds)
-    return results[0] if results else None
 
 
 def attempt_within(channel: Channel, message: object, timeout: float, label: str) -> Answer:

@@ -24,12 +24,14 @@ from googleapiclient.discovery import build
 from googleapiclient.errors import HttpError
 
 from a1_range import a1_bounds, column_letters, quoted_sheet, split_a1_range
+from time_bounds import TooSlowError, run_within
 
 SCOPES = ["https://www.googleapis.com/auth/spreadsheets.readonly"]
 SCRIPT_DIR = Path(__file__).resolve().parent
 SHEET_RETRIES = 4
 PAGE_CELLS = 250_000  # cells per values.get: Google advises payloads of about 2 MB; a page is retried on its own
 HTTP_TIMEOUT_SECONDS = 60
+GOOGLE_CALL_SECONDS = 300.0  # one call as a whole, its retries included: httplib2's timeout bounds each read only
 AUTH_ADVICE = "run `python google_api.py` once to authorise"
 
 # googleapiclient logs retried request URIs, API key included: keep its records away from any handler.
@@ -86,7 +88,10 @@ def save_token(credentials: Credentials, token_path: Path) -> None:
 def refresh_and_save(credentials: Credentials, token_path: Path) -> Credentials:
     """Refresh an expired user token and save it; a refused or unreachable refresh is a setup error."""
     try:
-        credentials.refresh(token_request())
+        run_within(GOOGLE_CALL_SECONDS, lambda: credentials.refresh(token_request()))
+    except TooSlowError:
+        raise GoogleSetupError(f"Google's token endpoint gave no complete answer within {GOOGLE_CALL_SECONDS:g}s: check "
+                               "the network and HTTPS_PROXY, or try again later") from None
     except google.auth.exceptions.RefreshError as error:
         raise GoogleSetupError(f"Google refused to refresh the saved token ({_first_line(error)}): "
                                f"{AUTH_ADVICE} again") from None
@@ -175,9 +180,13 @@ def _values(values_api, sheet_id: str, range_: str, account: str) -> list[list]:
 
 
 def _executed(request, sheet_id: str, range_: str, account: str) -> dict:
-    """A Sheets API request's answer, retried on 429 and 5xx; every failure one GoogleSetupError line."""
+    """A Sheets API request's answer, retried on 429 and 5xx, bounded as a whole in time; every
+    failure one GoogleSetupError line."""
     try:
-        return request.execute(num_retries=SHEET_RETRIES)
+        return run_within(GOOGLE_CALL_SECONDS, lambda: request.execute(num_retries=SHEET_RETRIES))
+    except TooSlowError:
+        raise GoogleSetupError(f"the Google Sheets API gave no complete answer within {GOOGLE_CALL_SECONDS:g}s: check "
+                               "the network and HTTPS_PROXY, or try again later") from None
     except HttpError as error:
         raise GoogleSetupError(explain_http_error(error, sheet_id, range_, account)) from None
     except google.auth.exceptions.RefreshError as error:

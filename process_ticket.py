@@ -6,10 +6,12 @@ call per customer, and remember what was sent in last_run_date.json.
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import json
 import logging
 import os
+import signal
 import sys
 import threading
 from collections import Counter
@@ -87,36 +89,62 @@ class RunReport:
         return 1 if self.failed or self.not_attempted or self.rejected or self.stop_reason else 0
 
 
+INTERRUPTED = "interrupted; what was delivered is recorded, the rest stays pending"
+
+
 def main(argv: list[str] | None = None, hard_exit: bool = False) -> int:
-    """The command line; the exit code. With `hard_exit`, a finished run ends the process at once."""
+    """The command line; the exit code. With `hard_exit`, a finished run ends the process at once.
+    Ctrl+C and SIGTERM (a scheduler stopping the task) end any step as "interrupted", exit 2."""
     for stream in (sys.stdout, sys.stderr):  # a name the console's code page lacks must not end the run
         if hasattr(stream, "reconfigure"):
             stream.reconfigure(errors="backslashreplace")
+    stop_on_sigterm()
+    argv = sys.argv[1:] if argv is None else argv
+    heartbeat = None
     try:
-        args = parse_args(argv, SCRIPT_DIR, __version__)
-    except UsageError as error:
-        print(f"error: {error}", file=sys.stderr)
-        ping_usage_error(sys.argv[1:] if argv is None else argv, f"error: {error}")
+        try:
+            args = parse_args(argv, SCRIPT_DIR, __version__)
+        except UsageError as error:
+            print(f"error: {error}", file=sys.stderr)
+            ping_usage_error(argv, f"error: {error}")
+            return 2
+        try:
+            setup_logging(args.log_file, args.verbose, args.quiet, args.secrets)
+        except OSError as error:
+            text = f"error: cannot write the log file {args.log_file}: {error.strerror or error}"
+            print(text, file=sys.stderr)
+            ping_usage_error(argv, text)
+            return 2
+        for note in args.notes:
+            log.warning("%s", note)
+        if args.check:
+            from run_check import check_all
+            return check_all(args)
+        heartbeat = start_heartbeat(args)
+        errors = ErrorLines()
+        log.addHandler(errors)
+        exit_code, summary = run_and_report(args)
+        if heartbeat is not None:
+            heartbeat.finish(exit_code, summary or errors.text())
+    except KeyboardInterrupt:
+        print(f"error: {INTERRUPTED}", file=sys.stderr)
+        if heartbeat is not None:
+            with contextlib.suppress(KeyboardInterrupt):
+                heartbeat.finish(2, f"error: {INTERRUPTED}")
         return 2
-    try:
-        setup_logging(args.log_file, args.verbose, args.quiet, args.secrets)
-    except OSError as error:
-        print(f"error: cannot write the log file {args.log_file}: {error.strerror or error}", file=sys.stderr)
-        return 2
-    for note in args.notes:
-        log.warning("%s", note)
-    if args.check:
-        from run_check import check_all
-        return check_all(args)
-    heartbeat = start_heartbeat(args)
-    errors = ErrorLines()
-    log.addHandler(errors)
-    exit_code, summary = run_and_report(args)
-    if heartbeat is not None:
-        heartbeat.finish(exit_code, summary or errors.text())
     if hard_exit:
         exit_now(exit_code)
     return exit_code
+
+
+def stop_on_sigterm() -> None:
+    """SIGTERM, the usual stop of a scheduled task on Linux, ends the run as Ctrl+C does."""
+    if threading.current_thread() is not threading.main_thread():
+        return
+
+    def interrupt(signal_number, frame) -> None:
+        raise KeyboardInterrupt
+    signal.signal(signal.SIGTERM, interrupt)
 
 
 def ping_usage_error(argv: list[str], text: str) -> None:
@@ -153,8 +181,8 @@ def run_and_report(args) -> tuple[int, str]:
         log.error("%s", error)
         return 2, ""
     except KeyboardInterrupt:
-        log.error("interrupted; what was delivered is recorded, the rest stays pending")
-        return 2, ""
+        log.error("%s", INTERRUPTED)
+        return 2, f"error: {INTERRUPTED}"
     except Exception as error:  # a bug, not a user's mistake: still one line, the details in the log
         log.info("details of the unexpected error:", exc_info=True)  # shown with -v, written to --log-file
         log.error("unexpected %s: %s; what was delivered is recorded (details with -v or in --log-file)",

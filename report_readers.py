@@ -138,15 +138,14 @@ def _csv_rows(path: Path, encoding: str, delimiter: str) -> Iterator[list[str]]:
 def read_xlsx(path: Path, sheet_range: str | None = None) -> tuple[Iterator[list], list[str]]:
     """The sheet `sheet_range` names ('Tickets' or 'Tickets!A1:F'), else the first; date cells
     arrive as datetime values."""
-    import zipfile  # here with openpyxl: a CSV report needs neither
+    from openpyxl import load_workbook  # here: a CSV report never loads it
 
-    from openpyxl import load_workbook
-    from openpyxl.utils.exceptions import InvalidFileException
+    damage = _workbook_damage()
 
     try:
         workbook = load_workbook(path, read_only=True, data_only=True)
-    except (zipfile.BadZipFile, InvalidFileException, KeyError, OSError, ValueError) as error:
-        raise ReportError(f"{path} is not a readable .xlsx workbook ({error})") from None
+    except damage as error:
+        raise ReportError(f"{path} is not a readable .xlsx workbook ({type(error).__name__}: {error})") from None
     names = list(workbook.sheetnames)
     sheet_name, cells = split_a1_range(sheet_range or "")
     try:
@@ -158,14 +157,29 @@ def read_xlsx(path: Path, sheet_range: str | None = None) -> tuple[Iterator[list
         workbook.close()
         raise ReportError(f"{path.name} has no sheet {sheet_name!r}; its sheets: {', '.join(map(repr, names))} "
                           "(pick one with -range NAME)")
-    return _xlsx_rows(workbook, workbook[sheet_name] if sheet_name else workbook.worksheets[0], bounds), names
+    return _xlsx_rows(workbook, workbook[sheet_name] if sheet_name else workbook.worksheets[0], bounds, damage), names
 
 
-def _xlsx_rows(workbook, sheet, bounds) -> Iterator[list]:
+def _xlsx_rows(workbook, sheet, bounds, damage: tuple[type[BaseException], ...]) -> Iterator[list]:
     first_row, first_column, last_row, last_column = bounds
     try:
         for row in sheet.iter_rows(min_row=first_row, min_col=first_column, max_row=last_row, max_col=last_column,
                                    values_only=True):
             yield list(row)
+    except damage as error:  # a damaged sheet inside a workbook that opened
+        raise ReportError(f"the workbook's sheet {sheet.title!r} cannot be read to its end ({type(error).__name__}: "
+                          f"{error}): save the workbook again, or export the report as CSV") from None
     finally:
         workbook.close()
+
+
+def _workbook_damage() -> tuple[type[BaseException], ...]:
+    """What openpyxl raises for a damaged workbook (a broken zip, XML or value)."""
+    import zipfile
+    import zlib
+    from xml.etree.ElementTree import ParseError
+
+    from openpyxl.utils.exceptions import InvalidFileException
+
+    return (zipfile.BadZipFile, zlib.error, ParseError, InvalidFileException, KeyError, OSError, ValueError,
+            TypeError, EOFError, IndexError, AttributeError)

@@ -10,8 +10,9 @@ import ssl
 import threading
 from urllib.parse import urlsplit
 
-from delivery import DELIVERED, FEWER, REJECTED, RETRY, STOP, Answer, answer_text, call_within
+from delivery import DELIVERED, FEWER, REJECTED, RETRY, STOP, Answer, answer_text
 from email_message import OutgoingMail
+from time_bounds import call_within
 from url_rules import SMTP_CA_VARIABLES, SMTP_PORTS, CheckedUrl, UrlError, ca_bundle, is_printable_ascii, parse_url
 
 log = logging.getLogger("ticket_notifier")

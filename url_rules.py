@@ -20,6 +20,29 @@ def ca_bundle(variables: tuple[str, ...] = HTTP_CA_VARIABLES) -> str | None:
     return next((os.environ[name] for name in variables if os.environ.get(name)), None)
 
 
+ALL_CA_VARIABLES = ("REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE", "SSL_CERT_FILE", "HTTPLIB2_CA_CERTS")
+
+
+def unusable_ca_bundle() -> str:
+    """Why a CA bundle named in the environment cannot verify anything ('' when each one set loads):
+    found at start, not as one "OSError" per customer every week."""
+    import ssl
+
+    seen = set()
+    for name in ALL_CA_VARIABLES:
+        value = os.environ.get(name, "")
+        if not value or value in seen:
+            continue
+        seen.add(value)
+        try:
+            ssl.create_default_context(**({"capath": value} if os.path.isdir(value) else {"cafile": value}))
+        except (OSError, ssl.SSLError) as error:
+            reason = getattr(error, "strerror", None) or getattr(error, "reason", None) or type(error).__name__
+            return (f"{name} names a CA bundle that cannot be used ({reason}): point it at a PEM file of "
+                    "certificates, or unset it")
+    return ""
+
+
 def is_printable_ascii(text: str) -> bool:
     """A value that goes out in a header or an SMTP login: printable ASCII on one line."""
     return all(" " <= char <= "~" for char in text)
