@@ -39,6 +39,14 @@ def backoff_seconds(retry_number: int, factor: float = 1.0) -> float:
     return min(BACKOFF_MAX_SECONDS, base * (1 + random.random() / 4))
 
 
+def retry_wait(answer: Answer, retry_number: int, factor: float = 1.0) -> float:
+    """How long to wait before retry `retry_number`: what the destination asked (Retry-After, at most
+    RETRY_AFTER_MAX_SECONDS), else the backoff."""
+    if answer.retry_after is not None:
+        return min(answer.retry_after, RETRY_AFTER_MAX_SECONDS)
+    return backoff_seconds(retry_number, factor)
+
+
 def answer_text(raw: bytes | str) -> str:
     """A receiver's own words for a message: one line, at most REASON_CHARS characters."""
     text = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else str(raw)
@@ -183,8 +191,7 @@ class _Run:
             if retries_done >= self.policy.retries:
                 return Answer(RETRY, answer.detail, answer.code, unreachable=every_attempt_unreachable)
             retries_done += 1
-            wait = (min(answer.retry_after, RETRY_AFTER_MAX_SECONDS) if answer.retry_after is not None
-                    else backoff_seconds(retries_done, self.policy.backoff_factor))
+            wait = retry_wait(answer, retries_done, self.policy.backoff_factor)
             log.info("%s; retrying in %.1fs", answer.detail, wait)
             if self.stop.wait(wait):
                 return Answer(RETRY, answer.detail, answer.code)

@@ -123,8 +123,11 @@ def _csv_rows(path: Path, encoding: str, delimiter: str) -> Iterator[list[str]]:
         record, line, width = 0, 0, None
         try:
             for row in reader:
-                if reader.line_num - line > 1 and row and width is not None and len(row) != width:
-                    raise csv.Error("a quoted cell runs over several lines into other rows")
+                if reader.line_num - line > 1 and row and width is not None:
+                    if len(row) != width:
+                        raise csv.Error("a quoted cell runs over several lines into other rows")
+                    if _holds_whole_rows(row, delimiter, width):
+                        raise csv.Error("a quoted cell holds lines that are whole rows")
                 record, line = record + 1, reader.line_num
                 if width is None and row:
                     width = len(row)
@@ -133,6 +136,13 @@ def _csv_rows(path: Path, encoding: str, delimiter: str) -> Iterator[list[str]]:
             where = f"row {record + 1}" + (f" (line {line + 1} of the file)" if line != record else "")
             raise ReportError(f"{path}: {where} has a quote (\") that does not close where its cell ends ({error}); "
                               "the rows after it cannot be read as written: fix that cell and export again") from None
+
+
+def _holds_whole_rows(row: list[str], delimiter: str, width: int) -> bool:
+    """Whether a cell of a record that spans lines holds a line with as many separators as a row: a
+    misplaced quote swallowed whole records, even when the record's width came out right."""
+    return width > 1 and any(line.count(delimiter) >= width - 1
+                             for cell in row if "\n" in cell or "\r" in cell for line in cell.splitlines())
 
 
 def read_xlsx(path: Path, sheet_range: str | None = None) -> tuple[Iterator[list], list[str]]:

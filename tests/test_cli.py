@@ -4,6 +4,7 @@ import json
 import shutil
 import subprocess
 import sys
+from datetime import date, timedelta
 
 import pytest
 from conftest import ROOT, Reply, clean_env, read_state, run_cli, write_csv, write_state
@@ -206,10 +207,16 @@ def test_default_state_lives_next_to_the_script_whatever_the_working_directory(t
     assert report.exists()
 
 
-def test_missing_state_file_starts_18_months_back(report, tmp_path):
+def test_missing_state_file_starts_18_months_back(tmp_path):
+    from process_ticket import months_before
+
+    start = months_before(date.today(), 18)
+    rows = [["In", "Side", "in@example.com", "1", "Closed", start.strftime("%d/%m/%Y")],
+            ["Out", "Side", "out@example.com", "2", "Closed", (start - timedelta(days=1)).strftime("%d/%m/%Y")]]
+    report = write_csv(tmp_path / "r.csv", rows)
     result = run_cli("--report", str(report), "--state-file", str(tmp_path / "none.json"), "-testmode", "yes")
     assert result.returncode == 0
-    assert "Would email 4 customers" in result.stdout   # Ann's 19/11 ticket is inside 18 months
+    assert "in@example.com" in result.stdout and "out@example.com" not in result.stdout   # on the boundary, not past it
 
 
 SHARED_KAGGLE = ROOT.parent / "shared" / "data" / "customer_support_tickets.csv"

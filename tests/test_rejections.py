@@ -189,6 +189,7 @@ def run_killed(report, state, webhook, answer):
                                        "--workers", "1"], env=clean_env(), stdin=subprocess.DEVNULL,
                                       stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     process["cli"].wait(timeout=60)
+    assert process["cli"].returncode == -signal.SIGKILL   # the kill happened: the test is about what it left
 
 
 @pytest.mark.skipif(sys.platform == "win32", reason="SIGKILL is POSIX")
