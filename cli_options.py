@@ -4,21 +4,22 @@ from __future__ import annotations
 
 import argparse
 import os
-import re
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
 from datetime import date
 from pathlib import Path
 from string import Template
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-from payloads import HTML_TEMPLATE_FIELDS, TEMPLATE_FIELDS, Content, check_body_template
+from customer_message import HTML_TEMPLATE_FIELDS, TEMPLATE_FIELDS, Content, check_body_template
+from destinations import Destination, SettingError, all_destinations, by_name, environment_keys
 from report_dates import DEFAULT_DATE_FORMATS, check_day_range, parse_day
 from ticket_core import ROLES
 
 if TYPE_CHECKING:
-    from email_message import Sender
+    from customer_message import Sender
 
 TRUE_WORDS, FALSE_WORDS = ("yes", "true", "1"), ("no", "false", "0")
-SHEET_URL_ID = re.compile(r"/spreadsheets/d/([A-Za-z0-9_-]+)")
 
 
 class UsageError(Exception):
@@ -79,13 +80,15 @@ def build_parser(version: str) -> argparse.ArgumentParser:
     source.add_argument("--retry-rejected", action="store_true",
                         help="send the tickets of customers rejected earlier again, under the address the report now gives")
     send = parser.add_argument_group("sending")
-    send.add_argument("-webhook_url", "--webhook-url", dest="webhook_url", metavar="URL",
-                      help="the email webhook (default: $WEBHOOK_URL)")
-    send.add_argument("--smtp-url", metavar="URL",
-                      help="send email over SMTP instead: smtp://[user@]host[:587] (STARTTLS) or smtps://[user@]host[:465] "
-                           "(default: $SMTP_URL); password in $SMTP_PASSWORD")
+    names = [destination.name for destination in all_destinations()]
+    send.add_argument("--send-with", choices=names, metavar="|".join(names),
+                      help="the destination: " + "; ".join(f"{d.name}: {d.summary}" for d in all_destinations())
+                           + " (default: $SEND_WITH, else the one whose URL is given)")
+    for destination in all_destinations():
+        destination.add_options(send)
     send.add_argument("--from", dest="from_address", metavar="ADDRESS",
-                      help="sender, 'Name <address>' or an address; required with SMTP (default: $SMTP_FROM)")
+                      help="sender, 'Name <address>' or an address; required to send email directly "
+                           f"({', '.join(d.name for d in all_destinations() if d.needs_sender)}) (default: $SMTP_FROM)")
     send.add_argument("--reply-to", metavar="ADDRESS", help="Reply-To of the emails")
     send.add_argument("--cc", action="append", default=[], metavar="ADDRESS",
                       help="copy every email to this address; repeatable (also the webhook payload's cc_address)")
@@ -102,7 +105,6 @@ def build_parser(version: str) -> argparse.ArgumentParser:
     send.add_argument("--retries", type=bounded(int, 0, 10), default=3, metavar="N",
                       help="extra attempts per message on temporary failures, waiting 1 s, 2 s, 4 s... up to 60 s; "
                            "every destination (default: 3)")
-    send.add_argument("--allow-http", action="store_true", help="allow plain http to a non-loopback host")
     send.add_argument("--subject", metavar="TEXT", help="email subject")
     send.add_argument("--body-template", metavar="PATH",
                       help="string.Template file: $first_name $full_name $ticket_count $ticket_lines")
@@ -128,72 +130,157 @@ def build_parser(version: str) -> argparse.ArgumentParser:
     return parser
 
 
-def parse_args(argv: list[str] | None, script_dir: Path, version: str) -> argparse.Namespace:
-    """Parsed and checked options, paths made absolute. Raises UsageError."""
+# Environment keys the job reads besides the destinations' own (run_settings.env may set them too).
+GENERAL_KEYS = ("SEND_WITH", "SMTP_FROM", "GOOGLE_API_KEY", "PING_URL")
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The run's settings: built once from the command line and the environment, then never changed."""
+    sheet_id: str | None
+    range: str | None
+    report: Path | None
+    closed_statuses: tuple[str, ...]
+    date_formats: tuple[str, ...]
+    columns: Mapping[str, str]
+    since: date | None
+    retry_rejected: bool
+    destination: Destination | None          # None: test mode or --check without one
+    destination_settings: Any                # the destination's own frozen settings
+    sender: Sender | None
+    content: Content
+    max_per_minute: float | None
+    test_mode: bool
+    min_days_between_emails: int
+    workers: int
+    timeout: float
+    retries: int
+    preview_dir: Path | None
+    state_file: Path
+    credentials: Path
+    token: Path
+    api_key: str | None
+    log_file: Path | None
+    ping_url: str | None
+    check: bool
+    quiet: bool
+    verbose: bool
+    notes: tuple[str, ...]                   # warnings about the settings, logged once logging is set up
+    secrets: tuple[str, ...]                 # every value the log filter hides
+
+    def with_timeout(self, seconds: float) -> Settings:
+        return replace(self, timeout=seconds)
+
+
+def read_environment() -> dict[str, str]:
+    """The environment as the run reads it: once, the keys it knows, nothing else."""
+    keys = (*GENERAL_KEYS, *environment_keys())
+    return {key: os.environ[key] for key in keys if os.environ.get(key)}
+
+
+def parse_args(argv: list[str] | None, script_dir: Path, version: str,
+               environment: Mapping[str, str] | None = None) -> Settings:
+    """The run's settings, checked, paths made absolute. Raises UsageError."""
+    environment = read_environment() if environment is None else environment
     args, unknown = build_parser(version).parse_known_args(argv)
     if unknown:
         raise UsageError(unknown_arguments(unknown))
     if bool(args.sheet_id) == bool(args.report):
         raise UsageError("give exactly one report source: -sheetid ID or --report PATH")
+    notes = []
+    sheet_range = args.range
     if args.sheet_id:
-        args.sheet_id = sheet_id_from(args.sheet_id)
-        args.range = args.range or "Sheet1"
-    args.report = absolute(args.report)
-    args.notes = []  # warnings about the settings, logged once logging is set up
-    if args.report and args.range and args.report.suffix.lower() not in (".xlsx", ".xlsm"):
-        args.notes.append(f"-range {args.range!r} is ignored: it picks a sheet of a Google Sheet or an .xlsx "
-                          "workbook, and a CSV file has none")
-        args.range = None
-    # The real path (links resolved): the lock, the writes and rejected.csv all follow the one file.
-    args.state_file = (absolute(args.state_file) or script_dir / "last_run_date.json").resolve()
-    args.credentials = absolute(args.credentials) or script_dir / "credential.json"
-    args.token = absolute(args.token) or script_dir / "token.json"
-    args.log_file = absolute(args.log_file)
-    args.api_key = args.api_key or os.environ.get("GOOGLE_API_KEY") or None
-    args.webhook_url = (args.webhook_url or os.environ.get("WEBHOOK_URL") or "").strip() or None
-    args.closed_statuses = tuple(status.strip() for status in args.closed_status.split(",") if status.strip())
-    if not args.closed_statuses:
+        sheet_range = sheet_range or "Sheet1"
+    report = absolute(args.report)
+    if report and sheet_range and report.suffix.lower() not in (".xlsx", ".xlsm"):
+        notes.append(f"-range {sheet_range!r} is ignored: it picks a sheet of a Google Sheet or an .xlsx "
+                     "workbook, and a CSV file has none")
+        sheet_range = None
+    closed_statuses = tuple(status.strip() for status in args.closed_status.split(",") if status.strip())
+    if not closed_statuses:
         raise UsageError("--closed-status needs at least one status")
-    args.date_formats = tuple(args.date_format or DEFAULT_DATE_FORMATS)
     if not all("%" in fmt for fmt in args.date_format or ()):
         raise UsageError("--date-format takes a strptime format such as %d/%m/%Y")
-    args.columns = parse_columns(args.column)
     if args.subject is not None and not args.subject.isprintable():
         raise UsageError("--subject must be one line of printable text")
     body_template = load_template(absolute(args.body_template), "--body-template") if args.body_template else None
     html_template = load_template(absolute(args.html_template), "--html-template") if args.html_template else None
-    args.preview_dir = absolute(args.preview_dir)
-    if args.preview_dir and not args.test_mode:
+    preview_dir = absolute(args.preview_dir)
+    if preview_dir and not args.test_mode:
         raise UsageError("--preview-dir only goes with -testmode yes (it shows the emails instead of sending them)")
-    args.smtp_url = (args.smtp_url or os.environ.get("SMTP_URL") or "").strip() or None
-    args.sender, cc = check_addresses(args)
-    args.ping_url = (args.ping_url or os.environ.get("PING_URL") or "").strip() or None
-    if args.ping_url:
+    destination, destination_settings = choose_destination(args, environment)
+    sender, cc = check_addresses(args, environment, destination)
+    ping_url = (args.ping_url or environment.get("PING_URL") or "").strip() or None
+    if ping_url:
         from heartbeat import check_ping_url
         from url_rules import UrlError
 
         try:
-            check_ping_url(args.ping_url)
+            check_ping_url(ping_url)
         except UrlError as error:
             raise UsageError(str(error)) from None
-    args.content = Content(args.subject, body_template, html_template, cc)
-    args.secrets = secrets_of(args)
-    check_destination(args)
     if not args.test_mode:
         from url_rules import unusable_ca_bundle
 
         if problem := unusable_ca_bundle():
             raise UsageError(problem)
-    return args
+    api_key = args.api_key or environment.get("GOOGLE_API_KEY") or None
+    return Settings(
+        sheet_id=google_sheet_id(args.sheet_id) if args.sheet_id else None, range=sheet_range, report=report,
+        closed_statuses=closed_statuses, date_formats=tuple(args.date_format or DEFAULT_DATE_FORMATS),
+        columns=parse_columns(args.column), since=args.since, retry_rejected=args.retry_rejected,
+        destination=destination, destination_settings=destination_settings, sender=sender,
+        content=Content(args.subject, body_template, html_template, cc), max_per_minute=args.max_per_minute,
+        test_mode=args.test_mode, min_days_between_emails=args.min_days_between_emails, workers=args.workers,
+        timeout=args.timeout, retries=args.retries, preview_dir=preview_dir,
+        # The real path (links resolved): the lock, the writes and rejected.csv all follow the one file.
+        state_file=(absolute(args.state_file) or script_dir / "last_run_date.json").resolve(),
+        credentials=absolute(args.credentials) or script_dir / "credential.json",
+        token=absolute(args.token) or script_dir / "token.json", api_key=api_key, log_file=absolute(args.log_file),
+        ping_url=ping_url, check=args.check, quiet=args.quiet, verbose=args.verbose, notes=tuple(notes),
+        secrets=tuple(secrets_of(environment, destination, destination_settings, api_key, ping_url)))
 
 
-def check_addresses(args: argparse.Namespace) -> tuple[Sender | None, tuple[str, ...]]:
-    """--from (or SMTP_FROM), --reply-to and --cc as mailboxes; --from is required with SMTP."""
-    from email_message import Sender, parse_mailbox  # the email package only when addresses are given
+def google_sheet_id(text: str) -> str:
+    from google_api import sheet_id_from  # only when the report is a Google Sheet: it loads the Google client
 
-    from_text = args.from_address or os.environ.get("SMTP_FROM") or ""
-    if args.smtp_url and not from_text.strip():
-        raise UsageError("--from is required with --smtp-url (the sender, e.g. \"Support <support@example.com>\"; "
+    return sheet_id_from(text)
+
+
+def choose_destination(args: argparse.Namespace, environment: Mapping[str, str]) -> tuple[Destination | None, Any]:
+    """The one destination of this run and its own settings, checked before any traffic (a destination
+    named is checked in test mode too): --send-with / SEND_WITH, else the one whose URL is given."""
+    wanted = args.send_with or environment.get("SEND_WITH", "").strip().lower() or None
+    destinations = all_destinations()
+    if wanted:
+        if wanted not in [destination.name for destination in destinations]:
+            raise UsageError(f"SEND_WITH must be one of {', '.join(d.name for d in destinations)}")
+        chosen = by_name(wanted)
+    else:
+        named = [destination for destination in destinations if destination.named(args, environment)]
+        if len(named) > 1:
+            raise UsageError("give one destination: " + " or ".join(f"{d.name} ({', '.join(d.env_keys[:1])})" for d in named)
+                             + ", not both (or pick one with --send-with)")
+        if not named:
+            if not args.test_mode and not args.check:
+                raise UsageError("no destination: pass -webhook_url URL (or set WEBHOOK_URL), --smtp-url URL (or set "
+                                 "SMTP_URL), or --send-with NAME; or use -testmode yes")
+            return None, None
+        chosen = named[0]
+    try:
+        return chosen, chosen.configure(args, environment)
+    except SettingError as error:
+        raise UsageError(str(error)) from None
+
+
+def check_addresses(args: argparse.Namespace, environment: Mapping[str, str],
+                    destination: Destination | None) -> tuple[Sender | None, tuple[str, ...]]:
+    """--from (or SMTP_FROM), --reply-to and --cc as mailboxes; --from is required to send email directly."""
+    from customer_message import Sender, parse_mailbox  # the email package only when addresses are given
+
+    from_text = args.from_address or environment.get("SMTP_FROM") or ""
+    if destination is not None and destination.needs_sender and not from_text.strip():
+        raise UsageError(f"--from is required with {destination.name} (the sender, e.g. \"Support <support@example.com>\"; "
                          "or set SMTP_FROM)")
     try:
         cc = tuple(parse_mailbox(text, "--cc")[1] for text in args.cc)
@@ -205,20 +292,21 @@ def check_addresses(args: argparse.Namespace) -> tuple[Sender | None, tuple[str,
         raise UsageError(str(error)) from None
 
 
-def secrets_of(args: argparse.Namespace) -> list[str]:
-    """Every value that must never reach the output or the log (the log filter hides them)."""
-    from url_rules import SMTP_PORTS, WEB_PORTS, UrlError, parse_url
+def secrets_of(environment: Mapping[str, str], destination: Destination | None, destination_settings: Any,
+               api_key: str | None, ping_url: str | None) -> list[str]:
+    """Every value that must never reach the output or the log (the log filter hides them): each
+    destination's secret keys as set, the chosen destination's own, the API key and the ping URL."""
+    from url_rules import WEB_PORTS, UrlError, parse_url
 
-    values = [os.environ.get(name, "") for name in ("WEBHOOK_SECRET", "WEBHOOK_AUTHORIZATION", "SMTP_PASSWORD",
-                                                     "SMTP_USERNAME")]
-    values += [args.api_key or ""]
-    values += os.environ.get("WEBHOOK_AUTHORIZATION", "").split()[1:]  # the token after "Bearer"
-    for url, schemes in ((args.webhook_url, WEB_PORTS), (args.smtp_url, SMTP_PORTS), (args.ping_url, WEB_PORTS)):
-        if url:
-            try:
-                values += parse_url(url, "", schemes).secrets()
-            except UrlError:
-                values.append(url)
+    values = [environment.get(key, "") for d in all_destinations() for key in d.secret_keys]
+    values += [api_key or ""]
+    if destination is not None:
+        values += destination.secrets(destination_settings)
+    if ping_url:
+        try:
+            values += parse_url(ping_url, "", WEB_PORTS).secrets()
+        except UrlError:
+            values.append(ping_url)
     return [value for value in values if len(value) >= 4]
 
 
@@ -245,12 +333,6 @@ def ping_url_and_test_mode(argv: list[str]) -> tuple[str, bool]:
         elif name in ("-testmode", "--testmode"):
             test_mode = value.strip().lower() in TRUE_WORDS
     return url, test_mode
-
-
-def sheet_id_from(text: str) -> str:
-    """The spreadsheet id, also when the whole URL of the sheet was pasted."""
-    match = SHEET_URL_ID.search(text)
-    return match.group(1) if match else text.strip()
 
 
 def absolute(path: str | None) -> Path | None:
@@ -282,39 +364,3 @@ def load_template(path: Path, option: str) -> Template:
     except ValueError as error:
         raise UsageError(f"{option} {path}: {error}") from None
     return template
-
-
-def check_destination(args: argparse.Namespace) -> None:
-    """One destination per live run, its settings checked before any traffic (a URL given is
-    checked in test mode too)."""
-    if args.webhook_url and args.smtp_url:
-        raise UsageError("give one destination: a webhook (-webhook_url / WEBHOOK_URL) or SMTP (--smtp-url / SMTP_URL), "
-                         "not both")
-    if not args.webhook_url and not args.smtp_url and not args.test_mode and not args.check:
-        raise UsageError("no destination: pass -webhook_url URL (or set WEBHOOK_URL) or --smtp-url URL (or set "
-                         "SMTP_URL), or use -testmode yes")
-    if args.smtp_url:
-        check_smtp(args)
-    elif args.webhook_url:
-        check_webhook(args)
-
-
-def check_smtp(args: argparse.Namespace) -> None:
-    from smtp_route import SmtpConfigError, check_smtp_url
-
-    try:
-        check_smtp_url(args.smtp_url, os.environ.get("SMTP_USERNAME"), os.environ.get("SMTP_PASSWORD"))
-    except SmtpConfigError as error:
-        raise UsageError(str(error)) from None
-
-
-def check_webhook(args: argparse.Namespace) -> None:
-    from webhook_route import WebhookConfigError, check_authorization, check_webhook_url, parse_secret
-
-    try:
-        check_webhook_url(args.webhook_url, args.allow_http)
-        if os.environ.get("WEBHOOK_SECRET"):
-            parse_secret(os.environ["WEBHOOK_SECRET"])
-        check_authorization(os.environ.get("WEBHOOK_AUTHORIZATION", ""))
-    except WebhookConfigError as error:
-        raise UsageError(str(error)) from None

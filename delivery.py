@@ -75,6 +75,7 @@ class Channel(Protocol):
 class Route(Protocol):
     label: str                          # host:port, for messages
     def open_channel(self) -> Channel: ...
+    def shutdown(self) -> None: ...     # after the last channel closed: free what the route shares
 
 
 @dataclass(frozen=True)

@@ -6,6 +6,7 @@ import argparse
 import json
 import logging
 import os
+import re
 import sys
 import webbrowser
 from collections.abc import Iterator
@@ -157,6 +158,15 @@ def authorise_interactively(credentials_path: Path, token_path: Path, open_brows
 
 
 # ---------------------------------------------------------------- reading the sheet
+
+SHEET_URL_ID = re.compile(r"/spreadsheets/d/([A-Za-z0-9_-]+)")
+
+
+def sheet_id_from(text: str) -> str:
+    """The spreadsheet id, also when the whole URL of the sheet was pasted."""
+    match = SHEET_URL_ID.search(text)
+    return match.group(1) if match else text.strip()
+
 
 def build_service(credentials=None, api_key: str | None = None):
     """The Sheets client; SHEETS_API_ENDPOINT replaces the API root (a proxy or a local test server)."""
@@ -343,12 +353,15 @@ def _first_line(error: Exception) -> str:
 # ---------------------------------------------------------------- the auth check
 
 def preview(rows: list[list], count: int = 5) -> str:
-    from run_output import format_table
-
+    """The first rows as a small table, columns left-aligned under col 1, col 2..."""
     shown = [[str(cell) for cell in row] for row in rows[:count]]
     width = max((len(row) for row in shown), default=0)
-    shown = [row + [""] * (width - len(row)) for row in shown]
-    return format_table([f"col {i + 1}" for i in range(width)], list(zip(*shown, strict=True))) if shown else "  (no rows)"
+    if not width:
+        return "  (no rows)"
+    table = [[f"col {i + 1}" for i in range(width)], *(row + [""] * (width - len(row)) for row in shown)]
+    sizes = [max(len(row[i]) for row in table) for i in range(width)]
+    return "\n".join("  " + "  ".join(cell.ljust(size) for cell, size in zip(row, sizes, strict=True)).rstrip()
+                     for row in table)
 
 
 def count_data_rows(rows: list[list]) -> int:
@@ -380,8 +393,6 @@ def main(argv: list[str] | None = None) -> int:
             account = ""
             print(f"Authorised; token saved to {token_path}")
         if args.sheet_id:
-            from cli_options import sheet_id_from
-
             rows = list(read_sheet_rows(sheet_id_from(args.sheet_id), args.range, credentials_path=credentials_path,
                                         token_path=token_path))
             print(f"First rows of {args.range}:\n{preview(rows)}")

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import contextlib
 import gc
-import json
 import logging
 import os
 import signal
@@ -22,7 +21,6 @@ from datetime import date, datetime
 from pathlib import Path
 
 from cli_options import UsageError, parse_args
-from payloads import build_payload, webhook_id
 from run_output import FILE_ONLY, ErrorLines, format_customer_table, format_summary, setup_logging
 from state_file import StateError, StateWriter, acquire_lock, load_state, prepare_state_folder, save_state
 from ticket_core import (
@@ -103,27 +101,27 @@ def main(argv: list[str] | None = None, hard_exit: bool = False) -> int:
     heartbeat = None
     try:
         try:
-            args = parse_args(argv, SCRIPT_DIR, __version__)
+            settings = parse_args(argv, SCRIPT_DIR, __version__)
         except UsageError as error:
             print(f"error: {error}", file=sys.stderr)
             ping_usage_error(argv, f"error: {error}")
             return 2
         try:
-            setup_logging(args.log_file, args.verbose, args.quiet, args.secrets)
+            setup_logging(settings.log_file, settings.verbose, settings.quiet, settings.secrets)
         except OSError as error:
-            text = f"error: cannot write the log file {args.log_file}: {error.strerror or error}"
+            text = f"error: cannot write the log file {settings.log_file}: {error.strerror or error}"
             print(text, file=sys.stderr)
             ping_usage_error(argv, text)
             return 2
-        for note in args.notes:
+        for note in settings.notes:
             log.warning("%s", note)
-        if args.check:
+        if settings.check:
             from run_check import check_all
-            return check_all(args)
-        heartbeat = start_heartbeat(args)
+            return check_all(settings)
+        heartbeat = start_heartbeat(settings)
         errors = ErrorLines()
         log.addHandler(errors)
-        exit_code, summary = run_and_report(args)
+        exit_code, summary = run_and_report(settings)
         if heartbeat is not None:
             heartbeat.finish(exit_code, summary or errors.text())
     except KeyboardInterrupt:
@@ -162,21 +160,21 @@ def ping_usage_error(argv: list[str], text: str) -> None:
             pass  # the ping URL is the problem the error already names
 
 
-def start_heartbeat(args):
+def start_heartbeat(settings):
     """The heartbeat of a live run (test mode pings nothing), its start ping sent."""
-    if not args.ping_url or args.test_mode:
+    if not settings.ping_url or settings.test_mode:
         return None
     from heartbeat import Heartbeat
-    heartbeat = Heartbeat(args.ping_url)
+    heartbeat = Heartbeat(settings.ping_url)
     heartbeat.start()
     return heartbeat
 
 
-def run_and_report(args) -> tuple[int, str]:
+def run_and_report(settings) -> tuple[int, str]:
     """Run, print the table and the summary; the exit code and the summary as printed ('' when the
     run stopped before one)."""
     try:
-        report = run(args)
+        report = run(settings)
     except (ConfigError, ReportError, StateError) as error:
         log.error("%s", error)
         return 2, ""
@@ -190,7 +188,7 @@ def run_and_report(args) -> tuple[int, str]:
         return 2, ""
     if report.test_mode:
         print(format_customer_table(report.would_notify, "Would email" if report.would_notify else "Nobody to email"))
-    elif report.notified and not args.quiet:
+    elif report.notified and not settings.quiet:
         print(format_customer_table(report.notified, "Emailed"))
     summary = format_summary(report)
     print("\n" + summary)
@@ -202,23 +200,23 @@ def run_and_report(args) -> tuple[int, str]:
     return report.exit_code, summary
 
 
-def run(args) -> RunReport:
+def run(settings) -> RunReport:
     """The weekly story: read, select, group, send, remember."""
     now = datetime.now()
     today = now.date()
-    lock = None if args.test_mode else acquire_lock(args.state_file)
+    lock = None if settings.test_mode else acquire_lock(settings.state_file)
     try:
         if lock is not None:
-            prepare_state_folder(args.state_file)
-        state = starting_state(args, today)
+            prepare_state_folder(settings.state_file)
+        state = starting_state(settings, today)
         start = state.last_run_date
         recall = merged_recalls(recalls_of_held(state.held),
-                                recalls_of_rejected(state.rejected) if args.retry_rejected else {})
+                                recalls_of_rejected(state.rejected) if settings.retry_rejected else {})
         with garbage_collector_paused():
-            rows, sheet_names = read_rows(args)
+            rows, sheet_names = read_rows(settings)
             selection = select_from_report(rows, sheet_names, start, now, SelectOptions(
-                closed_statuses=args.closed_statuses, date_formats=args.date_formats, columns=args.columns,
-                recall=recall, first_row_number=first_row_number(args)))
+                closed_statuses=settings.closed_statuses, date_formats=settings.date_formats, columns=settings.columns,
+                recall=recall, first_row_number=first_row_number(settings)))
             customers = group_by_customer(selection.by_email)
         for warning in selection.warnings:
             log.warning("%s", warning)
@@ -226,48 +224,48 @@ def run(args) -> RunReport:
         held = next_held(state.held, held_from(selection.skipped_rows),
                          (ticket.ticket_id for customer in customers for ticket in customer.tickets), today)
         owed, already = drop_already_notified(customers, state.notified)
-        owed, held_rejected = (owed, 0) if args.retry_rejected else drop_rejected(owed, state.rejected)
-        to_send, deferred = split_by_weekly_guard(owed, state.last_emailed, today, args.min_days_between_emails)
+        owed, held_rejected = (owed, 0) if settings.retry_rejected else drop_rejected(owed, state.rejected)
+        to_send, deferred = split_by_weekly_guard(owed, state.last_emailed, today, settings.min_days_between_emails)
         report = RunReport(rows_read=selection.rows_read, new_tickets=selection.ticket_count - already - held_rejected,
                            already_notified=already, held_rejected=held_rejected, skipped=dict(selection.skipped),
                            other_statuses=selection.other_statuses, deferred=deferred,
                            held_back=held_back_count(owed, state.held), held_waiting=len(held),
-                           old_last_run_date=start, test_mode=args.test_mode,
-                           first_run=not args.since and not args.state_file.exists())
+                           old_last_run_date=start, test_mode=settings.test_mode,
+                           first_run=not settings.since and not settings.state_file.exists())
         for customer in deferred:
             log.info("deferred %s (%s): emailed on %s, fewer than %d days ago; it waits", customer.email,
-                     ", ".join(customer.ticket_ids), state.last_emailed.get(customer.key), args.min_days_between_emails)
-        if args.test_mode:
+                     ", ".join(customer.ticket_ids), state.last_emailed.get(customer.key), settings.min_days_between_emails)
+        if settings.test_mode:
             report.would_notify = to_send
-            if args.preview_dir:
-                report.previews, report.preview_dir = write_previews(args, to_send), args.preview_dir
+            if settings.preview_dir:
+                report.previews, report.preview_dir = write_previews(settings, to_send), settings.preview_dir
             report.new_last_run_date = next_last_run_date(start, customers, deferred)
             return report
-        state = send_all(args, to_send, replace(state, held=held), today, report)
+        state = send_all(settings, to_send, replace(state, held=held), today, report)
         report.held_waiting = len(state.held)
         pending = deferred + [customer for customer, _ in report.failed] + report.not_attempted
         report.new_last_run_date = next_last_run_date(start, customers, pending)
-        save_state(args.state_file, finish_state(state, report.new_last_run_date, today,
-                                                 args.min_days_between_emails))
+        save_state(settings.state_file, finish_state(state, report.new_last_run_date, today,
+                                                 settings.min_days_between_emails))
         return report
     finally:
         if lock is not None:
             lock.release()
 
 
-def starting_state(args, today: date) -> RunState:
+def starting_state(settings, today: date) -> RunState:
     """The saved state, its window starting at --since when given. Without a state file a live run
     needs --since (it must never email last year's tickets); test mode looks 18 months back."""
-    stored = load_state(args.state_file, today)
+    stored = load_state(settings.state_file, today)
     if stored is None:
-        if args.since:
-            return RunState(args.since)
-        if not args.test_mode:
-            raise ConfigError(f"no state file at {args.state_file} yet, so this is the first live run: pass --since "
+        if settings.since:
+            return RunState(settings.since)
+        if not settings.test_mode:
+            raise ConfigError(f"no state file at {settings.state_file} yet, so this is the first live run: pass --since "
                               "DD/MM/YYYY, the first day whose closed tickets should be emailed (nothing was sent)")
-        log.info("no state file at %s yet: test mode looks 18 months back", args.state_file)
+        log.info("no state file at %s yet: test mode looks 18 months back", settings.state_file)
         return RunState(months_before(today, 18))
-    return replace(stored, last_run_date=args.since or stored.last_run_date)
+    return replace(stored, last_run_date=settings.since or stored.last_run_date)
 
 
 SKIPPED_ROWS_SHOWN = 20
@@ -283,13 +281,13 @@ def log_skipped_rows(skipped_rows: list) -> None:
                     len(skipped_rows) - SKIPPED_ROWS_SHOWN)
 
 
-def first_row_number(args) -> int:
+def first_row_number(settings) -> int:
     """The spreadsheet's number of the first row read: 2 for -range Sheet1!A2:F (a CSV file: 1)."""
-    if args.report and args.report.suffix.lower() not in (".xlsx", ".xlsm") or not args.range:
+    if settings.report and settings.report.suffix.lower() not in (".xlsx", ".xlsm") or not settings.range:
         return 1
     from a1_range import a1_bounds, split_a1_range
     try:
-        first_row = a1_bounds(split_a1_range(args.range)[1])[0]
+        first_row = a1_bounds(split_a1_range(settings.range)[1])[0]
     except ValueError:  # a named range, or a sheet name that looks like cells: Google's own numbering
         return 1
     return first_row or 1
@@ -310,18 +308,18 @@ def garbage_collector_paused():
             gc.enable()
 
 
-def read_rows(args) -> tuple[Iterable, list[str] | None]:
+def read_rows(settings) -> tuple[Iterable, list[str] | None]:
     """The report's rows from a file or from Google Sheets (imported only when needed: it is slow),
     and the sheet names when the report is a workbook."""
-    if args.report:
+    if settings.report:
         from report_readers import read_report
-        return read_report(args.report, args.range)
+        return read_report(settings.report, settings.range)
     import google_api
 
     def sheet_rows() -> Iterator[list]:
         try:
-            yield from google_api.read_sheet_rows(args.sheet_id, args.range, credentials_path=args.credentials,
-                                                  token_path=args.token, api_key=args.api_key)
+            yield from google_api.read_sheet_rows(settings.sheet_id, settings.range, credentials_path=settings.credentials,
+                                                  token_path=settings.token, api_key=settings.api_key)
         except google_api.GoogleSetupError as error:  # before the first row, or a page that kept failing
             raise ConfigError(str(error)) from None
     return sheet_rows(), None
@@ -345,21 +343,21 @@ def select_from_report(rows: Iterable, sheet_names: list[str] | None, start: dat
 PREVIEW_NAME_CHARS = 60  # of the address in a preview's file name: an address of 254 characters must fit
 
 
-def write_previews(args, customers: list[Customer]) -> int:
+def write_previews(settings, customers: list[Customer]) -> int:
     """Test mode: each email that would be sent as DIR/NNN-address.eml, in the table's order, exactly
     as the SMTP route would send it (with a webhook, built from the payload's email). The new set
     is written before the earlier .eml files there are removed; nothing else is written. An email
     that would not be sent gets a warning instead of a file."""
     from delivery import UnsendableError
 
-    folder = args.preview_dir
+    folder = settings.preview_dir
     try:
         folder.mkdir(parents=True, exist_ok=True)
         earlier = set(folder.glob("*.eml"))
         written = set()
         for number, customer in enumerate(customers, 1):
             try:
-                data = mail_for(args, customer).data
+                data = mail_for(settings, customer).data
             except UnsendableError as error:
                 log.warning("no preview for %s: its email would not be sent (%s)", customer.email, error)
                 continue
@@ -374,48 +372,31 @@ def write_previews(args, customers: list[Customer]) -> int:
     return len(written)
 
 
-def mail_for(args, customer: Customer):
-    """The email `customer` gets, with its envelope, as the SMTP route sends it and --preview-dir shows it."""
-    from email_message import outgoing_mail
+def mail_for(settings, customer: Customer):
+    """The email `customer` gets, with its envelope, as a mail destination sends it and --preview-dir shows it."""
+    from customer_message import outgoing_mail
 
-    return outgoing_mail(customer, args.content, webhook_id(customer), args.sender)
+    return outgoing_mail(customer, settings.content, settings.sender)
 
 
-def open_route(args):
+def open_route(settings):
     """The destination of this run, and how it makes one customer's message."""
-    if args.smtp_url:
-        from smtp_route import SmtpConfigError, SmtpRoute
+    from destinations import SettingError
 
-        try:
-            route = SmtpRoute(args.smtp_url, username=os.environ.get("SMTP_USERNAME"),
-                              password=os.environ.get("SMTP_PASSWORD"), timeout=args.timeout)
-        except SmtpConfigError as error:
-            raise ConfigError(str(error)) from None
-
-        return route, lambda customer: mail_for(args, customer)
-
-    from webhook_route import WebhookConfigError, WebhookMessage, WebhookRoute
     try:
-        route = WebhookRoute(args.webhook_url, secret=os.environ.get("WEBHOOK_SECRET"),
-                             authorization=os.environ.get("WEBHOOK_AUTHORIZATION"),
-                             timeout=args.timeout, pool_size=args.workers, allow_http=args.allow_http)
-    except WebhookConfigError as error:
+        return settings.destination.open(settings), settings.destination.message_for(settings)
+    except SettingError as error:
         raise ConfigError(str(error)) from None
 
-    def call_for(customer: Customer) -> WebhookMessage:
-        payload = build_payload(customer, args.content)
-        return WebhookMessage(webhook_id(customer), json.dumps(payload, ensure_ascii=False).encode("utf-8"))
-    return route, call_for
 
-
-def send_all(args, customers: list[Customer], state: RunState, today: date, report: RunReport) -> RunState:
+def send_all(settings, customers: list[Customer], state: RunState, today: date, report: RunReport) -> RunState:
     """Deliver one message per customer; save the state after every delivery or refusal, before the next call."""
     from delivery import DeliveryPolicy, deliver_all
 
     if not customers:
         return state
-    route, message_for = open_route(args)
-    writer = StateWriter(args.state_file, state)
+    route, message_for = open_route(settings)
+    writer = StateWriter(settings.state_file, state)
 
     def remember(customer: Customer) -> None:
         writer.record(customer, today)
@@ -434,10 +415,10 @@ def send_all(args, customers: list[Customer], state: RunState, today: date, repo
         log.info("refusals of %s withdrawn: the destination refused everyone alike; they stay pending",
                  ", ".join(customer.email for customer in customers))
 
-    progress = progress_printer() if sys.stderr.isatty() and len(customers) >= 20 and not args.quiet else None
-    log.info("sending %d notification(s) to %s with %d worker(s)", len(customers), route.label, args.workers)
-    policy = DeliveryPolicy(workers=args.workers, timeout=args.timeout, retries=args.retries,
-                            max_per_minute=args.max_per_minute)
+    progress = progress_printer() if sys.stderr.isatty() and len(customers) >= 20 and not settings.quiet else None
+    log.info("sending %d notification(s) to %s with %d worker(s)", len(customers), route.label, settings.workers)
+    policy = DeliveryPolicy(workers=settings.workers, timeout=settings.timeout, retries=settings.retries,
+                            max_per_minute=settings.max_per_minute)
     try:
         results = deliver_all(route, customers, policy, message_for, remember, refused, withdrawn,
                               progress or (lambda done, total: None))

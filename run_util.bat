@@ -23,7 +23,7 @@ exit /b 2
 rem Only the known keys are set (no line can change PATH or the like), each value only ever through
 rem FOR variables, so & ^ ! % and quotes in it reach Python byte for byte. An unknown key (a typo such
 rem as WEBHOOK_SECERT) is warned about.
-set "KNOWN= SHEET_ID SHEET_RANGE REPORT_FILE WEBHOOK_URL WEBHOOK_SECRET WEBHOOK_AUTHORIZATION GOOGLE_API_KEY SMTP_URL SMTP_USERNAME SMTP_PASSWORD SMTP_FROM PING_URL TESTMODE EXTRA_ARGS "
+set "KNOWN= SHEET_ID SHEET_RANGE REPORT_FILE SEND_WITH WEBHOOK_URL WEBHOOK_SECRET WEBHOOK_AUTHORIZATION GOOGLE_API_KEY SMTP_URL SMTP_USERNAME SMTP_PASSWORD SMTP_FROM PING_URL TESTMODE EXTRA_ARGS "
 for %%V in (%KNOWN%) do set "%%V="
 set "UTF8_COPY=%TEMP%\run_settings.%RANDOM%%RANDOM%.env"
 copy /b run_util.bom + run_settings.env "%UTF8_COPY%" > nul

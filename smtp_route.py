@@ -8,10 +8,12 @@ import smtplib
 import socket
 import ssl
 import threading
+from dataclasses import dataclass
 from urllib.parse import urlsplit
 
+from customer_message import OutgoingMail
 from delivery import DELIVERED, FEWER, REJECTED, RETRY, STOP, Answer, answer_text
-from email_message import OutgoingMail
+from destinations import Destination, SettingError
 from time_bounds import call_within
 from url_rules import SMTP_CA_VARIABLES, SMTP_PORTS, CheckedUrl, UrlError, ca_bundle, is_printable_ascii, parse_url
 
@@ -497,3 +499,79 @@ def certificate_problem(label: str, error: ssl.SSLCertVerificationError) -> str:
         return f"the certificate of {label} is for another name ({said}): use the host name the certificate names"
     return (f"the certificate of {label} is not signed by an authority this machine trusts ({said}): set SSL_CERT_FILE "
             "to your CA bundle")
+
+
+# ---------------------------------------------------------------- the destination
+
+@dataclass(frozen=True)
+class SmtpSettings:
+    url: str
+    username: str
+    password: str
+
+
+def _add_options(group) -> None:
+    group.add_argument("--smtp-url", metavar="URL",
+                       help="send over SMTP instead: smtp://[user@]host[:587] (STARTTLS) or smtps://[user@]host[:465] "
+                            "(default: $SMTP_URL); password in $SMTP_PASSWORD; needs --from")
+
+
+def _url(options, environment) -> str:
+    return (options.smtp_url or environment.get("SMTP_URL") or "").strip()
+
+
+def _configure(options, environment) -> SmtpSettings:
+    url = _url(options, environment)
+    if not url:
+        raise SettingError("no SMTP server: pass --smtp-url URL or set SMTP_URL")
+    password = environment.get("SMTP_PASSWORD") or ""
+    try:
+        _, username = check_smtp_url(url, environment.get("SMTP_USERNAME"), password)
+    except SmtpConfigError as error:
+        raise SettingError(str(error)) from None
+    return SmtpSettings(url, username, password)
+
+
+def _secrets(settings: SmtpSettings) -> list[str]:
+    try:
+        hidden = parse_url(settings.url, "", SMTP_PORTS).secrets()
+    except UrlError:
+        hidden = [settings.url]
+    return [settings.password, settings.username, *hidden]
+
+
+def _open(run) -> SmtpRoute:
+    own = run.destination_settings
+    try:
+        return SmtpRoute(own.url, username=own.username, password=own.password, timeout=run.timeout)
+    except SmtpConfigError as error:
+        raise SettingError(str(error)) from None
+
+
+def _message_for(run):
+    from customer_message import outgoing_mail
+
+    return lambda customer: outgoing_mail(customer, run.content, run.sender)
+
+
+def _check_live(run) -> str:
+    """EHLO, STARTTLS and AUTH (or, without a login, whether the server wants one); nothing sent."""
+    from run_check import CheckFailedError
+
+    try:
+        route = _open(run.with_timeout(min(run.timeout, 15)))
+    except SettingError as error:
+        raise CheckFailedError(str(error)) from None
+    answer = route.open_channel().check(run.sender.from_address if run.sender else "")
+    if answer.kind != DELIVERED:
+        raise CheckFailedError(answer.detail)
+    login = "logged in" if route.username else "no login (a relay that trusts this host)"
+    return f"SMTP server {route.label} answers: EHLO, TLS verified, {login}"
+
+
+DESTINATION = Destination(
+    name="smtp", summary="each customer's email handed to an SMTP server",
+    env_keys=("SMTP_URL", "SMTP_USERNAME", "SMTP_PASSWORD"), secret_keys=("SMTP_URL", "SMTP_USERNAME", "SMTP_PASSWORD"),
+    add_options=_add_options, named=lambda options, environment: bool(_url(options, environment)),
+    configure=_configure, secrets=_secrets, open=_open, message_for=_message_for, check_live=_check_live,
+    needs_sender=True)

@@ -6,6 +6,9 @@ import base64
 import binascii
 import hashlib
 import hmac
+import json
+import socket
+import ssl
 import time
 from dataclasses import dataclass
 
@@ -15,6 +18,7 @@ from urllib3.exceptions import InvalidHeader, NewConnectionError
 from urllib3.util.retry import Retry
 
 from delivery import DELIVERED, REJECTED, RETRY, STOP, Answer, answer_text
+from destinations import Destination, SettingError
 from url_rules import WEB_PORTS, CheckedUrl, UrlError, ca_bundle, is_printable_ascii, parse_url
 
 RETRY_STATUSES = frozenset([408, 429, *range(500, 600)])
@@ -183,3 +187,99 @@ def _host_of(url: str) -> str:
         return parse_url(url, "Location", WEB_PORTS).label if url else ""
     except UrlError:
         return ""
+
+
+# ---------------------------------------------------------------- the destination
+
+@dataclass(frozen=True)
+class WebhookSettings:
+    url: str
+    secret: str | None
+    authorization: str | None
+    allow_http: bool
+
+
+def _add_options(group) -> None:
+    group.add_argument("-webhook_url", "--webhook-url", dest="webhook_url", metavar="URL",
+                       help="the email webhook (default: $WEBHOOK_URL); the default destination")
+    group.add_argument("--allow-http", action="store_true", help="allow a plain-http webhook to a non-loopback host")
+
+
+def _url(options, environment) -> str:
+    return (options.webhook_url or environment.get("WEBHOOK_URL") or "").strip()
+
+
+def _configure(options, environment) -> WebhookSettings:
+    try:
+        url = _url(options, environment)
+        if not url:
+            raise WebhookConfigError("no webhook URL: pass -webhook_url URL or set WEBHOOK_URL")
+        check_webhook_url(url, options.allow_http)
+        secret = environment.get("WEBHOOK_SECRET") or None
+        if secret:
+            parse_secret(secret)
+        authorization = environment.get("WEBHOOK_AUTHORIZATION") or None
+        check_authorization(authorization or "")
+    except WebhookConfigError as error:
+        raise SettingError(str(error)) from None
+    return WebhookSettings(url, secret, authorization, options.allow_http)
+
+
+def _secrets(settings: WebhookSettings) -> list[str]:
+    values = [settings.secret or "", settings.authorization or "", *(settings.authorization or "").split()[1:]]
+    try:
+        values += parse_url(settings.url, "", WEB_PORTS).secrets()
+    except UrlError:
+        values.append(settings.url)
+    return values
+
+
+def _open(run) -> WebhookRoute:
+    own = run.destination_settings
+    try:
+        return WebhookRoute(own.url, secret=own.secret, authorization=own.authorization, timeout=run.timeout,
+                            pool_size=run.workers, allow_http=own.allow_http)
+    except WebhookConfigError as error:
+        raise SettingError(str(error)) from None
+
+
+def _message_for(run):
+    from customer_message import build_payload, webhook_id
+
+    def message(customer) -> WebhookMessage:
+        payload = build_payload(customer, run.content)
+        return WebhookMessage(webhook_id(customer), json.dumps(payload, ensure_ascii=False).encode("utf-8"))
+    return message
+
+
+def _check_live(run) -> str:
+    """A TCP connection and, for https, a verified TLS handshake: the webhook answers, nothing is posted."""
+    from run_check import CheckFailedError
+
+    url = check_webhook_url(run.destination_settings.url, run.destination_settings.allow_http)
+    timeout = min(run.timeout, 15)
+    if requests.utils.get_environ_proxies(f"{url.scheme}://{url.host}:{url.port}"):
+        return f"webhook {url.label} goes through the proxy set in the environment (not checked from here)"
+    try:
+        with socket.create_connection((url.host, url.port), timeout=timeout) as connection:
+            if url.scheme == "https":
+                context = ssl.create_default_context(cafile=ca_bundle())
+                with context.wrap_socket(connection, server_hostname=url.host):
+                    pass
+    except ssl.SSLError as error:
+        raise CheckFailedError(f"TLS with {url.label} failed ({error.reason or error}): check the certificate, or set "
+                               "REQUESTS_CA_BUNDLE to your CA bundle") from None
+    except ssl.CertificateError as error:
+        raise CheckFailedError(f"the certificate of {url.label} does not match its name ({error})") from None
+    except OSError as error:
+        raise CheckFailedError(f"could not connect to {url.label} ({error.strerror or type(error).__name__}): check the "
+                               "URL, the network and any firewall") from None
+    return f"webhook {url.label} answers" + (" (TLS verified)" if url.scheme == "https" else "")
+
+
+DESTINATION = Destination(
+    name="webhook", summary="a POST of each customer's JSON payload to an email webhook",
+    env_keys=("WEBHOOK_URL", "WEBHOOK_SECRET", "WEBHOOK_AUTHORIZATION"),
+    secret_keys=("WEBHOOK_URL", "WEBHOOK_SECRET", "WEBHOOK_AUTHORIZATION"),
+    add_options=_add_options, named=lambda options, environment: bool(_url(options, environment)),
+    configure=_configure, secrets=_secrets, open=_open, message_for=_message_for, check_live=_check_live)

@@ -21,8 +21,13 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 SEED_HEADER = ["Firstname", "Lastname", "Email", "Ticket", "Status", "Date"]
-SECRET_ENV = ("WEBHOOK_URL", "WEBHOOK_SECRET", "WEBHOOK_AUTHORIZATION", "GOOGLE_API_KEY", "SHEETS_API_ENDPOINT",
-              "HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy", "ALL_PROXY", "all_proxy")
+from cli_options import GENERAL_KEYS  # noqa: E402 (after the path is set)
+from destinations import environment_keys  # noqa: E402
+
+# Nothing from a developer's shell may reach a test: every key the job reads (its general keys and each
+# destination's own, from the one list), the Sheets endpoint and the proxies are dropped.
+SECRET_ENV = (*GENERAL_KEYS, *environment_keys(), "SHEETS_API_ENDPOINT",
+              "HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy", "ALL_PROXY", "all_proxy", "NO_PROXY", "no_proxy")
 
 
 @dataclass

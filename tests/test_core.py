@@ -6,7 +6,7 @@ from string import Template
 
 import pytest
 
-from payloads import Content, build_payload, check_body_template, webhook_id
+from customer_message import Content, build_payload, check_body_template, webhook_id
 from report_dates import DEFAULT_DATE_FORMATS, ISO_8601, DateParser
 from ticket_core import (
     SKIP_BAD_DATE,

@@ -8,7 +8,7 @@ from string import Template
 
 from conftest import ROOT, clean_env, run_cli, write_csv
 
-from payloads import render_html
+from customer_message import render_html
 from ticket_core import ClosedTicket, Customer
 
 TODAY = date.today()

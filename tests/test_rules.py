@@ -16,6 +16,7 @@ import pytest
 from conftest import Reply, read_state, run_cli, write_csv, write_state
 
 from a1_range import a1_bounds
+from customer_message import Content, render_html
 from delivery import (
     DELIVERED,
     REJECTED,
@@ -28,7 +29,6 @@ from delivery import (
     retry_wait,
 )
 from heartbeat import Heartbeat
-from payloads import Content, render_html
 from report_dates import check_day_range
 from report_readers import read_csv
 from run_output import setup_logging
@@ -214,10 +214,10 @@ def test_html_values_are_escaped_with_quotes_so_no_attribute_can_be_injected():
 
 
 def test_a_non_ascii_address_keeps_a_name_with_quotes_inside_its_display_name():
-    from email_message import Sender, outgoing_mail
+    from customer_message import Sender, outgoing_mail
 
     name = 'Zoë "Z" \\ Ångström'
-    mail = outgoing_mail(customer("zoë@exämple.com", date(2026, 11, 21), name=name), Content(), "msg_ab12",
+    mail = outgoing_mail(customer("zoë@exämple.com", date(2026, 11, 21), name=name), Content(),
                          Sender("Support", "support@example.com"))
     head = mail.data.split(b"\r\n\r\n")[0].decode("utf-8")
     to = next(line for line in head.split("\r\n") if line.startswith("To: "))
@@ -227,14 +227,14 @@ def test_a_non_ascii_address_keeps_a_name_with_quotes_inside_its_display_name():
 
 
 def test_the_date_header_carries_a_zone_and_the_message_id_the_webhook_ids_digest():
-    from email_message import Sender, outgoing_mail
+    from customer_message import Sender, message_digest, outgoing_mail, webhook_id
 
-    mail = outgoing_mail(customer("a@example.com", date(2026, 11, 21)), Content(), "msg_0123abcd",
-                         Sender("Support", "support@example.com"))
+    ann = customer("a@example.com", date(2026, 11, 21))
+    mail = outgoing_mail(ann, Content(), Sender("Support", "support@example.com"))
     head = mail.data.split(b"\r\n\r\n")[0].decode()
     date_line = next(line for line in head.split("\r\n") if line.startswith("Date: "))
     assert date_line[-5:-4] in "+-" and date_line[-4:].isdigit()
-    assert "Message-ID: <0123abcd@example.com>" in head
+    assert f"Message-ID: <{message_digest(ann)}@example.com>" in head and webhook_id(ann).endswith(message_digest(ann))
 
 
 # ---------------------------------------------------------------- the state file and rejected.csv

@@ -14,8 +14,8 @@ from aiosmtpd.smtp import SMTP, AuthResult
 from conftest import clean_env, make_certificates, read_state, run_cli, write_csv
 from test_smtp import FROM, ROWS, USER, Recorder, run_smtp, smtp_env
 
+from customer_message import check_header_block
 from delivery import BACKOFF_MAX_SECONDS, UnsendableError, backoff_seconds
-from email_message import check_header_block
 
 TODAY = date.today()
 RECENT = (TODAY - timedelta(days=3)).strftime("%d/%m/%Y")

@@ -1,9 +1,12 @@
-"""The email one customer receives, as an RFC 5322 message built with Python's email package, with its envelope (pure)."""
+"""What one customer is told, built in one place: subject, text and HTML bodies, the webhook's JSON
+payload and its webhook-id, and the RFC 5322 email (Python's email package) with its envelope (pure)."""
 
 from __future__ import annotations
 
 import email.errors
 import email.policy
+import hashlib
+import html
 import re
 from collections import Counter
 from dataclasses import dataclass
@@ -11,11 +14,121 @@ from datetime import datetime
 from email.header import Header
 from email.message import EmailMessage
 from email.utils import format_datetime, parseaddr
+from string import Template
 
 from delivery import UnsendableError
-from payloads import Content, render_body, render_html, subject_for
-from ticket_core import Customer, is_valid_email
+from ticket_core import Customer, address_key, is_valid_email
 
+DEFAULT_SUBJECT_ONE = "Your support ticket has been closed"
+DEFAULT_SUBJECT_MANY = "Your support tickets have been closed"
+DEFAULT_BODY = Template("""\
+$greeting
+
+$intro
+
+$ticket_lines
+
+If something is still not right, just reply to this email and we will look at it again.
+
+Kind regards,
+Customer Support
+""")
+TEMPLATE_FIELDS = ("first_name", "full_name", "ticket_count", "ticket_lines")
+HTML_TEMPLATE_FIELDS = (*TEMPLATE_FIELDS, "ticket_list")
+MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
+
+
+def human_day(moment: datetime) -> str:
+    return f"{moment.day} {MONTHS[moment.month - 1]} {moment.year}"
+
+
+def template_values(customer: Customer) -> dict[str, str]:
+    lines = "\n".join(f"  - Ticket {t.ticket_id}, closed on {human_day(t.closed_at)}" for t in customer.tickets)
+    return {
+        "first_name": customer.first_name,
+        "full_name": customer.full_name,
+        "ticket_count": str(len(customer.tickets)),
+        "ticket_lines": lines,
+    }
+
+
+def render_body(customer: Customer, body_template: Template | None = None) -> str:
+    values = template_values(customer)
+    if body_template is not None:
+        return body_template.substitute(values)
+    count = len(customer.tickets)
+    greeting_name = customer.first_name or customer.full_name
+    intro = ("Good news: your support ticket has been closed." if count == 1
+             else f"Good news: these {count} support tickets of yours have been closed.")
+    return DEFAULT_BODY.substitute(values, greeting=f"Hello {greeting_name}," if greeting_name else "Hello,",
+                                   intro=intro)
+
+
+def check_body_template(body_template: Template, fields: tuple[str, ...] = TEMPLATE_FIELDS) -> None:
+    """Raise ValueError naming a placeholder the template uses that the notifier does not fill."""
+    try:
+        body_template.substitute(dict.fromkeys(fields, ""))
+    except KeyError as missing:
+        raise ValueError(f"unknown placeholder ${missing.args[0]}; use {', '.join('$' + f for f in fields)}") from None
+    except ValueError as error:
+        raise ValueError(f"{error} (write $$ for a literal $)") from None
+
+
+def render_html(customer: Customer, html_template: Template) -> str:
+    """The HTML body: every value HTML-escaped, and $ticket_list as a <ul> of the tickets."""
+    values = {name: html.escape(value) for name, value in template_values(customer).items()}
+    items = "\n".join(f"  <li>Ticket {html.escape(t.ticket_id)}, closed on {human_day(t.closed_at)}</li>"
+                      for t in customer.tickets)
+    values["ticket_lines"] = values["ticket_lines"].replace("\n", "<br>\n")
+    return html_template.substitute(values, ticket_list=f"<ul>\n{items}\n</ul>")
+
+
+def subject_for(customer: Customer, subject: str | None = None) -> str:
+    return subject or (DEFAULT_SUBJECT_ONE if len(customer.tickets) == 1 else DEFAULT_SUBJECT_MANY)
+
+
+@dataclass(frozen=True)
+class Content:
+    """What every customer's email is made of, besides the customer: the run's settings."""
+    subject: str | None = None
+    body_template: Template | None = None
+    html_template: Template | None = None
+    cc: tuple[str, ...] = ()
+
+
+def build_payload(customer: Customer, content: Content = Content()) -> dict:
+    email = {
+        "subject": subject_for(customer, content.subject),
+        "to_address": [customer.email],
+        "cc_address": list(content.cc),
+        "body": render_body(customer, content.body_template),
+    }
+    if content.html_template is not None:
+        email["html_body"] = render_html(customer, content.html_template)
+    return {
+        "full_name": customer.full_name,
+        "email_address": customer.email,
+        "ready_to_send": True,
+        "email": email,
+        "tickets": [{"ticket": t.ticket_id, "status": t.status, "closed_date": t.closed_date}
+                    for t in customer.tickets],
+    }
+
+
+def message_digest(customer: Customer) -> str:
+    """Same customer and same tickets with the same closed dates give the same digest, on every retry
+    and rerun, so the receiver can drop duplicates; a ticket closed again gives a new one. The
+    webhook-id and the Message-ID are both made from it."""
+    parts = [address_key(customer.email)]
+    parts += sorted(f"{t.ticket_id}@{t.closed_date}" for t in customer.tickets)
+    return hashlib.sha256("\n".join(parts).encode("utf-8")).hexdigest()[:32]
+
+
+def webhook_id(customer: Customer) -> str:
+    return "msg_" + message_digest(customer)
+
+
+# ---------------------------------------------------------------- the email
 
 @dataclass(frozen=True)
 class Sender:
@@ -116,8 +229,8 @@ def check_header_block(data: bytes, with_sender: bool) -> None:
         raise UnsendableError(f"its header block failed the check ({', '.join(wrong)})")
 
 
-def build_email(customer: Customer, content: Content, msg_id: str, sender: Sender | None,
-                now: datetime | None = None, transfer_encoding: str | None = None) -> EmailMessage:
+def build_email(customer: Customer, content: Content, sender: Sender | None, now: datetime | None = None,
+                transfer_encoding: str | None = None) -> EmailMessage:
     """The message for `customer`: From, To with the customer's name, Cc, Reply-To, Subject, Date,
     a Message-ID the same on every retry and rerun (from the webhook-id's digest), Auto-Submitted,
     and a UTF-8 text body (multipart/alternative with the HTML body when there is one).
@@ -133,7 +246,7 @@ def build_email(customer: Customer, content: Content, msg_id: str, sender: Sende
     message["Subject"] = header_text(subject_for(customer, content.subject))
     message["Date"] = format_datetime((now or datetime.now()).astimezone())
     if sender is not None:
-        message["Message-ID"] = f"<{message_id_part(msg_id)}@{sender.domain}>"
+        message["Message-ID"] = f"<{message_digest(customer)}@{sender.domain}>"
     message["Auto-Submitted"] = "auto-generated"
     text = render_body(customer, content.body_template)
     message.set_content(text, charset="utf-8", cte=transfer_encoding or _eight_bit_if_needed(text))
@@ -147,11 +260,6 @@ def build_email(customer: Customer, content: Content, msg_id: str, sender: Sende
 def _eight_bit_if_needed(text: str) -> str | None:
     """UTF-8 text as it is (announced with BODY=8BITMIME); ASCII text as 7bit (the email package's choice)."""
     return None if text.isascii() else "8bit"
-
-
-def message_id_part(msg_id: str) -> str:
-    """The left part of the Message-ID: the hex digest behind the webhook-id, whatever its prefix."""
-    return msg_id.rpartition("_")[2]
 
 
 def message_bytes(message: EmailMessage, international: bool) -> bytes:
@@ -177,7 +285,7 @@ class OutgoingMail:
         return not self.data.isascii()
 
 
-def outgoing_mail(customer: Customer, content: Content, msg_id: str, sender: Sender | None) -> OutgoingMail:
+def outgoing_mail(customer: Customer, content: Content, sender: Sender | None) -> OutgoingMail:
     """The email `customer` gets, with its envelope, exactly as a mail route sends it and
     --preview-dir shows it; its header block checked (raises UnsendableError)."""
     from_address = sender.from_address if sender else ""
@@ -185,11 +293,11 @@ def outgoing_mail(customer: Customer, content: Content, msg_id: str, sender: Sen
     international = needs_smtputf8([from_address, customer.email, *content.cc, *reply_to])
     now = datetime.now()
     try:
-        message = build_email(customer, content, msg_id, sender, now)
+        message = build_email(customer, content, sender, now)
         data = message_bytes(message, international)
         data_7bit = None
         if not data.isascii() and not international:
-            data_7bit = message_bytes(build_email(customer, content, msg_id, sender, now, "quoted-printable"), False)
+            data_7bit = message_bytes(build_email(customer, content, sender, now, "quoted-printable"), False)
     except (ValueError, TypeError, email.errors.MessageError) as error:  # what the email package refuses
         raise UnsendableError(f"the email package cannot build it ({type(error).__name__}: {error})") from None
     check_header_block(data, sender is not None)

@@ -1,0 +1,59 @@
+"""Where the emails go: the one list of destinations, and what a destination module provides.
+
+The story (process_ticket.py), the command line (cli_options.py), --check (run_check.py), the
+wrappers and the tests learn of destinations from DESTINATION_MODULES, never by branching on one.
+Adding a destination is its module (which defines DESTINATION) plus one line here.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+# One line per destination: the module that defines its DESTINATION.
+DESTINATION_MODULES = (
+    "webhook_route",
+    "smtp_route",
+)
+
+
+class SettingError(ValueError):
+    """A destination's setting that cannot work: a usage error at start (exit 2), naming it."""
+
+
+@dataclass(frozen=True)
+class Destination:
+    """Everything the job knows of one destination.
+
+    `named` says whether the options and environment name this destination (its URL is set);
+    `configure` checks them and returns the destination's own frozen settings (SettingError);
+    `open` gives the run's Route (delivery.Route); `message_for` makes one customer's message for
+    it; `check_live` is --check's line (raises run_check.CheckFailedError); `secrets` are the
+    values the log filter hides."""
+    name: str
+    summary: str                                   # for --help
+    env_keys: tuple[str, ...]                      # the settings file keys / environment variables it reads
+    secret_keys: tuple[str, ...]                   # those whose values are secret
+    add_options: Callable[[Any], None]             # its own options, on an argparse group
+    named: Callable[[Any, Mapping[str, str]], bool]
+    configure: Callable[[Any, Mapping[str, str]], Any]
+    secrets: Callable[[Any], list[str]]
+    open: Callable[[Any], Any]
+    message_for: Callable[[Any], Callable[[Any], Any]]
+    check_live: Callable[[Any], str]
+    needs_sender: bool = False                     # --from is required (in test mode too)
+
+
+def all_destinations() -> tuple[Destination, ...]:
+    return tuple(importlib.import_module(name).DESTINATION for name in DESTINATION_MODULES)
+
+
+def by_name(name: str) -> Destination:
+    return next(destination for destination in all_destinations() if destination.name == name)
+
+
+def environment_keys() -> tuple[str, ...]:
+    """Every environment key a destination reads (the wrappers and run_settings.env.example know them)."""
+    return tuple(key for destination in all_destinations() for key in destination.env_keys)
