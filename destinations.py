@@ -16,6 +16,8 @@ from typing import Any
 DESTINATION_MODULES = (
     "webhook_route",
     "smtp_route",
+    "gmail_route",
+    "microsoft365_route",
 )
 
 

@@ -27,7 +27,9 @@ from googleapiclient.errors import HttpError
 from a1_range import a1_bounds, column_letters, quoted_sheet, split_a1_range
 from time_bounds import TooSlowError, run_within
 
-SCOPES = ["https://www.googleapis.com/auth/spreadsheets.readonly"]
+SCOPES = ["https://www.googleapis.com/auth/spreadsheets.readonly"]   # what reading the sheet needs
+GMAIL_SEND = "https://www.googleapis.com/auth/gmail.send"           # what --send-with gmail needs
+CONSENT_SCOPES = [*SCOPES, GMAIL_SEND]                                # what `python google_api.py` asks for
 SCRIPT_DIR = Path(__file__).resolve().parent
 SHEET_RETRIES = 4
 PAGE_CELLS = 250_000  # cells per values.get: Google advises payloads of about 2 MB; a page is retried on its own
@@ -105,7 +107,7 @@ def refresh_and_save(credentials: Credentials, token_path: Path) -> Credentials:
 
 def load_user_token(token_path: Path) -> Credentials | None:
     try:
-        return Credentials.from_authorized_user_file(str(token_path), SCOPES)
+        return Credentials.from_authorized_user_file(str(token_path))  # the scopes the user granted, as saved
     except FileNotFoundError:
         return None
     except (OSError, ValueError) as error:
@@ -131,12 +133,18 @@ def load_credentials(credentials_path: Path, token_path: Path):
     return credentials
 
 
-def authorise_interactively(credentials_path: Path, token_path: Path, open_browser: bool) -> Credentials:
-    """The one-off consent (Google's quickstart flow): reuse a valid or refreshable token, else ask."""
+def authorise_interactively(credentials_path: Path, token_path: Path, open_browser: bool,
+                            need_gmail: bool = False) -> Credentials:
+    """The one-off consent (Google's quickstart flow), for reading sheets and sending with Gmail:
+    reuse a valid or refreshable token (one without the gmail.send scope only when `need_gmail` is
+    not asked), else ask."""
     from google_auth_oauthlib.flow import InstalledAppFlow
     from oauthlib.oauth2.rfc6749.errors import OAuth2Error
 
     credentials = load_user_token(token_path)
+    if credentials and need_gmail and GMAIL_SEND not in (credentials.scopes or ()):
+        print("the saved token does not allow sending with Gmail: asking for consent again", file=sys.stderr)
+        credentials = None
     if credentials and credentials.valid:
         return credentials
     if credentials and credentials.expired and credentials.refresh_token:
@@ -145,7 +153,10 @@ def authorise_interactively(credentials_path: Path, token_path: Path, open_brows
         except GoogleSetupError as error:
             print(f"{error}; asking for consent again", file=sys.stderr)
     read_credential_file(credentials_path)
-    flow = InstalledAppFlow.from_client_secrets_file(str(credentials_path), SCOPES)
+    # The user may untick "send email" (Google's granular consent): a token for fewer scopes is still
+    # saved (it reads the sheet), instead of oauthlib's "Scope has changed" traceback.
+    os.environ.setdefault("OAUTHLIB_RELAX_TOKEN_SCOPE", "1")
+    flow = InstalledAppFlow.from_client_secrets_file(str(credentials_path), CONSENT_SCOPES)
     try:
         credentials = flow.run_local_server(port=0, open_browser=open_browser)
     except webbrowser.Error:
@@ -155,6 +166,49 @@ def authorise_interactively(credentials_path: Path, token_path: Path, open_brows
         raise GoogleSetupError(f"authorisation did not complete ({_first_line(error)}): run it again") from None
     save_token(credentials, token_path)
     return credentials
+
+
+# ---------------------------------------------------------------- sending with Gmail
+
+def gmail_credentials(credentials_path: Path, token_path: Path, sender: str):
+    """Credentials that may send as `sender`: a service account's, delegated to that mailbox
+    (domain-wide delegation: the token is made for it, its JWT `sub`), or the saved user token,
+    which must hold the gmail.send scope. Raises GoogleSetupError saying how to grant it."""
+    if credentials_path.exists() and read_credential_file(credentials_path).get("type") == "service_account":
+        try:
+            return service_account.Credentials.from_service_account_file(str(credentials_path), scopes=[GMAIL_SEND],
+                                                                         subject=sender)
+        except (ValueError, KeyError) as error:
+            raise GoogleSetupError(f"the service account key {credentials_path} is not usable ({error})") from None
+    credentials = load_credentials(credentials_path, token_path)
+    if GMAIL_SEND not in (credentials.scopes or ()):
+        raise GoogleSetupError(f"the saved token {token_path} does not allow sending email (no gmail.send scope): run "
+                               "`python google_api.py --gmail` and allow 'Send email on your behalf' (nothing was sent)")
+    return credentials
+
+
+def build_gmail(credentials, timeout: float):
+    """The Gmail client; GMAIL_API_ENDPOINT replaces the API root (a proxy or a local test server)."""
+    http = google_auth_httplib2.AuthorizedHttp(credentials, http=httplib2.Http(timeout=timeout, ca_certs=ca_bundle()))
+    options = {"api_endpoint": os.environ["GMAIL_API_ENDPOINT"]} if os.environ.get("GMAIL_API_ENDPOINT") else None
+    return build("gmail", "v1", http=http, client_options=options, cache_discovery=False, static_discovery=True)
+
+
+def granted_gmail_scope(credentials) -> str:
+    """For --check: a token that proves the gmail.send scope (a service account's delegation is proven
+    by getting one). Raises GoogleSetupError."""
+    request = token_request()
+    try:
+        run_within(GOOGLE_CALL_SECONDS, lambda: credentials.refresh(request))
+    except TooSlowError:
+        raise GoogleSetupError("Google's token endpoint gave no complete answer in time: check the network") from None
+    except google.auth.exceptions.RefreshError as error:
+        raise GoogleSetupError(f"Google refused a token for sending ({_first_line(error)}): for a service account, "
+                               "allow domain-wide delegation of the gmail.send scope for its client id; for a user "
+                               f"token, {AUTH_ADVICE} again") from None
+    except google.auth.exceptions.TransportError as error:
+        raise GoogleSetupError(f"cannot reach Google's token endpoint ({_first_line(error)})") from None
+    return "gmail.send granted"
 
 
 # ---------------------------------------------------------------- reading the sheet
@@ -378,6 +432,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("-sheetid", "--sheet-id", dest="sheet_id", help="spreadsheet id or URL to read as a check")
     parser.add_argument("-range", "--range", dest="range", default="Sheet1", help="A1 range (default: Sheet1)")
     parser.add_argument("--no-browser", action="store_true", help="print the consent URL instead of opening it")
+    parser.add_argument("--gmail", action="store_true",
+                        help="ask again when the saved token cannot send with Gmail (for --send-with gmail)")
     parser.add_argument("--credentials", default=str(SCRIPT_DIR / "credential.json"), help="default: credential.json")
     parser.add_argument("--token", default=str(SCRIPT_DIR / "token.json"), help="default: token.json")
     args = parser.parse_args(argv)
@@ -389,7 +445,8 @@ def main(argv: list[str] | None = None) -> int:
             account = credentials.service_account_email
             print(f"Service account {account}: no consent needed; share the sheet with this address.")
         else:
-            credentials = authorise_interactively(credentials_path, token_path, open_browser=not args.no_browser)
+            credentials = authorise_interactively(credentials_path, token_path, open_browser=not args.no_browser,
+                                                  need_gmail=args.gmail)
             account = ""
             print(f"Authorised; token saved to {token_path}")
         if args.sheet_id:

@@ -26,7 +26,7 @@ while IFS= read -r line || [ -n "$line" ]; do
   value=${line#*=}
   case "$key" in
     SHEET_ID|SHEET_RANGE|REPORT_FILE|TESTMODE|EXTRA_ARGS) printf -v "$key" '%s' "$value" ;;
-    SEND_WITH|WEBHOOK_URL|WEBHOOK_SECRET|WEBHOOK_AUTHORIZATION|GOOGLE_API_KEY|SMTP_URL|SMTP_USERNAME|SMTP_PASSWORD|SMTP_FROM|PING_URL)
+    SEND_WITH|WEBHOOK_URL|WEBHOOK_SECRET|WEBHOOK_AUTHORIZATION|GOOGLE_API_KEY|SMTP_URL|SMTP_USERNAME|SMTP_PASSWORD|SMTP_FROM|PING_URL|M365_TENANT_ID|M365_CLIENT_ID|M365_CLIENT_SECRET|M365_CERTIFICATE|M365_AUTHORITY_HOST|M365_GRAPH_ENDPOINT)
       [ -n "$value" ] && export "$key=$value" ;;
     *) echo "warning: unknown setting '$key' in $settings (ignored)" | tee -a "$run_log" >&2 ;;
   esac

@@ -55,7 +55,8 @@ class WebhookServer:
     """A scripted HTTP server (a webhook, or the Sheets API and its token endpoint):
     `respond(received, index)` returns the Reply for each request."""
 
-    def __init__(self) -> None:
+    def __init__(self, tls: tuple[Path, Path] | None = None) -> None:
+        """`tls`: (cert.pem, key.pem) to serve HTTPS."""
         self.requests: list[Received] = []
         self.respond: Callable[[Received, int], Reply] = lambda received, index: Reply()
         self._lock = threading.Lock()
@@ -101,12 +102,21 @@ class WebhookServer:
 
         self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.httpd.daemon_threads = True
+        self.scheme = "http"
+        if tls:
+            import ssl
+
+            context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+            context.load_cert_chain(*tls)
+            self.httpd.socket = context.wrap_socket(self.httpd.socket, server_side=True)
+            self.scheme = "https"
         self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
         self.thread.start()
 
     @property
     def root(self) -> str:
-        return f"http://127.0.0.1:{self.httpd.server_address[1]}/"
+        host = "localhost" if self.scheme == "https" else "127.0.0.1"  # the test certificate names localhost
+        return f"{self.scheme}://{host}:{self.httpd.server_address[1]}/"
 
     @property
     def url(self) -> str:

@@ -1,0 +1,257 @@
+"""The Microsoft 365 route: each customer's email sent as the team's mailbox by Microsoft Graph, with an app-only token (msal)."""
+
+from __future__ import annotations
+
+import base64
+import json
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import quote
+
+from delivery import DELIVERED, REJECTED, RETRY, STOP, Answer, answer_text
+from destinations import Destination, SettingError
+from url_rules import WEB_PORTS, UrlError, ca_bundle, parse_url
+
+AUTHORITY_HOST = "login.microsoftonline.com"
+GRAPH_ENDPOINT = "https://graph.microsoft.com"
+MAIL_SEND = "Mail.Send"
+MAX_ANSWER_BYTES = 64 * 1024
+# What the identity platform's AADSTS codes mean, and the setting that fixes them.
+AADSTS_FIXES = {
+    "AADSTS7000215": "the client secret is wrong or expired: check M365_CLIENT_SECRET",
+    "AADSTS7000222": "the client secret has expired: make a new one and set M365_CLIENT_SECRET",
+    "AADSTS700016": "no such application in that tenant: check M365_CLIENT_ID and M365_TENANT_ID",
+    "AADSTS90002": "no such tenant: check M365_TENANT_ID",
+    "AADSTS900023": "M365_TENANT_ID is not a tenant id or domain: check it",
+    "AADSTS700027": "the certificate is not the one registered for the app: check M365_CERTIFICATE",
+    "AADSTS7000218": "the app needs a credential: set M365_CLIENT_SECRET or M365_CERTIFICATE",
+}
+
+
+class M365ConfigError(Exception):
+    """Microsoft 365 settings that cannot work: exit 2."""
+
+
+@dataclass(frozen=True)
+class M365Settings:
+    tenant_id: str
+    client_id: str
+    client_secret: str
+    certificate: str           # path of a PEM file with the private key and its certificate
+    authority_host: str
+    graph_endpoint: str
+
+
+def _credential(settings: M365Settings) -> str | dict:
+    """msal's client credential: the secret, or the certificate's private key and SHA-1 thumbprint."""
+    if settings.client_secret:
+        return settings.client_secret
+    try:
+        pem = Path(settings.certificate).read_bytes()
+    except OSError as error:
+        raise M365ConfigError(f"cannot read M365_CERTIFICATE {settings.certificate}: {error.strerror or error}") from None
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+
+    try:
+        certificate = x509.load_pem_x509_certificate(pem)
+        key = serialization.load_pem_private_key(pem, password=None)
+    except ValueError:
+        raise M365ConfigError("M365_CERTIFICATE must be a PEM file holding the private key (unencrypted) and its "
+                              "certificate") from None
+    key_pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                serialization.NoEncryption()).decode()
+    return {"private_key": key_pem, "thumbprint": certificate.fingerprint(hashes.SHA1()).hex(),  # noqa: S303 (Entra's thumbprint)
+            "public_certificate": certificate.public_bytes(serialization.Encoding.PEM).decode()}
+
+
+def token_roles(access_token: str) -> list[str]:
+    """The application permissions ("roles") an app-only token carries (its payload, not verified:
+    Graph verifies it; this only tells the user what is missing)."""
+    try:
+        payload = access_token.split(".")[1]
+        claims = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+    except (IndexError, ValueError):
+        return []
+    roles = claims.get("roles", []) if isinstance(claims, dict) else []
+    return [str(role) for role in roles] if isinstance(roles, list) else []
+
+
+class M365Route:
+    """Sends through Graph's sendMail as the --from mailbox; one token for the run, fetched again
+    only when it expires (msal's cache)."""
+
+    def __init__(self, settings: M365Settings, sender: str, timeout: float) -> None:
+        import msal
+        import requests
+
+        self.settings, self.sender, self.timeout = settings, sender, timeout
+        self.label = parse_url(settings.graph_endpoint, "M365_GRAPH_ENDPOINT", WEB_PORTS).label
+        self.session = requests.Session()
+        bundle = ca_bundle()
+        if bundle:
+            self.session.verify = bundle
+        self.app = msal.ConfidentialClientApplication(
+            settings.client_id, client_credential=_credential(settings),
+            authority=f"https://{settings.authority_host}/{settings.tenant_id}", http_client=self.session,
+            validate_authority=settings.authority_host == AUTHORITY_HOST,
+            instance_discovery=settings.authority_host == AUTHORITY_HOST, timeout=timeout)
+        self.scope = [f"{settings.graph_endpoint.rstrip('/')}/.default"]
+        self.url = f"{settings.graph_endpoint.rstrip('/')}/v1.0/users/{quote(sender)}/sendMail"
+        self._lock = threading.Lock()
+
+    def token(self) -> str:
+        """The app-only access token; an M365ConfigError naming the setting to fix when refused."""
+        import requests
+
+        with self._lock:
+            try:
+                result = self.app.acquire_token_for_client(scopes=self.scope)
+            except requests.exceptions.RequestException as error:
+                raise ConnectionError(f"cannot reach {self.settings.authority_host} ({type(error).__name__})") from None
+            except ValueError as error:  # msal: an authority it cannot use
+                raise M365ConfigError(f"the identity platform refused the tenant ({error}): check M365_TENANT_ID") from None
+        if "access_token" in result:
+            return result["access_token"]
+        description = answer_text(str(result.get("error_description") or result.get("error") or "no token"))
+        fix = next((fix for code, fix in AADSTS_FIXES.items() if code in description),
+                   "check M365_TENANT_ID, M365_CLIENT_ID and M365_CLIENT_SECRET / M365_CERTIFICATE")
+        raise M365ConfigError(f"Microsoft's identity platform gave no token ({description.split(' Trace ID')[0]}): {fix}")
+
+    def check_permission(self) -> str:
+        roles = token_roles(self.token())
+        if MAIL_SEND not in roles:
+            raise M365ConfigError(f"the app's token has no {MAIL_SEND} permission (roles: {', '.join(roles) or 'none'}): "
+                                  f"grant the application permission {MAIL_SEND} with admin consent")
+        return f"Microsoft 365: a token for {self.settings.client_id} with {MAIL_SEND}; sends as {self.sender}"
+
+    def open_channel(self) -> M365Route:
+        return self  # the session's connection pool is shared by the workers
+
+    def reset(self) -> None:
+        """Nothing to do: an answer that never completed leaves its connection out of the pool."""
+
+    def close(self) -> None:
+        """The workers' channels end with the route (see shutdown)."""
+
+    def shutdown(self) -> None:
+        self.session.close()
+
+    def attempt(self, mail) -> Answer:
+        import requests
+
+        try:
+            token = self.token()
+        except M365ConfigError as error:
+            return Answer(STOP, str(error))
+        except ConnectionError as error:
+            return Answer(RETRY, str(error), unreachable=True)
+        try:
+            response = self.session.post(self.url, data=base64.b64encode(mail.data), timeout=self.timeout, stream=True,
+                                         headers={"Authorization": f"Bearer {token}", "Content-Type": "text/plain"})
+            try:
+                text = response.raw.read(MAX_ANSWER_BYTES, decode_content=True) or b""
+            finally:
+                response.close()
+        except requests.exceptions.ConnectTimeout:
+            return Answer(RETRY, f"connecting to {self.label} timed out", unreachable=True)
+        except requests.exceptions.ConnectionError:
+            return Answer(RETRY, f"could not reach {self.label}", unreachable=True)
+        except requests.exceptions.RequestException as error:
+            return Answer(RETRY, f"the request to {self.label} failed ({type(error).__name__})")
+        return self.classify(response.status_code, response.headers, text)
+
+    def classify(self, status: int, headers, text: bytes) -> Answer:
+        from webhook_route import retry_after_seconds
+
+        code = f"HTTP {status}"
+        error = _graph_error(text)
+        said = f"{code} {error}".strip()
+        if 200 <= status < 300:
+            return Answer(DELIVERED, code, code)
+        if status == 429 or status >= 500:
+            return Answer(RETRY, f"{self.label} answered {said}", code,
+                          retry_after=retry_after_seconds(headers.get("Retry-After")))
+        if status in (401, 403):
+            return Answer(STOP, f"{self.label} refused to send as {self.sender} ({said}): the app needs the application "
+                                f"permission {MAIL_SEND} with admin consent, and an access policy that includes this "
+                                "mailbox; check M365_CLIENT_ID / M365_TENANT_ID", code)
+        if status == 404 or "ErrorInvalidUser" in error or "MailboxNotEnabled" in error:
+            return Answer(STOP, f"{self.label} knows no mailbox {self.sender} ({said}): check --from", code)
+        return Answer(REJECTED, said, code)
+
+
+def _graph_error(text: bytes) -> str:
+    """Graph's error code and message, from its JSON answer."""
+    try:
+        error = json.loads(text).get("error", {})
+        return answer_text(f"{error.get('code', '')}: {error.get('message', '')}")
+    except (ValueError, AttributeError):
+        return answer_text(text)
+
+
+# ---------------------------------------------------------------- the destination
+
+def _configure(options, environment) -> M365Settings:
+    settings = M365Settings(
+        tenant_id=environment.get("M365_TENANT_ID", "").strip(), client_id=environment.get("M365_CLIENT_ID", "").strip(),
+        client_secret=environment.get("M365_CLIENT_SECRET", ""), certificate=environment.get("M365_CERTIFICATE", "").strip(),
+        authority_host=(environment.get("M365_AUTHORITY_HOST") or AUTHORITY_HOST).strip().removeprefix("https://").strip("/"),
+        graph_endpoint=(environment.get("M365_GRAPH_ENDPOINT") or GRAPH_ENDPOINT).strip().rstrip("/"))
+    missing = [name for name, value in (("M365_TENANT_ID", settings.tenant_id), ("M365_CLIENT_ID", settings.client_id))
+               if not value]
+    if missing:
+        raise SettingError(f"--send-with microsoft365 needs {' and '.join(missing)} (the app registration's ids)")
+    if bool(settings.client_secret) == bool(settings.certificate):
+        raise SettingError("--send-with microsoft365 needs one credential: M365_CLIENT_SECRET or M365_CERTIFICATE")
+    if settings.certificate and not Path(settings.certificate).is_file():
+        raise SettingError(f"M365_CERTIFICATE {settings.certificate} is not a file")
+    try:
+        parse_url(f"https://{settings.authority_host}/", "M365_AUTHORITY_HOST", WEB_PORTS)
+        if not parse_url(settings.graph_endpoint, "M365_GRAPH_ENDPOINT", WEB_PORTS).scheme == "https":
+            raise SettingError("M365_GRAPH_ENDPOINT must be an https:// URL")
+    except UrlError as error:
+        raise SettingError(str(error)) from None
+    return settings
+
+
+def _open(run) -> M365Route:
+    try:
+        return M365Route(run.destination_settings, run.sender.from_address, run.timeout)
+    except M365ConfigError as error:
+        raise SettingError(str(error)) from None
+
+
+def _message_for(run):
+    from customer_message import outgoing_mail
+
+    return lambda customer: outgoing_mail(customer, run.content, run.sender)
+
+
+def _check_live(run) -> str:
+    from run_check import CheckFailedError
+
+    try:
+        route = _open(run.with_timeout(min(run.timeout, 15)))
+        try:
+            return route.check_permission()
+        finally:
+            route.shutdown()
+    except (SettingError, M365ConfigError, ConnectionError) as error:
+        raise CheckFailedError(str(error)) from None
+
+
+def _secrets(settings: M365Settings) -> list[str]:
+    return [settings.client_secret]
+
+
+DESTINATION = Destination(
+    name="microsoft365", summary="sent as the --from mailbox through Microsoft Graph (app-only OAuth, no SMTP password)",
+    env_keys=("M365_TENANT_ID", "M365_CLIENT_ID", "M365_CLIENT_SECRET", "M365_CERTIFICATE", "M365_AUTHORITY_HOST",
+              "M365_GRAPH_ENDPOINT"),
+    secret_keys=("M365_CLIENT_SECRET",),
+    add_options=lambda group: None, named=lambda options, environment: False,
+    configure=_configure, secrets=_secrets, open=_open, message_for=_message_for,
+    check_live=_check_live, needs_sender=True)
+
