@@ -110,6 +110,12 @@ def build_parser(version: str) -> argparse.ArgumentParser:
                       help="string.Template file: $first_name $full_name $ticket_count $ticket_lines")
     send.add_argument("--html-template", metavar="PATH",
                       help="HTML body, string.Template: the same placeholders, HTML-escaped, and $ticket_list")
+    send.add_argument("--ticket-url", metavar="TEMPLATE",
+                      help="link each ticket: an http(s) URL with {ticket} where the id goes, "
+                           "e.g. https://help.example.com/tickets/{ticket}")
+    send.add_argument("--send-test-to", metavar="ADDRESS",
+                      help="a live run that sends only the first customer's email, exactly as it would go out, to "
+                           "ADDRESS (no --cc), and records nothing")
     send.add_argument("--preview-dir", metavar="DIR",
                       help="test mode: write each email that would be sent as DIR/NNN-address.eml")
     files = parser.add_argument_group("files")
@@ -156,6 +162,7 @@ class Settings:
     timeout: float
     retries: int
     preview_dir: Path | None
+    send_test_to: str | None                 # a live run that sends one test email there and records nothing
     state_file: Path
     credentials: Path
     token: Path
@@ -230,7 +237,8 @@ def parse_args(argv: list[str] | None, script_dir: Path, version: str,
         closed_statuses=closed_statuses, date_formats=tuple(args.date_format or DEFAULT_DATE_FORMATS),
         columns=parse_columns(args.column), since=args.since, retry_rejected=args.retry_rejected,
         destination=destination, destination_settings=destination_settings, sender=sender,
-        content=Content(args.subject, body_template, html_template, cc), max_per_minute=args.max_per_minute,
+        content=Content(args.subject, body_template, html_template, cc, check_ticket_url(args.ticket_url)),
+        max_per_minute=args.max_per_minute, send_test_to=check_test_address(args),
         test_mode=args.test_mode, min_days_between_emails=args.min_days_between_emails, workers=args.workers,
         timeout=args.timeout, retries=args.retries, preview_dir=preview_dir,
         # The real path (links resolved): the lock, the writes and rejected.csv all follow the one file.
@@ -239,6 +247,37 @@ def parse_args(argv: list[str] | None, script_dir: Path, version: str,
         token=absolute(args.token) or script_dir / "token.json", api_key=api_key, log_file=absolute(args.log_file),
         ping_url=ping_url, check=args.check, quiet=args.quiet, verbose=args.verbose, notes=tuple(notes),
         secrets=tuple(secrets_of(environment, destination, destination_settings, api_key, ping_url)))
+
+
+def check_ticket_url(template: str | None) -> str | None:
+    """--ticket-url: an http(s) URL with {ticket} where the id goes."""
+    if template is None:
+        return None
+    from url_rules import WEB_PORTS, UrlError, parse_url
+
+    if "{ticket}" not in template:
+        raise UsageError("--ticket-url needs {ticket} where the ticket id goes, e.g. https://help.example.com/tickets/{ticket}")
+    try:
+        parse_url(template.replace("{ticket}", "1"), "--ticket-url", WEB_PORTS)
+    except UrlError as error:
+        raise UsageError(str(error)) from None
+    return template.strip()
+
+
+def check_test_address(args: argparse.Namespace) -> str | None:
+    """--send-test-to: one address, in a live run (test mode sends nothing, not even a test)."""
+    if args.send_test_to is None:
+        return None
+    from ticket_core import is_valid_email
+
+    address = args.send_test_to.strip()
+    if not is_valid_email(address):
+        raise UsageError("--send-test-to takes one email address, e.g. --send-test-to you@example.com")
+    if args.test_mode:
+        raise UsageError("--send-test-to sends one real email: use it without -testmode yes")
+    if args.preview_dir:
+        raise UsageError("--send-test-to and --preview-dir do not go together")
+    return address
 
 
 def google_sheet_id(text: str) -> str:
@@ -332,6 +371,8 @@ def ping_url_and_test_mode(argv: list[str]) -> tuple[str, bool]:
             url = value.strip()
         elif name in ("-testmode", "--testmode"):
             test_mode = value.strip().lower() in TRUE_WORDS
+        elif name == "--send-test-to":  # a test send pings nothing either
+            test_mode = True
     return url, test_mode
 
 

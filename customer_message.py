@@ -15,6 +15,7 @@ from email.header import Header
 from email.message import EmailMessage
 from email.utils import format_datetime, parseaddr
 from string import Template
+from urllib.parse import quote
 
 from delivery import UnsendableError
 from ticket_core import Customer, address_key, is_valid_email
@@ -33,7 +34,7 @@ If something is still not right, just reply to this email and we will look at it
 Kind regards,
 Customer Support
 """)
-TEMPLATE_FIELDS = ("first_name", "full_name", "ticket_count", "ticket_lines")
+TEMPLATE_FIELDS = ("greeting", "first_name", "full_name", "ticket_count", "ticket_phrase", "ticket_lines")
 HTML_TEMPLATE_FIELDS = (*TEMPLATE_FIELDS, "ticket_list")
 MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
 
@@ -42,26 +43,62 @@ def human_day(moment: datetime) -> str:
     return f"{moment.day} {MONTHS[moment.month - 1]} {moment.year}"
 
 
-def template_values(customer: Customer) -> dict[str, str]:
-    lines = "\n".join(f"  - Ticket {t.ticket_id}, closed on {human_day(t.closed_at)}" for t in customer.tickets)
+@dataclass(frozen=True)
+class Content:
+    """What every customer's email is made of, besides the customer: the run's settings."""
+    subject: str | None = None
+    body_template: Template | None = None
+    html_template: Template | None = None
+    cc: tuple[str, ...] = ()
+    ticket_url: str | None = None       # an http(s) URL with {ticket} where the (URL-encoded) id goes
+
+
+def ticket_link(content: Content, ticket_id: str) -> str:
+    return content.ticket_url.replace("{ticket}", quote(ticket_id, safe="")) if content.ticket_url else ""
+
+
+def greeting(customer: Customer) -> str:
+    """"Hello Jane," with the first name, else the full name (one name column); "Hello," when the
+    address is shared by several names or has none: never "Hello ,"."""
+    name = customer.first_name or customer.full_name
+    return f"Hello {name}," if name.strip() else "Hello,"
+
+
+def ticket_phrase(count: int) -> str:
+    return "1 support ticket" if count == 1 else f"{count} support tickets"
+
+
+def one_line(text: str) -> str:
+    """A report's text on one line (a subject's own line breaks and tabs become spaces)."""
+    return " ".join(text.split())
+
+
+def ticket_line(ticket, content: Content) -> str:
+    """'Ticket 52003 (Printer jams on tray 2), closed on 1 Dec 2026', and its link on the next line."""
+    about = f" ({one_line(ticket.subject)})" if ticket.subject else ""
+    link = ticket_link(content, ticket.ticket_id)
+    return f"  - Ticket {ticket.ticket_id}{about}, closed on {human_day(ticket.closed_at)}" + (f"\n    {link}" if link else "")
+
+
+def template_values(customer: Customer, content: Content = Content()) -> dict[str, str]:
     return {
+        "greeting": greeting(customer),
         "first_name": customer.first_name,
         "full_name": customer.full_name,
         "ticket_count": str(len(customer.tickets)),
-        "ticket_lines": lines,
+        "ticket_phrase": ticket_phrase(len(customer.tickets)),
+        "ticket_lines": "\n".join(ticket_line(ticket, content) for ticket in customer.tickets),
     }
 
 
-def render_body(customer: Customer, body_template: Template | None = None) -> str:
-    values = template_values(customer)
-    if body_template is not None:
-        return body_template.substitute(values)
+def render_body(customer: Customer, content: Content = Content()) -> str:
+    values = template_values(customer, content)
+    if content.body_template is not None:
+        return content.body_template.substitute(values)
     count = len(customer.tickets)
-    greeting_name = customer.first_name or customer.full_name
     intro = ("Good news: your support ticket has been closed." if count == 1
              else f"Good news: these {count} support tickets of yours have been closed.")
-    return DEFAULT_BODY.substitute(values, greeting=f"Hello {greeting_name}," if greeting_name else "Hello,",
-                                   intro=intro)
+    return DEFAULT_BODY.substitute(values, intro=intro)
 
 
 def check_body_template(body_template: Template, fields: tuple[str, ...] = TEMPLATE_FIELDS) -> None:
@@ -74,26 +111,24 @@ def check_body_template(body_template: Template, fields: tuple[str, ...] = TEMPL
         raise ValueError(f"{error} (write $$ for a literal $)") from None
 
 
-def render_html(customer: Customer, html_template: Template) -> str:
-    """The HTML body: every value HTML-escaped, and $ticket_list as a <ul> of the tickets."""
-    values = {name: html.escape(value) for name, value in template_values(customer).items()}
-    items = "\n".join(f"  <li>Ticket {html.escape(t.ticket_id)}, closed on {human_day(t.closed_at)}</li>"
-                      for t in customer.tickets)
+def render_html(customer: Customer, html_template: Template, content: Content = Content()) -> str:
+    """The HTML body: every value HTML-escaped (quotes too), $ticket_list as a <ul> of the tickets,
+    each linked to its page when --ticket-url is given."""
+    values = {name: html.escape(value) for name, value in template_values(customer, content).items()}
     values["ticket_lines"] = values["ticket_lines"].replace("\n", "<br>\n")
-    return html_template.substitute(values, ticket_list=f"<ul>\n{items}\n</ul>")
+    items = []
+    for ticket in customer.tickets:
+        label = f"Ticket {html.escape(ticket.ticket_id)}"
+        link = ticket_link(content, ticket.ticket_id)
+        if link:
+            label = f'<a href="{html.escape(link)}">{label}</a>'
+        about = f" ({html.escape(one_line(ticket.subject))})" if ticket.subject else ""
+        items.append(f"  <li>{label}{about}, closed on {human_day(ticket.closed_at)}</li>")
+    return html_template.substitute(values, ticket_list="<ul>\n" + "\n".join(items) + "\n</ul>")
 
 
 def subject_for(customer: Customer, subject: str | None = None) -> str:
     return subject or (DEFAULT_SUBJECT_ONE if len(customer.tickets) == 1 else DEFAULT_SUBJECT_MANY)
-
-
-@dataclass(frozen=True)
-class Content:
-    """What every customer's email is made of, besides the customer: the run's settings."""
-    subject: str | None = None
-    body_template: Template | None = None
-    html_template: Template | None = None
-    cc: tuple[str, ...] = ()
 
 
 def build_payload(customer: Customer, content: Content = Content()) -> dict:
@@ -101,18 +136,28 @@ def build_payload(customer: Customer, content: Content = Content()) -> dict:
         "subject": subject_for(customer, content.subject),
         "to_address": [customer.email],
         "cc_address": list(content.cc),
-        "body": render_body(customer, content.body_template),
+        "body": render_body(customer, content),
     }
     if content.html_template is not None:
-        email["html_body"] = render_html(customer, content.html_template)
+        email["html_body"] = render_html(customer, content.html_template, content)
     return {
         "full_name": customer.full_name,
         "email_address": customer.email,
         "ready_to_send": True,
         "email": email,
-        "tickets": [{"ticket": t.ticket_id, "status": t.status, "closed_date": t.closed_date}
-                    for t in customer.tickets],
+        "tickets": [payload_ticket(ticket, content) for ticket in customer.tickets],
     }
+
+
+def payload_ticket(ticket, content: Content) -> dict:
+    """A payload's ticket: id, status, closed date; its subject when the report has one, its url
+    with --ticket-url."""
+    item = {"ticket": ticket.ticket_id, "status": ticket.status, "closed_date": ticket.closed_date}
+    if ticket.subject is not None:  # the report has a subject column
+        item["subject"] = ticket.subject
+    if content.ticket_url:
+        item["url"] = ticket_link(content, ticket.ticket_id)
+    return item
 
 
 def message_digest(customer: Customer) -> str:
@@ -248,10 +293,10 @@ def build_email(customer: Customer, content: Content, sender: Sender | None, now
     if sender is not None:
         message["Message-ID"] = f"<{message_digest(customer)}@{sender.domain}>"
     message["Auto-Submitted"] = "auto-generated"
-    text = render_body(customer, content.body_template)
+    text = render_body(customer, content)
     message.set_content(text, charset="utf-8", cte=transfer_encoding or _eight_bit_if_needed(text))
     if content.html_template is not None:
-        html_text = render_html(customer, content.html_template)
+        html_text = render_html(customer, content.html_template, content)
         message.add_alternative(html_text, subtype="html", charset="utf-8",
                                 cte=transfer_encoding or _eight_bit_if_needed(html_text))
     return message

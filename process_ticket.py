@@ -76,6 +76,7 @@ class RunReport:
     test_mode: bool = False
     first_run: bool = False  # no state file and no --since: test mode looked 18 months back
     previews: int | None = None  # .eml files written by --preview-dir
+    test_send: str = ""          # what --send-test-to did
     preview_dir: Path | None = None
     stop_reason: str = ""
     stop_exit_code: int = 0
@@ -161,8 +162,8 @@ def ping_usage_error(argv: list[str], text: str) -> None:
 
 
 def start_heartbeat(settings):
-    """The heartbeat of a live run (test mode pings nothing), its start ping sent."""
-    if not settings.ping_url or settings.test_mode:
+    """The heartbeat of a live run (test mode and a test send ping nothing), its start ping sent."""
+    if not settings.ping_url or settings.test_mode or settings.send_test_to:
         return None
     from heartbeat import Heartbeat
     heartbeat = Heartbeat(settings.ping_url)
@@ -204,7 +205,8 @@ def run(settings) -> RunReport:
     """The weekly story: read, select, group, send, remember."""
     now = datetime.now()
     today = now.date()
-    lock = None if settings.test_mode else acquire_lock(settings.state_file)
+    records = not settings.test_mode and not settings.send_test_to   # a test send records nothing either
+    lock = acquire_lock(settings.state_file) if records else None
     try:
         if lock is not None:
             prepare_state_folder(settings.state_file)
@@ -241,6 +243,10 @@ def run(settings) -> RunReport:
                 report.previews, report.preview_dir = write_previews(settings, to_send), settings.preview_dir
             report.new_last_run_date = next_last_run_date(start, customers, deferred)
             return report
+        if settings.send_test_to:
+            report.test_send = send_test(settings, (to_send or owed)[:1])
+            report.new_last_run_date = start
+            return report
         state = send_all(settings, to_send, replace(state, held=held), today, report)
         report.held_waiting = len(state.held)
         pending = deferred + [customer for customer, _ in report.failed] + report.not_attempted
@@ -260,7 +266,7 @@ def starting_state(settings, today: date) -> RunState:
     if stored is None:
         if settings.since:
             return RunState(settings.since)
-        if not settings.test_mode:
+        if not settings.test_mode and not settings.send_test_to:
             raise ConfigError(f"no state file at {settings.state_file} yet, so this is the first live run: pass --since "
                               "DD/MM/YYYY, the first day whose closed tickets should be emailed (nothing was sent)")
         log.info("no state file at %s yet: test mode looks 18 months back", settings.state_file)
@@ -387,6 +393,29 @@ def open_route(settings):
         return settings.destination.open(settings), settings.destination.message_for(settings)
     except SettingError as error:
         raise ConfigError(str(error)) from None
+
+
+def send_test(settings, first: list[Customer]) -> str:
+    """--send-test-to: the first customer's email, exactly as it would go out, to the test address
+    alone (no --cc); nothing is recorded. What happened, for the summary."""
+    from delivery import DeliveryPolicy, deliver_all
+
+    if not first:
+        return "nothing sent: nobody would be emailed in this run"
+    customer = first[0]
+    stand_in = customer._replace(email=settings.send_test_to)   # its own ids: the real email is not a duplicate
+    test_settings = replace(settings, content=replace(settings.content, cc=()))
+    route, message_for = open_route(test_settings)
+    try:
+        results = deliver_all(route, [stand_in], DeliveryPolicy(workers=1, timeout=settings.timeout,
+                                                                 retries=settings.retries), message_for, lambda c: None)
+    finally:
+        route.shutdown()
+    about = f"the email of {customer.email} ({', '.join(customer.ticket_ids)})"
+    if results.delivered:
+        return f"sent to {settings.send_test_to}: {about}; nothing recorded"
+    reason = (results.failed or results.rejected or [(None, results.stop_reason or "not sent")])[0][1]
+    raise ConfigError(f"the test email to {settings.send_test_to} ({about}) was not sent: {reason}")
 
 
 def send_all(settings, customers: list[Customer], state: RunState, today: date, report: RunReport) -> RunState:

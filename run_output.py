@@ -154,12 +154,14 @@ def format_summary(report) -> str:
                                                "are fixed (address or date; kept 90 days)"))
     if report.other_statuses:
         rows.append(("Not counted as closed", format_status_counts(report.other_statuses)))
+    if report.test_send:
+        rows.append(("Test email", report.test_send))
     if report.previews is not None:
         rows.append(("Previews", f"{report.previews} .eml file(s) in {report.preview_dir}"))
     if report.first_run:
         rows.append(("First run", "no state file, so this looked 18 months back; "
                                   "the first live run needs --since DD/MM/YYYY"))
-    saved = " (test mode: not saved)" if report.test_mode else ""
+    saved = " (test mode: not saved)" if report.test_mode else " (test send: not saved)" if report.test_send else ""
     rows.append(("last_run_date", f"{old} -> {new}{saved}"))
     width = max(len(label) for label, _ in rows)
     title = "Summary (TEST MODE)" if report.test_mode else "Summary"

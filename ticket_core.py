@@ -16,7 +16,7 @@ from typing import NamedTuple
 
 from report_dates import DEFAULT_DATE_FORMATS, DateParser, forms_that_read, iso_moment, month_first_form
 
-ROLES = ("first_name", "last_name", "name", "email", "ticket", "status", "date")
+ROLES = ("first_name", "last_name", "name", "email", "ticket", "status", "date", "subject")
 REQUIRED_ROLES = ("email", "ticket", "status", "date")
 NAME_ROLES = ("first_name", "last_name", "name")
 # The seed's sheet has no header row: Firstname | Lastname | Email | Ticket | Status | Date.
@@ -31,6 +31,7 @@ HEADER_NAMES = {
                "Case Number"),
     "status": ("Status", "Ticket Status", "State"),
     "date": ("Date", "Status Date", "Updated", "Last Updated", "Closed Date", "Date Closed", "Resolved"),
+    "subject": ("Subject", "Title", "Summary", "Ticket Subject"),
 }
 
 SKIP_NO_EMAIL = "no or invalid email"
@@ -137,6 +138,7 @@ class ClosedTicket(NamedTuple):
     has_time: bool
     first_name: str = ""
     full_name: str = ""
+    subject: str | None = None   # None: the report has no subject column
 
     @property
     def email_key(self) -> str:
@@ -237,6 +239,7 @@ def select_closed_tickets(rows: Iterable[Sequence[object]], since: date, now: da
     latest_allowed = now + timedelta(days=1)
     i_status, i_date, i_ticket, i_email = (columns[role] for role in ("status", "date", "ticket", "email"))
     name_cells = _cells_getter([columns[role] for role in NAME_ROLES if role in columns])
+    i_subject = columns.get("subject")
     width = max(columns.values()) + 1
     by_email = selection.by_email
     new_ticket = partial(tuple.__new__, ClosedTicket)  # ClosedTicket(...) without its Python-level __new__
@@ -315,7 +318,8 @@ def select_closed_tickets(rows: Iterable[Sequence[object]], since: date, now: da
             if previous is not None and closed_at < previous.closed_at:
                 continue
         first_name, full_name = names_of[name_cells(row)]
-        tickets[ticket_id] = new_ticket((email, ticket_id, status, closed_at, has_time, first_name, full_name))
+        subject = None if i_subject is None else cell_text(row[i_subject])
+        tickets[ticket_id] = new_ticket((email, ticket_id, status, closed_at, has_time, first_name, full_name, subject))
     rows_read = row_number - first_row_number + 1 - blank_rows
     selection.rows_read = rows_read
     selection.closed_rows = closed_rows

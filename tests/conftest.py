@@ -265,6 +265,38 @@ def certificates(tmp_path):
     return make_certificates(folder)
 
 
+@pytest.fixture
+def smtp_server(certificates):
+    """start(mode, **SMTP options) -> (recorder, url without scheme user); mode: starttls, smtps or plain."""
+    import ssl
+
+    from aiosmtpd.controller import Controller
+    from test_smtp import Recorder, authenticator
+
+    ca, cert, key = certificates
+    controllers = []
+
+    def start(mode="starttls", host="127.0.0.1", **options):
+        recorder = Recorder()
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        context.load_cert_chain(cert, key)
+        port = free_port()
+        # aiosmtpd does not see implicit TLS, so it would not offer AUTH there when TLS is required
+        settings = {"authenticator": authenticator, "auth_require_tls": mode == "starttls", **options}
+        if mode == "starttls":
+            settings.update(tls_context=context, require_starttls=True)
+        elif mode == "smtps":
+            settings.update(ssl_context=context)
+        controller = Controller(recorder, hostname=host, port=port, **settings)
+        controller.start()
+        controllers.append(controller)
+        return recorder, port
+
+    yield start
+    for controller in controllers:
+        controller.stop()
+
+
 def free_port() -> int:
     import socket
 

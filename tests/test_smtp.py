@@ -4,7 +4,6 @@ import email
 import email.policy
 import os
 import signal
-import ssl
 import subprocess
 import sys
 import threading
@@ -12,7 +11,6 @@ import time
 from datetime import date, timedelta
 
 import pytest
-from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult
 from conftest import ROOT, RawServer, clean_env, free_port, read_state, run_cli, write_csv, write_state
 
@@ -75,33 +73,6 @@ class Recorder:
 def authenticator(server, session, envelope, mechanism, auth_data):
     return AuthResult(success=auth_data.login == USER.encode() and auth_data.password == PASSWORD.encode(),
                       handled=False)
-
-
-@pytest.fixture
-def smtp_server(certificates):
-    """start(mode, **SMTP options) -> (recorder, url without scheme user); mode: starttls, smtps or plain."""
-    ca, cert, key = certificates
-    controllers = []
-
-    def start(mode="starttls", host="127.0.0.1", **options):
-        recorder = Recorder()
-        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-        context.load_cert_chain(cert, key)
-        port = free_port()
-        # aiosmtpd does not see implicit TLS, so it would not offer AUTH there when TLS is required
-        settings = {"authenticator": authenticator, "auth_require_tls": mode == "starttls", **options}
-        if mode == "starttls":
-            settings.update(tls_context=context, require_starttls=True)
-        elif mode == "smtps":
-            settings.update(ssl_context=context)
-        controller = Controller(recorder, hostname=host, port=port, **settings)
-        controller.start()
-        controllers.append(controller)
-        return recorder, port
-
-    yield start
-    for controller in controllers:
-        controller.stop()
 
 
 ROWS = [["Jane", "Doe", "jane@example.com", "1001", "Closed", RECENT],
