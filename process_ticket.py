@@ -63,6 +63,7 @@ class RunReport:
     held_rejected: int = 0
     held_back: int = 0       # tickets held by earlier runs whose rows are usable now
     held_waiting: int = 0    # held tickets whose rows still need fixing
+    held_before: int = 0     # tickets held by earlier runs, at the start of this one
     skipped: dict = field(default_factory=dict)
     other_statuses: Counter = field(default_factory=Counter)
     notified: list[Customer] = field(default_factory=list)
@@ -232,6 +233,7 @@ def run(settings) -> RunReport:
                            already_notified=already, held_rejected=held_rejected, skipped=dict(selection.skipped),
                            other_statuses=selection.other_statuses, deferred=deferred,
                            held_back=held_back_count(owed, state.held), held_waiting=len(held),
+                           held_before=len(state.held),
                            old_last_run_date=start, test_mode=settings.test_mode,
                            first_run=not settings.since and not settings.state_file.exists())
         for customer in deferred:

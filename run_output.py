@@ -149,9 +149,11 @@ def format_summary(report) -> str:
     if report.not_attempted:
         rows.append(("Customers not attempted", f"{len(report.not_attempted)} (run stopped; pending)"))
     rows.append(("Rows skipped", f"{skipped_total}" + (f" ({reasons})" if reasons else "")))
-    if report.held_back or report.held_waiting:
-        rows.append(("Held from earlier runs", f"{report.held_back} usable now, {report.held_waiting} held until their rows "
-                                               "are fixed (address or date; kept 90 days)"))
+    if report.held_before:
+        rows.append(("Held from earlier runs", f"{report.held_before} ({report.held_back} usable now)"))
+    if report.held_waiting:
+        rows.append(("Held for later runs", f"{report.held_waiting} (fix their address or date; emailed once fixed, "
+                                            "kept 90 days)"))
     if report.other_statuses:
         rows.append(("Not counted as closed", format_status_counts(report.other_statuses)))
     if report.test_send:

@@ -196,7 +196,7 @@ def test_a_ticket_skipped_for_its_address_is_emailed_once_the_row_is_fixed(tmp_p
     assert first.returncode == 0 and webhook.emails() == ["bob@example.com"]
     saved = read_state(state)
     assert list(saved["held"]) == ["T1"] and saved["last_run_date"] == DAY[12]   # the held ticket does not hold it
-    assert "Held from earlier runs" in first.stdout and "1 held until their rows are fixed" in first.stdout
+    assert "Held for later runs      1 (fix their address or date" in first.stdout
     still_broken = live(week1, state, webhook.url)
     assert still_broken.returncode == 0 and webhook.emails() == ["bob@example.com"]
     assert list(read_state(state)["held"]) == ["T1"] and "row 2 skipped" in still_broken.stderr
@@ -205,7 +205,8 @@ def test_a_ticket_skipped_for_its_address_is_emailed_once_the_row_is_fixed(tmp_p
     assert fixed.returncode == 0, fixed.stderr
     assert webhook.emails() == ["bob@example.com", "ann@example.com"]
     assert [t["ticket"] for t in webhook.payloads()[-1]["tickets"]] == ["T1"]
-    assert "1 usable now" in fixed.stdout and read_state(state)["held"] == {}
+    assert "Held from earlier runs   1 (1 usable now)" in fixed.stdout and read_state(state)["held"] == {}
+    assert "Held for later runs" not in fixed.stdout
     again = live(week3, state, webhook.url)
     assert again.returncode == 0 and len(webhook.requests) == 2   # forgotten once emailed: never twice
 
@@ -249,7 +250,7 @@ def test_test_mode_shows_held_tickets_but_writes_nothing(tmp_path):
     state = write_state(tmp_path / "s.json", {"last_run_date": SINCE})
     result = run_cli("--report", str(write_csv(tmp_path / "r.csv", [row("x", "T1", DAY[3])])), "--state-file", str(state),
                      "-testmode", "yes")
-    assert result.returncode == 0 and "1 held until their rows are fixed" in result.stdout
+    assert result.returncode == 0 and "Held for later runs      1" in result.stdout
     assert read_state(state) == {"last_run_date": SINCE}
 
 
