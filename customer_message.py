@@ -3,22 +3,23 @@ payload and its webhook-id, and the RFC 5322 email (Python's email package) with
 
 from __future__ import annotations
 
-import email.errors
-import email.policy
 import hashlib
 import html
 import re
 from collections import Counter
 from dataclasses import dataclass
 from datetime import datetime
-from email.header import Header
-from email.message import EmailMessage
-from email.utils import format_datetime, parseaddr
 from string import Template
+from typing import TYPE_CHECKING
 from urllib.parse import quote
 
 from delivery import UnsendableError
 from ticket_core import Customer, address_key, is_valid_email
+
+if TYPE_CHECKING:
+    from email.message import EmailMessage
+# The email package is imported where a message is built: a run that sends through a webhook and
+# shows no preview never loads it (a fifth of the start-up).
 
 DEFAULT_SUBJECT_ONE = "Your support ticket has been closed"
 DEFAULT_SUBJECT_MANY = "Your support tickets have been closed"
@@ -189,6 +190,8 @@ class Sender:
 
 def parse_mailbox(text: str, what: str) -> tuple[str, str]:
     """(name, address) of 'Name <address>' or a bare address; ValueError naming `what`."""
+    from email.utils import parseaddr
+
     if not text.isprintable():
         raise ValueError(f"{what} must be one line of printable text")
     name, address = parseaddr(text.strip())
@@ -212,6 +215,8 @@ _PLAIN_NAME = re.compile(r"[A-Za-z0-9 !#$%&'*+,./:;<>?@^_`{|}~\[\]()-]*")
 def display_name(name: str) -> str:
     """A display name as it goes on the wire: a quoted string when plain, else RFC 2047 encoded
     words (UTF-8) that say exactly the literal text, folded so that no line passes 78 characters."""
+    from email.header import Header
+
     name = header_text(name)
     if len(name) <= PLAIN_NAME_CHARS and _PLAIN_NAME.fullmatch(name) and "=?" not in name:
         return f'"{name}"'
@@ -280,6 +285,10 @@ def build_email(customer: Customer, content: Content, sender: Sender | None, now
     a Message-ID the same on every retry and rerun (from the webhook-id's digest), Auto-Submitted,
     and a UTF-8 text body (multipart/alternative with the HTML body when there is one).
     `transfer_encoding` "quoted-printable" makes the body 7-bit clean (for servers without 8BITMIME)."""
+    import email.policy
+    from email.message import EmailMessage
+    from email.utils import format_datetime
+
     message = EmailMessage(policy=email.policy.SMTP)
     if sender is not None:
         message["From"] = _WrittenHeader("From", mailbox_text(sender.from_name, sender.from_address))
@@ -309,6 +318,8 @@ def _eight_bit_if_needed(text: str) -> str | None:
 
 def message_bytes(message: EmailMessage, international: bool) -> bytes:
     """The message as sent: CRLF line ends; UTF-8 headers only when an address needs them."""
+    import email.policy
+
     return message.as_bytes(policy=email.policy.SMTPUTF8 if international else email.policy.SMTP)
 
 
@@ -333,6 +344,8 @@ class OutgoingMail:
 def outgoing_mail(customer: Customer, content: Content, sender: Sender | None) -> OutgoingMail:
     """The email `customer` gets, with its envelope, exactly as a mail route sends it and
     --preview-dir shows it; its header block checked (raises UnsendableError)."""
+    import email.errors
+
     from_address = sender.from_address if sender else ""
     reply_to = [sender.reply_to[1]] if sender and sender.reply_to else []
     international = needs_smtputf8([from_address, customer.email, *content.cc, *reply_to])
@@ -348,3 +361,9 @@ def outgoing_mail(customer: Customer, content: Content, sender: Sender | None) -
     check_header_block(data, sender is not None)
     return OutgoingMail(from_address, customer.email, content.cc, data, international, data_7bit,
                         str(message.get("Message-ID", "")))
+
+
+def emails_for(run):
+    """How a mail destination (SMTP, Gmail, Microsoft 365) and --preview-dir make each customer's
+    message from the run's settings: the one email builder."""
+    return lambda customer: outgoing_mail(customer, run.content, run.sender)

@@ -7,6 +7,7 @@ import json
 import socket
 from dataclasses import dataclass
 
+from customer_message import emails_for
 from delivery import DELIVERED, REJECTED, RETRY, STOP, Answer, answer_text
 from destinations import Destination, SettingError
 
@@ -106,11 +107,6 @@ def _open(run) -> GmailRoute:
     return GmailRoute(credentials, run.timeout, run.sender.from_address)
 
 
-def _message_for(run):
-    from customer_message import outgoing_mail
-
-    return lambda customer: outgoing_mail(customer, run.content, run.sender)
-
 
 def _check_live(run) -> str:
     import google_api
@@ -128,4 +124,4 @@ DESTINATION = Destination(
     name="gmail", summary="sent as the --from mailbox through the Gmail API (the Google credential, OAuth)",
     env_keys=(), secret_keys=(), add_options=lambda group: None, named=lambda options, environment: False,
     configure=lambda options, environment: GmailSettings(), secrets=lambda settings: [], open=_open,
-    message_for=_message_for, check_live=_check_live, needs_sender=True)
+    message_for=emails_for, check_live=_check_live, needs_sender=True)

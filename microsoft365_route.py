@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import quote
 
+from customer_message import emails_for
 from delivery import DELIVERED, REJECTED, RETRY, STOP, Answer, answer_text
 from destinations import Destination, SettingError
 from url_rules import WEB_PORTS, UrlError, ca_bundle, parse_url
@@ -223,11 +224,6 @@ def _open(run) -> M365Route:
         raise SettingError(str(error)) from None
 
 
-def _message_for(run):
-    from customer_message import outgoing_mail
-
-    return lambda customer: outgoing_mail(customer, run.content, run.sender)
-
 
 def _check_live(run) -> str:
     from run_check import CheckFailedError
@@ -252,6 +248,6 @@ DESTINATION = Destination(
               "M365_GRAPH_ENDPOINT"),
     secret_keys=("M365_CLIENT_SECRET",),
     add_options=lambda group: None, named=lambda options, environment: False,
-    configure=_configure, secrets=_secrets, open=_open, message_for=_message_for,
+    configure=_configure, secrets=_secrets, open=_open, message_for=emails_for,
     check_live=_check_live, needs_sender=True)
 

@@ -224,8 +224,7 @@ def run(settings) -> RunReport:
         for warning in selection.warnings:
             log.warning("%s", warning)
         log_skipped_rows(selection.skipped_rows)
-        held = next_held(state.held, held_from(selection.skipped_rows),
-                         (ticket.ticket_id for customer in customers for ticket in customer.tickets), today)
+        held = next_held(state.held, held_from(selection.skipped_rows), customers, today)
         owed, already = drop_already_notified(customers, state.notified)
         owed, held_rejected = (owed, 0) if settings.retry_rejected else drop_rejected(owed, state.rejected)
         to_send, deferred = split_by_weekly_guard(owed, state.last_emailed, today, settings.min_days_between_emails)
@@ -356,8 +355,10 @@ def write_previews(settings, customers: list[Customer]) -> int:
     as the SMTP route would send it (with a webhook, built from the payload's email). The new set
     is written before the earlier .eml files there are removed; nothing else is written. An email
     that would not be sent gets a warning instead of a file."""
+    from customer_message import emails_for
     from delivery import UnsendableError
 
+    mail_for = emails_for(settings)
     folder = settings.preview_dir
     try:
         folder.mkdir(parents=True, exist_ok=True)
@@ -365,7 +366,7 @@ def write_previews(settings, customers: list[Customer]) -> int:
         written = set()
         for number, customer in enumerate(customers, 1):
             try:
-                data = mail_for(settings, customer).data
+                data = mail_for(customer).data
             except UnsendableError as error:
                 log.warning("no preview for %s: its email would not be sent (%s)", customer.email, error)
                 continue
@@ -378,13 +379,6 @@ def write_previews(settings, customers: list[Customer]) -> int:
     except OSError as error:
         raise ConfigError(f"cannot write the previews in {folder}: {error.strerror or error}") from None
     return len(written)
-
-
-def mail_for(settings, customer: Customer):
-    """The email `customer` gets, with its envelope, as a mail destination sends it and --preview-dir shows it."""
-    from customer_message import outgoing_mail
-
-    return outgoing_mail(customer, settings.content, settings.sender)
 
 
 def open_route(settings):

@@ -11,7 +11,7 @@ import threading
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
-from customer_message import OutgoingMail
+from customer_message import OutgoingMail, emails_for
 from delivery import DELIVERED, FEWER, REJECTED, RETRY, STOP, Answer, answer_text
 from destinations import Destination, SettingError
 from time_bounds import call_within
@@ -548,11 +548,6 @@ def _open(run) -> SmtpRoute:
         raise SettingError(str(error)) from None
 
 
-def _message_for(run):
-    from customer_message import outgoing_mail
-
-    return lambda customer: outgoing_mail(customer, run.content, run.sender)
-
 
 def _check_live(run) -> str:
     """EHLO, STARTTLS and AUTH (or, without a login, whether the server wants one); nothing sent."""
@@ -573,5 +568,5 @@ DESTINATION = Destination(
     name="smtp", summary="each customer's email handed to an SMTP server",
     env_keys=("SMTP_URL", "SMTP_USERNAME", "SMTP_PASSWORD"), secret_keys=("SMTP_URL", "SMTP_USERNAME", "SMTP_PASSWORD"),
     add_options=_add_options, named=lambda options, environment: bool(_url(options, environment)),
-    configure=_configure, secrets=_secrets, open=_open, message_for=_message_for, check_live=_check_live,
+    configure=_configure, secrets=_secrets, open=_open, message_for=emails_for, check_live=_check_live,
     needs_sender=True)

@@ -608,6 +608,8 @@ def held_settled_by(held: Mapping[str, dict], customer: Customer) -> dict[str, d
 
 def held_back_count(customers: Iterable[Customer], held: Mapping[str, dict]) -> int:
     """How many of these customers' tickets were held by earlier runs (their rows are usable now)."""
+    if not held:
+        return 0
     return sum(1 for customer in customers for ticket in customer.tickets if ticket.ticket_id in held)
 
 
@@ -658,11 +660,13 @@ def next_last_run_date(start: date, found: Iterable[Customer], pending: Iterable
     return max(start, latest.closed_at.date()) if latest else start
 
 
-def next_held(held: Mapping[str, dict], newly_held: Mapping[str, dict], selected_ids: Iterable[str],
+def next_held(held: Mapping[str, dict], newly_held: Mapping[str, dict], customers: Iterable[Customer],
               today: date) -> dict[str, dict]:
     """Held tickets after a run: the ones skipped now join (a ticket usable on another row is not
     held), each keeps the day it was first held, and is forgotten HELD_KEEP_DAYS after it."""
-    selected = set(selected_ids)
+    if not held and not newly_held:
+        return {}
+    selected = {ticket.ticket_id for customer in customers for ticket in customer.tickets} if newly_held else set()
     merged = dict(held)
     for ticket_id, entry in newly_held.items():
         if ticket_id not in selected:

@@ -12,11 +12,6 @@ import ssl
 import time
 from dataclasses import dataclass
 
-import requests
-from requests.adapters import HTTPAdapter
-from urllib3.exceptions import InvalidHeader, NewConnectionError
-from urllib3.util.retry import Retry
-
 from delivery import DELIVERED, REJECTED, RETRY, STOP, Answer, answer_text
 from destinations import Destination, SettingError
 from url_rules import WEB_PORTS, CheckedUrl, UrlError, ca_bundle, is_printable_ascii, parse_url
@@ -89,6 +84,9 @@ def retry_after_seconds(value: str | None) -> float | None:
     """A Retry-After header in seconds; one that cannot be read counts as absent."""
     if value is None:
         return None
+    from urllib3.exceptions import InvalidHeader
+    from urllib3.util.retry import Retry
+
     try:
         return Retry(0).parse_retry_after(value)
     except (InvalidHeader, ValueError, OverflowError):
@@ -107,6 +105,9 @@ class WebhookRoute:
         if authorization:
             check_authorization(authorization)
         self.authorization = authorization or None
+        import requests  # here, not at import: a run that sends nothing never loads it
+        from requests.adapters import HTTPAdapter
+
         self.timeout = timeout
         self.session = requests.Session()
         adapter = HTTPAdapter(pool_connections=1, pool_maxsize=max(pool_size, 1), max_retries=0)
@@ -135,6 +136,8 @@ class WebhookRoute:
         self.session.close()
 
     def attempt(self, message: WebhookMessage) -> Answer:
+        import requests
+
         headers = webhook_headers(message.msg_id, message.body, self.key, self.authorization)
         request = self._request.copy()
         request.headers.update(headers)
@@ -170,6 +173,9 @@ class WebhookRoute:
 
     def _failure(self, error: Exception) -> Answer:
         """A one-line reason that never repeats the URL's path or query."""
+        import requests
+        from urllib3.exceptions import NewConnectionError
+
         if isinstance(error, requests.exceptions.ConnectTimeout):
             return Answer(RETRY, f"connecting to {self.label} timed out", unreachable=True)
         if isinstance(error, requests.exceptions.Timeout):
@@ -254,6 +260,8 @@ def _message_for(run):
 
 def _check_live(run) -> str:
     """A TCP connection and, for https, a verified TLS handshake: the webhook answers, nothing is posted."""
+    import requests
+
     from run_check import CheckFailedError
 
     url = check_webhook_url(run.destination_settings.url, run.destination_settings.allow_http)
