@@ -303,3 +303,54 @@ def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return probe.getsockname()[1]
+
+
+class ScriptedDestination:
+    """A destination whose answers a test scripts: `answer(customer_email, attempt number)` gives each
+    attempt's delivery.Answer. The story runs in-process with it (run_story)."""
+
+    label = "scripted:1"
+
+    def __init__(self, answer) -> None:
+        self.answer = answer
+        self.attempts: list[str] = []
+        self.lock = threading.Lock()
+
+    def open_channel(self):
+        return self
+
+    def attempt(self, email: str):
+        with self.lock:
+            self.attempts.append(email)
+            number = self.attempts.count(email)
+        return self.answer(email, number)
+
+    def reset(self) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+    def shutdown(self) -> None:
+        pass
+
+    def destination(self):
+        from destinations import Destination
+
+        return Destination(name="scripted", summary="a test's script", env_keys=(), secret_keys=(),
+                           add_options=lambda group: None, named=lambda options, environment: False,
+                           configure=lambda options, environment: None, secrets=lambda settings: [],
+                           open=lambda run: self, message_for=lambda run: (lambda customer: customer.email),
+                           check_live=lambda run: "scripted")
+
+
+def run_story(script: ScriptedDestination, *args: str):
+    """The job's story in-process (process_ticket.run) with the settings of `args` (as on the command
+    line, an empty environment) and the scripted destination; the RunReport."""
+    from dataclasses import replace
+
+    import process_ticket
+    from cli_options import parse_args
+
+    settings = parse_args([*args, "-webhook_url", "http://127.0.0.1:9/unused"], ROOT, "test", environment={})
+    return process_ticket.run(replace(settings, destination=script.destination(), destination_settings=None))

@@ -373,3 +373,27 @@ def test_a_quote_that_swallows_whole_rows_and_keeps_the_width_stops_the_reading(
 def test_a_real_multiline_cell_with_few_separators_is_read(tmp_path):
     path = write_text(tmp_path / "r.csv", 'a,b,c\n1,"two\nlines, one comma",3\n5,6,7\n')
     assert list(read_csv(path)) == [["a", "b", "c"], ["1", "two\nlines, one comma", "3"], ["5", "6", "7"]]
+
+
+# ---------------------------------------------------------------- the story in-process, with a scripted destination
+
+def test_the_story_in_process_keeps_a_pending_customer_s_day_and_records_the_others(tmp_path):
+    from conftest import ScriptedDestination, run_story
+
+    day = [(date.today() - timedelta(days=d)).strftime("%d/%m/%Y") for d in range(12)]
+    report = write_csv(tmp_path / "r.csv", [["A", "X", "early@example.com", "1", "Closed", day[6]],
+                                            ["B", "X", "late@example.com", "2", "Closed", day[2]],
+                                            ["C", "X", "bad@example.com", "3", "Closed", day[4]]])
+    state = write_state(tmp_path / "s.json", {"last_run_date": day[10]})
+    answers = {"early@example.com": Answer(RETRY, "busy", "HTTP 503"), "late@example.com": Answer(DELIVERED, "ok"),
+               "bad@example.com": Answer(REJECTED, "HTTP 422", "HTTP 422")}
+    script = ScriptedDestination(lambda email, attempt: answers[email])
+    report_ = run_story(script, "--report", str(report), "--state-file", str(state), "-testmode", "no",
+                        "--retries", "1", "--workers", "1")
+    assert [c.email for c in report_.notified] == ["late@example.com"]
+    assert [c.email for c, _ in report_.failed] == ["early@example.com"]
+    assert [c.email for c, _ in report_.rejected] == ["bad@example.com"]
+    assert script.attempts.count("early@example.com") == 2 and report_.exit_code == 1
+    saved = read_state(state)
+    assert saved["last_run_date"] == day[6]          # the pending customer's day, not the latest
+    assert len(saved["notified"]) == 1 and len(saved["rejected"]) == 1
