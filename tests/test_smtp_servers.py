@@ -312,6 +312,7 @@ def test_a_wrong_password_costs_one_login_per_run(tmp_path, certificates):
 def test_a_server_that_allows_two_connections_gets_all_80_emails(tmp_path):
     LimitedSMTP.active = LimitedSMTP.most = LimitedSMTP.refused = 0
     recorder = Recorder()
+    recorder.data_reply = lambda envelope: time.sleep(0.03)   # a run of a few seconds: retried connections would show
     controller, port = start(recorder, LimitedSMTP)
     rows = [[f"N{n}", "", f"c{n}@example.com", str(n), "Closed", RECENT] for n in range(80)]
     try:
@@ -321,6 +322,7 @@ def test_a_server_that_allows_two_connections_gets_all_80_emails(tmp_path):
     assert result.returncode == 0, result.stderr
     assert len(set(recorder.recipients())) == 80 and LimitedSMTP.most <= 2
     assert "Customers notified       80" in result.stdout
+    assert LimitedSMTP.refused <= 2   # the two workers too many gave up their connection for good, once each
 
 
 def test_the_backoff_starts_near_one_second_doubles_and_stops_at_sixty():
