@@ -1,7 +1,8 @@
-"""Weekly job: email each customer, through a webhook, the support tickets closed since the last run.
+"""Weekly job: email each customer the support tickets closed since the last run.
 
-Read the report, select the newly closed tickets, group them per customer, send one webhook
-call per customer, and remember what was sent in last_run_date.json.
+Read the report, select the newly closed tickets, group them per customer, send one message per
+customer to the destination (destinations.py: a webhook, SMTP, Gmail or Microsoft 365), and
+remember what was sent in last_run_date.json.
 """
 
 from __future__ import annotations
