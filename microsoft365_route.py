@@ -84,7 +84,6 @@ class M365Route:
     only when it expires (msal's cache)."""
 
     def __init__(self, settings: M365Settings, sender: str, timeout: float) -> None:
-        import msal
         import requests
 
         self.settings, self.sender, self.timeout = settings, sender, timeout
@@ -93,11 +92,8 @@ class M365Route:
         bundle = ca_bundle()
         if bundle:
             self.session.verify = bundle
-        self.app = msal.ConfidentialClientApplication(
-            settings.client_id, client_credential=_credential(settings),
-            authority=f"https://{settings.authority_host}/{settings.tenant_id}", http_client=self.session,
-            validate_authority=settings.authority_host == AUTHORITY_HOST,
-            instance_discovery=settings.authority_host == AUTHORITY_HOST, timeout=timeout)
+        self.credential = _credential(settings)
+        self.app = None  # made with the first token: msal asks the identity platform about the tenant then
         self.scope = [f"{settings.graph_endpoint.rstrip('/')}/.default"]
         self.url = f"{settings.graph_endpoint.rstrip('/')}/v1.0/users/{quote(sender)}/sendMail"
         self._lock = threading.Lock()
@@ -108,17 +104,30 @@ class M365Route:
 
         with self._lock:
             try:
+                if self.app is None:
+                    self.app = self._application()
                 result = self.app.acquire_token_for_client(scopes=self.scope)
             except requests.exceptions.RequestException as error:
                 raise ConnectionError(f"cannot reach {self.settings.authority_host} ({type(error).__name__})") from None
-            except ValueError as error:  # msal: an authority it cannot use
-                raise M365ConfigError(f"the identity platform refused the tenant ({error}): check M365_TENANT_ID") from None
+            except ValueError as error:  # msal: an authority it cannot use (no such tenant, say)
+                raise M365ConfigError(f"the identity platform does not know the tenant ({answer_text(str(error))[:160]}): "
+                                      "check M365_TENANT_ID (and M365_AUTHORITY_HOST for a national cloud)") from None
         if "access_token" in result:
             return result["access_token"]
         description = answer_text(str(result.get("error_description") or result.get("error") or "no token"))
         fix = next((fix for code, fix in AADSTS_FIXES.items() if code in description),
                    "check M365_TENANT_ID, M365_CLIENT_ID and M365_CLIENT_SECRET / M365_CERTIFICATE")
         raise M365ConfigError(f"Microsoft's identity platform gave no token ({description.split(' Trace ID')[0]}): {fix}")
+
+    def _application(self):
+        import msal
+
+        settings = self.settings
+        return msal.ConfidentialClientApplication(
+            settings.client_id, client_credential=self.credential,
+            authority=f"https://{settings.authority_host}/{settings.tenant_id}", http_client=self.session,
+            validate_authority=settings.authority_host == AUTHORITY_HOST,
+            instance_discovery=settings.authority_host == AUTHORITY_HOST, timeout=self.timeout)
 
     def check_permission(self) -> str:
         roles = token_roles(self.token())

@@ -348,3 +348,13 @@ def test_microsoft365_settings_are_checked_at_start_and_test_mode_contacts_nothi
     assert result.returncode == 2 and "one credential" in result.stderr
     result = run(tmp_path, "-testmode", "yes", env=microsoft.env())
     assert result.returncode == 0 and microsoft.server.requests == []
+
+
+def test_an_unreachable_identity_platform_leaves_everyone_pending(tmp_path, microsoft):
+    from conftest import free_port
+
+    closed = f"localhost:{free_port()}"
+    result = run(tmp_path, "-testmode", "no", "--retries", "0",
+                 env=microsoft.env(M365_AUTHORITY_HOST=closed, M365_GRAPH_ENDPOINT=f"https://{closed}"))
+    assert result.returncode == 1 and f"cannot reach {closed}" in result.stderr and "unexpected" not in result.stderr
+    assert read_state(tmp_path / "s.json")["last_run_date"] == SINCE
