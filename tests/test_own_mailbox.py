@@ -126,14 +126,10 @@ def test_a_token_without_the_gmail_send_scope_stops_before_sending_saying_how_to
 
 
 def write_service_account(path, gmail):
-    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                            serialization.NoEncryption()).decode()
-    path.write_text(json.dumps({
-        "type": "service_account", "project_id": "demo", "private_key_id": "k1", "private_key": pem,
-        "client_email": "notifier@demo.iam.gserviceaccount.com", "client_id": "1",
-        "token_uri": gmail.server.root + "token"}))
-    return path
+    """A service account key whose token endpoint is the local Gmail fake's."""
+    from test_google import write_service_account as service_account_key
+
+    return service_account_key(path, gmail.server.root + "token")
 
 
 def test_a_service_account_sends_with_domain_wide_delegation_for_the_from_mailbox(tmp_path, gmail):
