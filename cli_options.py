@@ -335,17 +335,14 @@ def secrets_of(environment: Mapping[str, str], destination: Destination | None, 
                api_key: str | None, ping_url: str | None) -> list[str]:
     """Every value that must never reach the output or the log (the log filter hides them): each
     destination's secret keys as set, the chosen destination's own, the API key and the ping URL."""
-    from url_rules import WEB_PORTS, UrlError, parse_url
+    from url_rules import WEB_PORTS, url_secrets
 
     values = [environment.get(key, "") for d in all_destinations() for key in d.secret_keys]
     values += [api_key or ""]
     if destination is not None:
         values += destination.secrets(destination_settings)
     if ping_url:
-        try:
-            values += parse_url(ping_url, "", WEB_PORTS).secrets()
-        except UrlError:
-            values.append(ping_url)
+        values += url_secrets(ping_url, WEB_PORTS)
     return [value for value in values if len(value) >= 4]
 
 
@@ -362,7 +359,7 @@ def unknown_arguments(words: list[str]) -> str:
 def ping_url_and_test_mode(argv: list[str]) -> tuple[str, bool]:
     """--ping-url (or PING_URL) and whether test mode was asked for, read from a command line that
     did not parse as a whole."""
-    url, test_mode = os.environ.get("PING_URL", "").strip(), False
+    url, test_mode = read_environment().get("PING_URL", "").strip(), False
     for index, word in enumerate(argv):
         name, equals, value = word.partition("=")
         if not equals and index + 1 < len(argv):

@@ -15,7 +15,7 @@ from customer_message import OutgoingMail, emails_for
 from delivery import DELIVERED, FEWER, REJECTED, RETRY, STOP, Answer, answer_text
 from destinations import Destination, SettingError
 from time_bounds import call_within
-from url_rules import SMTP_CA_VARIABLES, SMTP_PORTS, CheckedUrl, UrlError, ca_bundle, is_printable_ascii, parse_url
+from url_rules import SMTP_CA_VARIABLES, SMTP_PORTS, CheckedUrl, UrlError, ca_bundle, is_printable_ascii, parse_url, url_secrets
 
 log = logging.getLogger("ticket_notifier")
 
@@ -533,11 +533,7 @@ def _configure(options, environment) -> SmtpSettings:
 
 
 def _secrets(settings: SmtpSettings) -> list[str]:
-    try:
-        hidden = parse_url(settings.url, "", SMTP_PORTS).secrets()
-    except UrlError:
-        hidden = [settings.url]
-    return [settings.password, settings.username, *hidden]
+    return [settings.password, settings.username, *url_secrets(settings.url, SMTP_PORTS)]
 
 
 def _open(run) -> SmtpRoute:

@@ -106,3 +106,12 @@ def parse_url(text: str, what: str, default_ports: dict[str, int]) -> CheckedUrl
         raise UrlError(f"{what} cannot be parsed: check its port (1-65535) and any [IPv6] address")
     return CheckedUrl(text, scheme, host, port or default_ports[scheme], unquote(parts.username or ""),
                       unquote(parts.password or ""))
+
+
+def url_secrets(url: str, default_ports: dict[str, int]) -> list[str]:
+    """What the log filter must hide of a URL from the settings: its user, password, path and query
+    (the whole URL when it cannot be parsed)."""
+    try:
+        return parse_url(url, "", default_ports).secrets()
+    except UrlError:
+        return [url]

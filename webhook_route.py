@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from delivery import DELIVERED, REJECTED, RETRY, STOP, Answer, answer_text
 from destinations import Destination, SettingError
-from url_rules import WEB_PORTS, CheckedUrl, UrlError, ca_bundle, is_printable_ascii, parse_url
+from url_rules import WEB_PORTS, CheckedUrl, UrlError, ca_bundle, is_printable_ascii, parse_url, url_secrets
 
 RETRY_STATUSES = frozenset([408, 429, *range(500, 600)])
 MISCONFIGURED_STATUSES = frozenset([401, 403, 404, 405, 410])
@@ -232,12 +232,8 @@ def _configure(options, environment) -> WebhookSettings:
 
 
 def _secrets(settings: WebhookSettings) -> list[str]:
-    values = [settings.secret or "", settings.authorization or "", *(settings.authorization or "").split()[1:]]
-    try:
-        values += parse_url(settings.url, "", WEB_PORTS).secrets()
-    except UrlError:
-        values.append(settings.url)
-    return values
+    authorization = settings.authorization or ""
+    return [settings.secret or "", authorization, *authorization.split()[1:], *url_secrets(settings.url, WEB_PORTS)]
 
 
 def _open(run) -> WebhookRoute:
