@@ -206,8 +206,8 @@ def header_text(text: str) -> str:
     return "".join(char if char.isprintable() else " " for char in text).strip()
 
 
-# A display name written as a quoted string as it is: printable ASCII that no mail reader decodes
-# (no '=?', which starts an RFC 2047 encoded word) and with nothing to escape.
+# A display name written as a quoted string as it is: printable ASCII with nothing to escape and no
+# '=' (so no '=?', which starts an RFC 2047 encoded word a mail reader would decode).
 PLAIN_NAME_CHARS = 60  # a longer name is written as encoded words, which fold: no header line passes 998 octets
 _PLAIN_NAME = re.compile(r"[A-Za-z0-9 !#$%&'*+,./:;<>?@^_`{|}~\[\]()-]*")
 
@@ -218,7 +218,7 @@ def display_name(name: str) -> str:
     from email.header import Header
 
     name = header_text(name)
-    if len(name) <= PLAIN_NAME_CHARS and _PLAIN_NAME.fullmatch(name) and "=?" not in name:
+    if len(name) <= PLAIN_NAME_CHARS and _PLAIN_NAME.fullmatch(name):
         return f'"{name}"'
     return Header(name, "utf-8", maxlinelen=70).encode(linesep="\n ")
 

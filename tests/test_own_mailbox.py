@@ -289,10 +289,11 @@ def test_microsoft365_with_a_certificate_credential(tmp_path, microsoft):
 
 @pytest.mark.parametrize("error, setting", [
     ({"error": "invalid_client", "error_description": "AADSTS7000215: Invalid client secret provided."},
-     "M365_CLIENT_SECRET"),
-    ({"error": "invalid_request", "error_description": "AADSTS90002: Tenant 'x' not found."}, "M365_TENANT_ID"),
+     "the client secret is wrong or expired: check M365_CLIENT_SECRET"),
+    ({"error": "invalid_request", "error_description": "AADSTS90002: Tenant 'x' not found."},
+     "no such tenant: check M365_TENANT_ID"),
     ({"error": "unauthorized_client", "error_description": "AADSTS700016: Application not found in the directory."},
-     "M365_CLIENT_ID"),
+     "no such application in that tenant: check M365_CLIENT_ID"),
 ])
 def test_a_refused_token_stops_the_run_naming_the_setting(tmp_path, microsoft, error, setting):
     microsoft.token_error = error

@@ -218,6 +218,9 @@ def test_a_name_holding_an_encoded_line_break_adds_no_header(tmp_path, name):
     assert message.get_content().startswith("Hello ")   # the body is where the body starts
     expected = name.replace("\r", " ").replace("\n", " ").strip()
     assert display_name_as_sent(received) == expected   # the literal text, decoded once as RFC 2047 says
+    if "=?" in name:   # never on the wire as an encoded word a mail reader would decode, not even quoted
+        head = received["raw"].split(b"\r\n\r\n", 1)[0].decode("ascii", "replace")
+        assert name.strip('"') not in head
 
 
 def test_the_header_check_refuses_a_block_with_a_header_the_job_does_not_set():
