@@ -134,10 +134,12 @@ def attempt_within(channel: Channel, message: object, timeout: float, label: str
 
 
 class _Run:
-    """The shared bookkeeping of one deliver_all call."""
+    """One deliver_all call: the customers, the workers' shared bookkeeping, and the rules that turn
+    each customer's final answer into a result. Every rule is one method, applied under the lock in
+    the order the answers end."""
 
-    def __init__(self, route: Route, customers: Sequence[object], policy: DeliveryPolicy) -> None:
-        self.route, self.customers, self.policy = route, customers, policy
+    def __init__(self, route: Route, customers: Sequence[object], policy: DeliveryPolicy, callbacks: _Callbacks) -> None:
+        self.route, self.customers, self.policy, self.callbacks = route, customers, policy, callbacks
         self.results = Deliveries()
         self.lock = threading.RLock()  # re-entered when a record made under it fails and stops the run
         self.stop = threading.Event()
@@ -147,7 +149,28 @@ class _Run:
         self.refused_alike = ""  # the code of an opening that showed the destination misconfigured
         self.limiter = RateLimiter(policy.max_per_minute)
         self.given_back: list = []
-        self.workers_left = max(1, min(policy.workers, len(customers)))
+        self.workers = max(1, min(policy.workers, len(customers)))
+        self.workers_left = self.workers
+
+    # ---------------------------------------------------------------- a worker
+
+    def work(self) -> None:
+        """One worker: its own channel, one customer after another until none is left or the run stops."""
+        channel = self.route.open_channel()
+        try:
+            while (customer := self.take()) is not None:
+                answer = self.final_answer(channel, customer)
+                if answer is None:
+                    self.results_add("not_attempted", customer)
+                elif answer.kind == FEWER:
+                    log.info("%s; one connection fewer", answer.detail)
+                    self.give_back(customer)
+                    return
+                else:
+                    self.settle(customer, answer)
+                    self.report_progress()
+        finally:
+            channel.close()
 
     def take(self) -> object | None:
         with self.lock:
@@ -161,14 +184,16 @@ class _Run:
             self.next_index += 1
             return customer
 
-    def stop_sending(self, reason: str, exit_code: int) -> None:
-        with self.lock:
-            self._stop_locked(reason, exit_code)
-
-    def _stop_locked(self, reason: str, exit_code: int) -> None:
-        if not self.results.stop_reason:
-            self.results.stop_reason, self.results.stop_exit_code = reason, exit_code
-        self.stop.set()
+    def final_answer(self, channel: Channel, customer: object) -> Answer | None:
+        """The customer's message, made just before sending (a large run holds only the messages in
+        flight), and the answer its attempts came to; None when the run stopped first."""
+        try:
+            return self.deliver_one(channel, self.callbacks.message_for(customer))
+        except UnsendableError as error:
+            return Answer(REJECTED, f"not sent: {error}")
+        except Exception as error:  # a bug: the customer stays pending, the run stops, details in the log
+            log.debug("delivery failed", exc_info=True)
+            return Answer(STOP, f"unexpected {type(error).__name__} while sending: {error}")
 
     def deliver_one(self, channel: Channel, message: object) -> Answer | None:
         """Attempts with backoff until the message is delivered, refused, or out of retries.
@@ -207,116 +232,135 @@ class _Run:
             self.given_back.append(customer)
             self.workers_left -= 1
 
+    # ---------------------------------------------------------------- the rules
+
+    def settle(self, customer: object, answer: Answer) -> None:
+        """A customer's final answer: recorded as delivered or refused, or pending as failed; the run
+        stops when the destination shows itself misconfigured, unreachable or refusing the job."""
+        with self.lock:
+            if self.opening_of_alike_refusals(customer, answer) or self.refused_in_flight(customer, answer):
+                return
+            self.count_unreachable(answer)
+            if answer.kind == STOP:
+                self.stop_sending(answer.detail, 2)
+            if answer.kind in (STOP, RETRY):
+                self.results.failed.append((customer, answer.detail))
+        if answer.kind == DELIVERED:
+            self.record_delivery(customer)
+        elif answer.kind == REJECTED:
+            self.record_refusal(customer, answer)
+
+    def opening_of_alike_refusals(self, customer: object, answer: Answer) -> bool:
+        """While every answer so far refused alike, a refusal is recorded at once (under the lock, so
+        the opening's records are exactly these) and kept; the SAME_REFUSAL_OPENING-th alike means the
+        destination is misconfigured, not the customers: their refusals are withdrawn, they stay
+        pending and the run stops. Any other answer ends the opening; the job's own refusals (no
+        code) neither count nor end it. True when the answer was handled here."""
+        if self.opening is None or (answer.kind == REJECTED and not answer.code):
+            return False
+        if answer.kind != REJECTED or any(earlier.code != answer.code for _, earlier in self.opening):
+            self.opening = None
+            return False
+        self.opening.append((customer, answer))
+        if len(self.opening) < SAME_REFUSAL_OPENING:
+            self.record_refusal(customer, answer)
+            return True
+        withdrawn = [refused for refused, _ in self.opening]
+        self.results.rejected = [(c, reason) for c, reason in self.results.rejected if not _among(c, withdrawn)]
+        self.results.failed = [(c, reason) for c, reason in self.results.failed if not _among(c, withdrawn)]
+        self.results.failed += [(refused, refusal.detail) for refused, refusal in self.opening]
+        self.callbacks.on_withdrawn(withdrawn)
+        self.refused_alike, self.opening = answer.code, None
+        self.stop_sending(f"{self.route.label} refused the first {SAME_REFUSAL_OPENING} customers alike "
+                          f"({answer.detail}): check the destination's settings; they stay pending", 2)
+        return True
+
+    def refused_in_flight(self, customer: object, answer: Answer) -> bool:
+        """A refusal alike those of a misconfigured opening, answered after it stopped the run: the
+        customer stays pending too."""
+        if answer.kind == REJECTED and self.refused_alike and answer.code == self.refused_alike:
+            self.results.failed.append((customer, answer.detail))
+            return True
+        return False
+
+    def count_unreachable(self, answer: Answer) -> None:
+        """UNREACHABLE_IN_A_ROW customers whose every attempt failed to connect stop the run (exit 1);
+        any answer from the destination starts the count again."""
+        if answer.kind == RETRY and answer.unreachable:
+            self.unreachable_in_a_row += 1
+            if self.unreachable_in_a_row >= UNREACHABLE_IN_A_ROW:
+                self.stop_sending(f"could not connect to {self.route.label} for {UNREACHABLE_IN_A_ROW} customers in "
+                                  "a row; stopped trying: check that it is up and reachable from here", 1)
+        else:
+            self.unreachable_in_a_row = 0
+
+    def record_delivery(self, customer: object) -> None:
+        if self.recorded(self.callbacks.on_delivered, customer):
+            self.results_add("delivered", customer)
+
+    def record_refusal(self, customer: object, answer: Answer) -> None:
+        """A refusal that cannot be recorded leaves its customer pending (and stops the run)."""
+        if self.recorded(self.callbacks.on_rejected, customer, answer.detail):
+            self.results_add("rejected", (customer, answer.detail))
+        else:
+            self.results_add("failed", (customer, f"{answer.detail} (the refusal could not be recorded)"))
+
+    def recorded(self, callback: Callable, *arguments: object) -> bool:
+        """The state saved by `callback`; when it cannot be, no new attempt starts."""
+        try:
+            callback(*arguments)
+        except Exception as error:
+            self.stop_sending(str(error), 2)
+            return False
+        return True
+
+    def stop_sending(self, reason: str, exit_code: int) -> None:
+        """No new attempt starts, not even a retry that was waiting; the first reason is the one told."""
+        with self.lock:
+            if not self.results.stop_reason:
+                self.results.stop_reason, self.results.stop_exit_code = reason, exit_code
+            self.stop.set()
+
+    # ---------------------------------------------------------------- results
+
+    def results_add(self, outcome: str, entry: object) -> None:
+        with self.lock:
+            getattr(self.results, outcome).append(entry)
+
+    def report_progress(self) -> None:
+        with self.lock:
+            results = self.results
+            self.callbacks.on_progress(len(results.delivered) + len(results.failed) + len(results.rejected),
+                                       len(self.customers))
+
+
+def _among(customer: object, customers: list) -> bool:
+    """By identity: two customers may be equal values, never the same one."""
+    return any(customer is other for other in customers)
+
+
+@dataclass(frozen=True)
+class _Callbacks:
+    message_for: Callable[[object], object]
+    on_delivered: Callable[[object], None]
+    on_rejected: Callable[[object, str], None]
+    on_withdrawn: Callable[[list], None]
+    on_progress: Callable[[int, int], None]
+
 
 def deliver_all(route: Route, customers: Sequence[object], policy: DeliveryPolicy,
                 message_for: Callable[[object], object], on_delivered: Callable[[object], None],
                 on_rejected: Callable[[object, str], None] = lambda customer, reason: None,
                 on_withdrawn: Callable[[list], None] = lambda customers: None,
                 on_progress: Callable[[int, int], None] = lambda done, total: None) -> Deliveries:
-    """One message per customer with `policy.workers` threads.
+    """One message per customer with `policy.workers` threads (the rules: _Run.settle).
 
-    A worker builds a customer's message just before sending it (a large run holds only the
-    messages in flight). `on_delivered` and `on_rejected` save the state and run in the worker
-    before it takes its next customer (`on_withdrawn` takes back the refusals of an opening that
-    showed the destination misconfigured, and must not raise); when one raises, or the destination shows itself
-    misconfigured or unreachable, no new attempt starts, not even a retry that was waiting.
-    A refusal that cannot be recorded leaves its customer pending.
+    `on_delivered` and `on_rejected` save the state and run in the worker before it takes its next
+    customer; when one raises, no new attempt starts. `on_withdrawn` takes back the refusals of an
+    opening that showed the destination misconfigured, and must not raise.
     """
-    run = _Run(route, customers, policy)
-
-    def settle(customer: object, answer: Answer) -> None:
-        """Apply the rules to one customer's final answer, in the order answers end."""
-        with run.lock:
-            if run.opening is not None and answer.code and opening_refusal(customer, answer):
-                return  # only what the destination answered counts (a refusal of the job's own has no code)
-            if answer.kind == REJECTED and run.refused_alike and answer.code == run.refused_alike:  # in flight
-                run.results.failed.append((customer, answer.detail))
-                return
-            if answer.kind == RETRY and answer.unreachable:
-                run.unreachable_in_a_row += 1
-                if run.unreachable_in_a_row >= UNREACHABLE_IN_A_ROW:
-                    run._stop_locked(f"could not connect to {route.label} for {UNREACHABLE_IN_A_ROW} customers in a row; "
-                                     "stopped trying: check that it is up and reachable from here", 1)
-            else:  # reached: delivered, refused, or answered with an error
-                run.unreachable_in_a_row = 0
-            if answer.kind == STOP:
-                run._stop_locked(answer.detail, 2)
-            if answer.kind in (STOP, RETRY):
-                run.results.failed.append((customer, answer.detail))
-        if answer.kind == DELIVERED:
-            record(on_delivered, customer)
-            with run.lock:
-                run.results.delivered.append(customer)
-        elif answer.kind == REJECTED:
-            reject(customer, answer)
-
-    def opening_refusal(customer: object, answer: Answer) -> bool:
-        """While every answer so far refused alike, a refusal is recorded at once (under the lock, so
-        the opening's records are exactly these) and kept; the third alike means the destination is
-        misconfigured, not the customers: their refusals are withdrawn and they stay pending.
-        Any other answer ends the opening. True when the answer was handled here."""
-        if answer.kind != REJECTED or any(held.code != answer.code for _, held in run.opening):
-            run.opening = None
-            return False
-        run.opening.append((customer, answer))
-        if len(run.opening) < SAME_REFUSAL_OPENING:
-            reject(customer, answer)
-            return True
-        held = [held_customer for held_customer, _ in run.opening]
-        run.results.rejected = [(c, reason) for c, reason in run.results.rejected if not any(c is h for h in held)]
-        run.results.failed = [(c, reason) for c, reason in run.results.failed if not any(c is h for h in held)]
-        run.results.failed += [(held_customer, refusal.detail) for held_customer, refusal in run.opening]
-        on_withdrawn(held)
-        run.refused_alike = answer.code
-        run._stop_locked(f"{route.label} refused the first {SAME_REFUSAL_OPENING} customers alike ({answer.detail}): "
-                         "check the destination's settings; they stay pending", 2)
-        run.opening = None
-        return True
-
-    def reject(customer: object, answer: Answer) -> None:
-        if record(on_rejected, customer, answer.detail):
-            with run.lock:
-                run.results.rejected.append((customer, answer.detail))
-        else:
-            with run.lock:
-                run.results.failed.append((customer, f"{answer.detail} (the refusal could not be recorded)"))
-
-    def record(callback: Callable, *arguments: object) -> bool:
-        try:
-            callback(*arguments)
-        except Exception as error:  # the state could not be saved: stop sending
-            run.stop_sending(str(error), 2)
-            return False
-        return True
-
-    def work() -> None:
-        channel = route.open_channel()
-        try:
-            while (customer := run.take()) is not None:
-                try:
-                    answer = run.deliver_one(channel, message_for(customer))
-                except UnsendableError as error:
-                    answer = Answer(REJECTED, f"not sent: {error}")
-                except Exception as error:  # a bug: the customer stays pending, the run stops, details in the log
-                    log.debug("delivery failed", exc_info=True)
-                    answer = Answer(STOP, f"unexpected {type(error).__name__} while sending: {error}")
-                if answer is not None and answer.kind == FEWER:
-                    log.info("%s; one connection fewer", answer.detail)
-                    run.give_back(customer)
-                    return
-                if answer is None:
-                    with run.lock:
-                        run.results.not_attempted.append(customer)
-                    continue
-                settle(customer, answer)
-                with run.lock:
-                    results = run.results
-                    on_progress(len(results.delivered) + len(results.failed) + len(results.rejected), len(customers))
-        finally:
-            channel.close()
-
-    workers = [threading.Thread(target=work, name=f"deliver-{n}", daemon=True)
-               for n in range(max(1, min(policy.workers, len(customers))))]
+    run = _Run(route, customers, policy, _Callbacks(message_for, on_delivered, on_rejected, on_withdrawn, on_progress))
+    workers = [threading.Thread(target=run.work, name=f"deliver-{n}", daemon=True) for n in range(run.workers)]
     for worker in workers:
         worker.start()
     try:

@@ -1,0 +1,333 @@
+"""The delivery loop's rules in-process (deliver_all with scripted channels): what a user reads in
+the summary and the state when a destination retries, refuses alike, wants fewer connections or
+breaks, each on its boundary. Written for the survivors of a mutation run (README, "Mutation testing")."""
+
+import threading
+import time
+
+import pytest
+
+import delivery
+from delivery import (
+    DELIVERED,
+    FEWER,
+    REJECTED,
+    RETRY,
+    STOP,
+    Answer,
+    DeliveryPolicy,
+    RateLimiter,
+    UnsendableError,
+    answer_text,
+    attempt_within,
+    backoff_seconds,
+    deliver_all,
+    retry_wait,
+)
+
+
+class Channels:
+    """A route whose every channel answers from one script: script[message] is a list of Answers (the
+    last one repeats). Each attempt is logged as (channel number, message); closes are counted."""
+    label = "scripted:1"
+
+    def __init__(self, script, gate: threading.Barrier | None = None) -> None:
+        self.script = {message: list(answers) for message, answers in script.items()}
+        self.attempts: list[tuple[int, str]] = []
+        self.closed: list[int] = []
+        self.opened = 0
+        self.gate = gate
+        self.lock = threading.Lock()
+
+    def open_channel(self):
+        with self.lock:
+            self.opened += 1
+            return _Channel(self, self.opened)
+
+    def shutdown(self) -> None:
+        pass
+
+
+class _Channel:
+    def __init__(self, route: Channels, number: int) -> None:
+        self.route, self.number = route, number
+
+    def attempt(self, message):
+        with self.route.lock:
+            self.route.attempts.append((self.number, message))
+            answers = self.route.script[message]
+            answer = answers.pop(0) if len(answers) > 1 else answers[0]
+        if self.route.gate is not None:
+            self.route.gate.wait(10)
+        return answer
+
+    def reset(self) -> None:
+        pass
+
+    def close(self) -> None:
+        with self.route.lock:
+            self.route.closed.append(self.number)
+
+
+@pytest.fixture(autouse=True)
+def no_worker_dies(monkeypatch):
+    """A worker thread that raises loses its customer from every list: fail the test instead."""
+    died = []
+    monkeypatch.setattr(threading, "excepthook", lambda hook_arguments: died.append(hook_arguments.exc_value))
+    yield
+    assert died == []
+
+
+class Recorder:
+    """The state callbacks: what is recorded as refused, after withdrawals, and the progress seen."""
+
+    def __init__(self, fail_rejection: Exception | None = None) -> None:
+        self.delivered, self.rejected, self.withdrawn, self.progress = [], [], [], []
+        self.fail_rejection = fail_rejection
+
+    def on_rejected(self, customer, reason) -> None:
+        if self.fail_rejection:
+            raise self.fail_rejection
+        self.rejected.append((customer, reason))
+
+    def on_withdrawn(self, customers) -> None:
+        self.withdrawn.append(list(customers))
+        self.rejected = [(c, reason) for c, reason in self.rejected if c not in customers]
+
+
+def deliver(route, customers, recorder=None, message_for=lambda customer: customer, **policy):
+    recorder = recorder or Recorder()
+    return deliver_all(route, customers, DeliveryPolicy(**{"timeout": 5, "backoff_factor": 0.001, **policy}),
+                       message_for, recorder.delivered.append, recorder.on_rejected, recorder.on_withdrawn,
+                       lambda done, total: recorder.progress.append((done, total)))
+
+
+REFUSED = Answer(REJECTED, "HTTP 422 bad field", "HTTP 422")
+
+
+# ---------------------------------------------------------------- backoff and answers
+
+def test_the_backoff_starts_at_one_second_and_adds_at_most_a_quarter(monkeypatch):
+    monkeypatch.setattr(delivery.random, "random", lambda: 0.999)
+    assert 1.249 < backoff_seconds(1) <= 1.25
+    assert 4.99 < backoff_seconds(3) <= 5.0
+    assert backoff_seconds(30) == delivery.BACKOFF_MAX_SECONDS
+    monkeypatch.setattr(delivery.random, "random", lambda: 0.0)
+    assert backoff_seconds(2, factor=3) == 6 and retry_wait(Answer(RETRY, "busy"), 2, factor=3) == 6
+
+
+def test_each_retry_waits_the_backoff_of_its_own_number(monkeypatch):
+    waits = []
+    monkeypatch.setattr(delivery, "backoff_seconds", lambda number, factor=1.0: waits.append((number, factor)) or 0)
+    route = Channels({"a": [Answer(RETRY, "HTTP 503 busy", "HTTP 503")]})
+    results = deliver(route, ["a"], retries=2, backoff_factor=0.5)
+    assert waits == [(1, 0.5), (2, 0.5)] and results.failed == [("a", "HTTP 503 busy")]
+
+
+def test_a_retry_is_logged_with_its_reason_and_wait(caplog, monkeypatch):
+    monkeypatch.setattr(delivery, "backoff_seconds", lambda number, factor=1.0: 0.25)
+    with caplog.at_level("INFO", logger="ticket_notifier"):
+        deliver(Channels({"a": [Answer(RETRY, "HTTP 503 busy", "HTTP 503"), Answer(DELIVERED, "ok")]}), ["a"])
+    assert "HTTP 503 busy; retrying in 0.2s" in caplog.messages or "HTTP 503 busy; retrying in 0.3s" in caplog.messages
+
+
+def test_a_receivers_words_become_one_short_line():
+    assert answer_text(b"bad\r\n  field \xff") == "bad field \ufffd"
+    assert answer_text(b"ok") == "ok" and answer_text("two\nlines") == "two lines"
+    assert answer_text("x" * 500) == "x" * delivery.REASON_CHARS
+
+
+# ---------------------------------------------------------------- the rate limit
+
+def test_the_rate_limit_spaces_starts_evenly(monkeypatch):
+    now = [100.0]
+    monkeypatch.setattr(delivery.time, "monotonic", lambda: now[0])
+    limiter, stop = RateLimiter(30), threading.Event()
+    assert limiter.interval == 2.0 and RateLimiter(None).interval == 0
+    waited = []
+    monkeypatch.setattr(stop, "wait", lambda seconds: waited.append(seconds) or False)
+    assert limiter.wait(stop) is True and waited == []          # the first start does not wait
+    assert limiter.wait(stop) is True and waited == [2.0]       # the next one waits its turn
+    now[0] = 101.0
+    assert limiter.wait(stop) is True and waited == [2.0, 3.0] and limiter.next_start == 106.0
+
+
+def test_a_stopped_run_starts_nothing_more_with_or_without_a_rate_limit():
+    stop = threading.Event()
+    stop.set()
+    assert RateLimiter(None).wait(stop) is False and RateLimiter(6000).wait(stop) is False
+    assert RateLimiter(None).wait(threading.Event()) is True
+
+
+def test_the_run_uses_the_policy_s_rate_limit(monkeypatch):
+    made = []
+
+    class Recording(RateLimiter):
+        def __init__(self, per_minute):
+            made.append(per_minute)
+            super().__init__(None)
+    monkeypatch.setattr(delivery, "RateLimiter", Recording)
+    deliver(Channels({"a": [Answer(DELIVERED, "ok")]}), ["a"], max_per_minute=12)
+    assert made == [12]
+
+
+# ---------------------------------------------------------------- one attempt
+
+class Raising:
+    def attempt(self, message):
+        raise ValueError("a route's bug")
+
+    def reset(self):
+        pass
+
+
+class Slow:
+    def __init__(self, seconds):
+        self.seconds, self.resets = seconds, 0
+
+    def attempt(self, message):
+        time.sleep(self.seconds)
+        return Answer(DELIVERED, "late but whole")
+
+    def reset(self):
+        self.resets += 1
+
+
+def test_a_route_s_exception_is_a_retry_naming_its_type():
+    assert attempt_within(Raising(), "m", 5, "host:1") == Answer(RETRY, "sending to host:1 failed (ValueError)")
+
+
+def test_the_route_s_own_timeout_comes_first_then_the_outer_bound_gives_up():
+    assert attempt_within(Slow(0.3), "m", 0.1, "host:1").kind == DELIVERED   # the outer bound is the timeout + 1 s
+    slow = Slow(3)
+    assert attempt_within(slow, "m", 0.1, "host:1") == Answer(RETRY, "host:1 gave no complete answer within 0.1s")
+    assert slow.resets == 1
+
+
+# ---------------------------------------------------------------- retries and stops
+
+def test_retries_end_with_the_last_answer_s_reason_and_count_each_attempt():
+    route = Channels({"a": [Answer(RETRY, "HTTP 503 busy", "HTTP 503")]})
+    results = deliver(route, ["a"], retries=2)
+    assert [message for _, message in route.attempts] == ["a", "a", "a"] and results.failed == [("a", "HTTP 503 busy")]
+
+
+def test_a_retry_that_kept_its_code_ends_the_opening_of_alike_refusals():
+    """An answered retry ends 'the first three refused alike': later refusals are the customers' own."""
+    route = Channels({"a": [REFUSED], "b": [Answer(RETRY, "HTTP 503 busy", "HTTP 503")], "c": [REFUSED],
+                      "d": [REFUSED]})
+    recorder = Recorder()
+    results = deliver(route, ["a", "b", "c", "d"], recorder, workers=1, retries=1)
+    assert results.stop_reason == "" and [c for c, _ in results.rejected] == ["a", "c", "d"]
+    assert [c for c, _ in recorder.rejected] == ["a", "c", "d"] and results.failed == [("b", "HTTP 503 busy")]
+
+
+def test_three_alike_refusals_first_are_withdrawn_and_stop_the_run():
+    route = Channels({name: [REFUSED] for name in "abcd"})
+    recorder = Recorder()
+    results = deliver(route, list("abcd"), recorder, workers=1)
+    assert results.stop_exit_code == 2
+    assert results.stop_reason == ("scripted:1 refused the first 3 customers alike (HTTP 422 bad field): check the "
+                                   "destination's settings; they stay pending")
+    assert results.rejected == [] and results.failed == [(name, "HTTP 422 bad field") for name in "abc"]
+    assert results.not_attempted == ["d"] and recorder.withdrawn == [["a", "b", "c"]] and recorder.rejected == []
+
+
+def test_two_alike_refusals_are_the_customers_own():
+    route = Channels({"a": [REFUSED], "b": [REFUSED], "c": [Answer(DELIVERED, "ok")], "d": [REFUSED]})
+    recorder = Recorder()
+    results = deliver(route, list("abcd"), recorder, workers=1)
+    assert results.stop_reason == "" and recorder.rejected == [(name, "HTTP 422 bad field") for name in "abd"]
+    assert recorder.delivered == ["c"] and recorder.progress == [(1, 4), (2, 4), (3, 4), (4, 4)]
+
+
+def test_refusals_of_different_codes_are_not_alike():
+    route = Channels({"a": [REFUSED], "b": [Answer(REJECTED, "HTTP 400 no", "HTTP 400")], "c": [REFUSED]})
+    results = deliver(route, list("abc"), workers=1)
+    assert results.stop_reason == "" and len(results.rejected) == 3
+
+
+def test_the_job_s_own_refusals_have_no_code_and_never_look_like_a_misconfigured_destination():
+    def message_for(customer):
+        raise UnsendableError(f"{customer} has no usable template")
+    results = deliver(Channels({}), list("abcd"), message_for=message_for, workers=1)
+    assert results.stop_reason == ""
+    assert results.rejected == [(name, f"not sent: {name} has no usable template") for name in "abcd"]
+
+
+def test_refusals_in_flight_when_the_opening_stops_the_run_stay_pending_and_are_not_recorded():
+    route = Channels({name: [REFUSED] for name in "abcd"}, gate=threading.Barrier(4))
+    recorder = Recorder()
+    results = deliver(route, list("abcd"), recorder, workers=4)
+    assert results.stop_exit_code == 2 and results.rejected == [] and recorder.rejected == []
+    assert sorted(results.failed) == [(name, "HTTP 422 bad field") for name in "abcd"]
+
+
+def test_a_refusal_that_cannot_be_recorded_leaves_the_customer_pending_and_stops():
+    route = Channels({"a": [REFUSED], "b": [Answer(DELIVERED, "ok")]})
+    results = deliver(route, ["a", "b"], Recorder(fail_rejection=OSError("rejected.csv is open in Excel")), workers=1)
+    assert results.failed == [("a", "HTTP 422 bad field (the refusal could not be recorded)")]
+    assert results.stop_reason == "rejected.csv is open in Excel" and results.stop_exit_code == 2
+    assert results.rejected == [] and results.not_attempted == ["b"]
+
+
+def test_a_bug_while_making_a_message_stops_the_run_and_keeps_the_customer_pending():
+    def message_for(customer):
+        raise KeyError("subject")
+    results = deliver(Channels({}), ["a", "b"], message_for=message_for, workers=1)
+    assert results.failed == [("a", "unexpected KeyError while sending: 'subject'")]
+    assert results.stop_exit_code == 2 and results.not_attempted == ["b"]
+
+
+def test_a_customer_waiting_for_the_rate_limit_when_the_run_stops_is_not_attempted():
+    route = Channels({"a": [Answer(STOP, "HTTP 401 wrong secret", "HTTP 401")], "b": [Answer(DELIVERED, "ok")],
+                      "c": [Answer(DELIVERED, "ok")]})
+    results = deliver(route, ["a", "b", "c"], workers=2, max_per_minute=20)   # b's turn is 3 s after a's
+    assert results.failed == [("a", "HTTP 401 wrong secret")] and results.stop_exit_code == 2
+    assert sorted(results.not_attempted) == ["b", "c"] and [m for _, m in route.attempts] == ["a"]
+
+
+def test_a_retry_waiting_for_the_rate_limit_when_the_run_stops_is_a_failure_of_that_customer():
+    route = Channels({"a": [Answer(RETRY, "HTTP 503 busy", "HTTP 503")], "b": [Answer(STOP, "HTTP 401 no", "HTTP 401")]})
+    results = deliver(route, ["a", "b"], workers=2, max_per_minute=120, retries=3)   # starts 0.5 s apart
+    assert ("a", "the run stopped before a retry") in results.failed and results.stop_exit_code == 2
+
+
+def test_a_stop_cuts_a_backoff_short_and_the_customer_keeps_its_last_reason():
+    route = Channels({"a": [Answer(RETRY, "HTTP 503 busy", "HTTP 503")], "b": [Answer(STOP, "HTTP 401 no", "HTTP 401")]})
+    results = deliver(route, ["a", "b"], workers=2, retries=3, backoff_factor=60)
+    assert sorted(results.failed) == [("a", "HTTP 503 busy"), ("b", "HTTP 401 no")]
+
+
+# ---------------------------------------------------------------- fewer connections
+
+def test_the_last_worker_waits_when_the_destination_wants_fewer_connections():
+    route = Channels({"a": [Answer(FEWER, "421 too many connections"), Answer(DELIVERED, "ok")]})
+    results = deliver(route, ["a"], workers=1, retries=0)
+    assert results.delivered == ["a"] and len(route.attempts) == 2
+
+
+def test_a_worker_told_fewer_gives_its_customer_back_and_ends():
+    route = Channels({"a": [Answer(FEWER, "421 too many connections"), Answer(DELIVERED, "ok")],
+                      "b": [Answer(DELIVERED, "ok")], "c": [Answer(DELIVERED, "ok")]})
+    results = deliver(route, ["a", "b", "c"], workers=2, retries=0)
+    assert sorted(results.delivered) == ["a", "b", "c"] and results.not_attempted == []
+    told_fewer = route.attempts[[message for _, message in route.attempts].index("a")][0]
+    later = route.attempts[route.attempts.index((told_fewer, "a")) + 1:]
+    assert all(channel != told_fewer for channel, _ in later) and told_fewer in route.closed
+
+
+def test_when_every_worker_is_told_fewer_the_last_one_carries_on():
+    route = Channels({name: [Answer(FEWER, "421 too many"), Answer(DELIVERED, "ok")] for name in "abc"},
+                     gate=threading.Barrier(3))
+    route.gate = None
+    results = deliver(route, list("abc"), workers=3, retries=0)
+    assert sorted(results.delivered) == ["a", "b", "c"] and results.not_attempted == []
+    assert len({channel for channel, _ in route.attempts[-1:]}) == 1
+
+
+def test_customers_left_when_sending_stopped_are_all_listed_once():
+    route = Channels({"a": [Answer(STOP, "HTTP 401 no", "HTTP 401")], "b": [Answer(DELIVERED, "ok")],
+                      "c": [Answer(DELIVERED, "ok")], "d": [Answer(DELIVERED, "ok")]})
+    results = deliver(route, list("abcd"), workers=2, max_per_minute=20)
+    assert sorted(results.not_attempted) == ["b", "c", "d"] and results.delivered == []

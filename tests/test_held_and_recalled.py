@@ -1,0 +1,315 @@
+"""The core's rules for rows that come back: held tickets, --retry-rejected, rejected entries and the
+unreadable-column stop, called with literal data (no files, no network). Written for the survivors
+of a mutation run (README, "Mutation testing"): each test fails when its rule breaks."""
+
+from collections import Counter
+from datetime import date, datetime
+
+import pytest
+
+from ticket_core import (
+    HELD_KEEP_DAYS,
+    REJECTED_KEEP_DAYS,
+    SKIP_BAD_DATE,
+    SKIP_FUTURE_DATE,
+    SKIP_NO_EMAIL,
+    SKIP_NO_TICKET,
+    ClosedTicket,
+    Customer,
+    Recall,
+    ReportError,
+    RunState,
+    Selection,
+    SelectOptions,
+    SkippedRow,
+    cell_text,
+    customer_key,
+    drop_rejected,
+    find_columns,
+    finish_state,
+    held_back_count,
+    held_from,
+    held_settled_by,
+    is_header_row,
+    is_valid_email,
+    merged_recalls,
+    next_held,
+    next_last_run_date,
+    recall_matches,
+    recalls_of_held,
+    recalls_of_rejected,
+    refuse_unreadable_column,
+    rejection_entry,
+    select_closed_tickets,
+    without_delivered,
+)
+
+TODAY = date(2026, 11, 27)
+NOW = datetime(2026, 11, 27, 9, 0)
+ANN, BOB = "ann@example.com", "bob@example.com"
+HEADER = ["Firstname", "Lastname", "Email", "Ticket", "Status", "Date"]
+
+
+def ticket(email, ticket_id, day, name="Ann Lee"):
+    return ClosedTicket(email, ticket_id, "Closed", datetime(day.year, day.month, day.day), False, name.split()[0], name)
+
+
+def customer(email, *tickets):
+    return Customer(email, "Ann Lee", "Ann", tuple(tickets))
+
+
+def select(rows, since=date(2026, 11, 20), header=HEADER, **options):
+    return select_closed_tickets([header, *rows] if header else rows, since, NOW, SelectOptions(**options))
+
+
+# ---------------------------------------------------------------- recalls
+
+def test_a_recall_takes_only_its_customer_s_row_closed_no_earlier_than_recorded():
+    moment = datetime(2026, 11, 10, 12, 0)
+    mine = Recall(customer_key(ANN), "2026-11-10T12:00:00")
+    assert recall_matches([mine], moment, ANN)                                   # on the recorded moment
+    assert not recall_matches([mine], datetime(2026, 11, 10, 11, 59), ANN)       # before it
+    assert not recall_matches([mine], moment, BOB)                               # another customer
+    assert not recall_matches([mine], moment, "")                                # an address not usable
+    assert recall_matches([Recall("", "2026-11-10")], moment, BOB)               # any address when none was known
+    assert recall_matches([Recall(customer_key(ANN), "")], datetime(2020, 1, 1), ANN)   # any date when none was
+    assert not recall_matches([Recall(customer_key(BOB), "")], moment, ANN)
+    assert recall_matches([Recall(customer_key(BOB), ""), mine], moment, ANN)   # any of several
+    assert not recall_matches([], moment, ANN)
+
+
+def test_skipped_rows_are_held_only_for_what_the_help_desk_can_fix():
+    rows = [SkippedRow(2, SKIP_BAD_DATE, "31/02/2026", "T1", customer_key(ANN), ""),
+            SkippedRow(3, SKIP_NO_EMAIL, "ann(at)example", "T2", "", "2026-11-21"),
+            SkippedRow(4, SKIP_FUTURE_DATE, "01/01/2030", "T3", customer_key(ANN), ""),
+            SkippedRow(5, SKIP_NO_TICKET, "", "", customer_key(ANN), "2026-11-21"),
+            SkippedRow(6, SKIP_BAD_DATE, "x", "", customer_key(ANN), "")]
+    assert held_from(rows) == {
+        "T1": {"reason": SKIP_BAD_DATE, "customer": customer_key(ANN), "closed": ""},
+        "T2": {"reason": SKIP_NO_EMAIL, "customer": "", "closed": "2026-11-21"},
+        "T3": {"reason": SKIP_FUTURE_DATE, "customer": customer_key(ANN), "closed": ""},
+    }
+
+
+def test_held_and_rejected_entries_become_recalls_by_ticket_id():
+    held = {"T1": {"day": "2026-11-20", "reason": SKIP_BAD_DATE, "customer": "k1", "closed": ""}}
+    assert recalls_of_held(held) == {"T1": (Recall("k1", ""),)}
+    rejected = {"k1": {"day": "2026-11-20", "reason": "422", "tickets": {"T1": "2026-11-02", "T2": "2026-11-03"}},
+                "k2": {"day": "2026-11-21", "reason": "422", "tickets": {"T1": "2026-11-05"}}}
+    assert recalls_of_rejected(rejected) == {"T1": (Recall("", "2026-11-02"), Recall("", "2026-11-05")),
+                                             "T2": (Recall("", "2026-11-03"),)}
+    assert merged_recalls(recalls_of_held(held), recalls_of_rejected(rejected))["T1"] == (
+        Recall("k1", ""), Recall("", "2026-11-02"), Recall("", "2026-11-05"))
+    assert merged_recalls({}, {"T9": (Recall("a", ""),)}) == {"T9": (Recall("a", ""),)}
+
+
+def test_a_recalled_row_from_before_the_window_is_selected_and_named():
+    rows = [["Ann", "Lee", ANN, "T1", "Closed", "02/11/2026"], ["Bob", "Ray", BOB, "T1", "Closed", "03/11/2026"],
+            ["Ann", "Lee", ANN, "T2", "Closed", "04/11/2026"]]
+    selection = select(rows, recall={"T1": (Recall(customer_key(ANN), ""),)})
+    assert [(t.email, t.ticket_id) for t in selection.tickets] == [(ANN, "T1")]
+    assert selection.recalled == {"T1"}
+    assert select(rows, recall={"T3": (Recall("", ""),)}).tickets == [] and select(rows).recalled == set()
+
+
+def test_a_held_ticket_settles_once_its_customer_is_emailed_and_others_stay():
+    held = {"T1": {"day": "2026-11-20", "reason": SKIP_BAD_DATE, "customer": customer_key(ANN), "closed": ""},
+            "T2": {"day": "2026-11-20", "reason": SKIP_NO_EMAIL, "customer": "", "closed": "2026-11-22"}}
+    ann = customer(ANN, ticket(ANN, "T1", date(2026, 11, 21)))
+    assert held_settled_by(held, ann) == {"T2": held["T2"]}
+    assert held_settled_by(held, customer(BOB, ticket(BOB, "T1", date(2026, 11, 21)))) is None   # not its customer
+    early = customer(BOB, ticket(BOB, "T2", date(2026, 11, 21)))                               # closed before the held row
+    assert held_settled_by(held, early) is None
+    assert held_settled_by(held, customer(BOB, ticket(BOB, "T2", date(2026, 11, 22)))) == {"T1": held["T1"]}
+    assert held_back_count([ann, customer(BOB, ticket(BOB, "T9", TODAY))], held) == 1
+    assert held_back_count([ann], {}) == 0
+
+
+def test_next_held_adds_the_newly_held_keeps_first_days_and_forgets_after_90_days():
+    first_day = date.fromordinal(TODAY.toordinal() - HELD_KEEP_DAYS).isoformat()
+    too_old = date.fromordinal(TODAY.toordinal() - HELD_KEEP_DAYS - 1).isoformat()
+    held = {"T1": {"day": first_day, "reason": SKIP_BAD_DATE, "customer": "k", "closed": ""},
+            "T2": {"day": too_old, "reason": SKIP_BAD_DATE, "customer": "k", "closed": ""}}
+    newly = {"T1": {"reason": SKIP_NO_EMAIL, "customer": "", "closed": "2026-11-26"},
+             "T3": {"reason": SKIP_BAD_DATE, "customer": "k", "closed": ""},
+             "T4": {"reason": SKIP_BAD_DATE, "customer": "k", "closed": ""}}
+    usable_elsewhere = [customer(ANN, ticket(ANN, "T4", TODAY))]
+    assert next_held(held, newly, usable_elsewhere, TODAY) == {
+        "T1": {"day": first_day, "reason": SKIP_NO_EMAIL, "customer": "", "closed": "2026-11-26"},
+        "T3": {"day": TODAY.isoformat(), "reason": SKIP_BAD_DATE, "customer": "k", "closed": ""},
+    }
+    assert next_held(held, {}, [], TODAY) == {"T1": held["T1"]}
+    assert next_held({}, {}, usable_elsewhere, TODAY) == {}
+    assert next_held({}, {"T5": newly["T3"]}, [], TODAY) == {"T5": {"day": TODAY.isoformat(), **newly["T3"]}}
+
+
+# ---------------------------------------------------------------- rejected entries
+
+def test_a_refusal_adds_to_the_customer_s_earlier_rejected_tickets():
+    ann = customer(ANN, ticket(ANN, "T2", date(2026, 11, 21)))
+    state = RunState(date(2026, 11, 20), rejected={ann.key: {"day": "2026-11-01", "reason": "old",
+                                                             "tickets": {"T1": "2026-10-30"}}})
+    assert rejection_entry(state, ann, TODAY, "HTTP 422 bad") == (
+        ann.key, {"day": TODAY.isoformat(), "reason": "HTTP 422 bad", "tickets": {"T1": "2026-10-30", "T2": "2026-11-21"}})
+    other = RunState(date(2026, 11, 20), rejected={"someone else": {"day": "x", "reason": "y", "tickets": {"T9": "z"}}})
+    assert rejection_entry(other, ann, TODAY, "r")[1]["tickets"] == {"T2": "2026-11-21"}
+
+
+def test_a_delivery_settles_rejected_tickets_closed_no_later_than_it_under_any_address():
+    rejected = {"k1": {"day": "2026-11-20", "reason": "422", "tickets": {"T1": "2026-11-21", "T2": "2026-11-21"}},
+                "k2": {"day": "2026-11-20", "reason": "422", "tickets": {"T1": "2026-11-25"}}}
+    delivered = customer(BOB, ticket(BOB, "T1", date(2026, 11, 21)))   # a corrected address, the same day
+    assert without_delivered(rejected, delivered) == {
+        "k1": {"day": "2026-11-20", "reason": "422", "tickets": {"T2": "2026-11-21"}},
+        "k2": {"day": "2026-11-20", "reason": "422", "tickets": {"T1": "2026-11-25"}},   # a later closing waits
+    }
+    assert without_delivered(rejected, customer(BOB, ticket(BOB, "T1", date(2026, 11, 20)))) is None
+    assert without_delivered(rejected, customer(BOB, ticket(BOB, "T7", TODAY))) is None
+    both = customer(ANN, ticket(ANN, "T1", TODAY), ticket(ANN, "T2", TODAY))
+    assert without_delivered(rejected, both) == {}
+
+
+def test_rejected_tickets_wait_only_under_their_own_address():
+    ann = customer(ANN, ticket(ANN, "T1", date(2026, 11, 21)), ticket(ANN, "T2", date(2026, 11, 22)))
+    rejected = {ann.key: {"day": "2026-11-21", "reason": "422", "tickets": {"T1": "2026-11-21"}}}
+    remaining, dropped = drop_rejected([ann, customer(BOB, ticket(BOB, "T1", TODAY))], rejected)
+    assert dropped == 1 and [c.ticket_ids for c in remaining] == [["T2"], ["T1"]]
+
+
+def test_state_is_forgotten_on_the_day_after_each_horizon_never_on_it():
+    keep = date.fromordinal(TODAY.toordinal() - REJECTED_KEEP_DAYS).isoformat()
+    drop = date.fromordinal(TODAY.toordinal() - REJECTED_KEEP_DAYS - 1).isoformat()
+    emailed_kept = date.fromordinal(TODAY.toordinal() - 31).isoformat()
+    emailed_dropped = date.fromordinal(TODAY.toordinal() - 32).isoformat()
+    held = {"T1": {"day": drop, "reason": SKIP_BAD_DATE, "customer": "", "closed": ""}}
+    state = RunState(date(2026, 11, 20), rejected={"kept": {"day": keep, "reason": "r", "tickets": {}},
+                                                   "dropped": {"day": drop, "reason": "r", "tickets": {}}},
+                     last_emailed={"a": emailed_kept, "b": emailed_dropped}, held=held)
+    finished = finish_state(state, date(2026, 11, 20), TODAY, keep_email_days=7)
+    assert list(finished.rejected) == ["kept"] and finished.last_emailed == {"a": emailed_kept}
+    assert finished.held == held          # held tickets have their own horizon (next_held)
+
+
+def test_last_run_date_is_the_latest_ticket_of_every_customer_found():
+    late_second = customer(ANN, ticket(ANN, "T1", date(2026, 11, 21)), ticket(ANN, "T2", date(2026, 11, 25)))
+    early = customer(BOB, ticket(BOB, "T3", date(2026, 11, 23)))
+    assert next_last_run_date(date(2026, 11, 20), [late_second, early], []) == date(2026, 11, 25)
+    assert next_last_run_date(date(2026, 11, 20), [early, late_second], []) == date(2026, 11, 25)
+
+
+# ---------------------------------------------------------------- a column nobody can read
+
+def selection_with(reason, count, closed_rows, value="2026-13-45"):
+    selection = Selection(closed_rows=closed_rows, skipped=Counter({reason: count}))
+    selection.skipped_rows = [SkippedRow(7 + n, reason, value, f"T{n}", "", "") for n in range(count)]
+    return selection
+
+
+def test_an_unreadable_column_stops_at_three_rows_and_more_than_half():
+    refuse_unreadable_column(selection_with(SKIP_BAD_DATE, 2, 2))            # too few to be sure
+    refuse_unreadable_column(selection_with(SKIP_BAD_DATE, 3, 6))            # half is not more than half
+    with pytest.raises(ReportError) as stopped:
+        refuse_unreadable_column(selection_with(SKIP_BAD_DATE, 3, 5))
+    assert str(stopped.value).startswith("row 7: 3 of the 5 closed rows were skipped for unparseable date "
+                                         "(the first: '2026-13-45'): pass --date-format with the form the column "
+                                         'uses (such as "%d/%m/%Y %H:%M"), or --column date=HEADER if the dates '
+                                         "are in another column (nothing was sent)")
+
+
+def test_an_unreadable_column_names_the_date_form_that_reads_its_first_value():
+    with pytest.raises(ReportError) as one_form:
+        refuse_unreadable_column(selection_with(SKIP_BAD_DATE, 4, 4, "20 Nov 2026"))
+    assert ': pass --date-format "%d %b %Y", or --column date=HEADER' in str(one_form.value)
+    with pytest.raises(ReportError) as two_forms:
+        refuse_unreadable_column(selection_with(SKIP_BAD_DATE, 4, 4, "05/06/26"))
+    assert ('pass --date-format "%d/%m/%y" or --date-format "%m/%d/%y", whichever the report uses, or --column '
+            'date=HEADER') in str(two_forms.value)
+
+
+def test_an_unreadable_address_column_names_its_own_fix_after_a_readable_date_column():
+    selection = selection_with(SKIP_NO_EMAIL, 3, 4, "Ann Lee")
+    selection.skipped[SKIP_BAD_DATE] = 1
+    with pytest.raises(ReportError) as stopped:
+        refuse_unreadable_column(selection)
+    assert str(stopped.value) == ("row 7: 3 of the 4 closed rows were skipped for no or invalid email (the first: "
+                                  "'Ann Lee'): if the addresses are in another column, pass --column email=HEADER; "
+                                  "else fix the report's addresses (nothing was sent)")
+
+
+# ---------------------------------------------------------------- cells, addresses and headers
+
+def test_cells_read_as_trimmed_text_and_whole_numbers_lose_their_point_zero():
+    assert cell_text(None) == "" and cell_text(12.0) == "12" and cell_text(12.5) == "12.5" and cell_text(" x ") == "x"
+
+
+def test_an_address_at_each_rfc_5321_length_limit_is_usable_and_one_past_is_not():
+    at_limit = f"{'l' * 64}@{'d' * 63}.{'d' * 63}.{'e' * 57}.com"
+    assert len(at_limit) == 254 and is_valid_email(at_limit) and not is_valid_email(at_limit.replace("e", "ee", 1))
+    assert not is_valid_email(f"{'l' * 65}@example.com") and is_valid_email(f"{'l' * 64}@example.com")
+    assert is_valid_email("müller@exämple.de") and not is_valid_email("mu\u200bller@example.de")
+
+
+def test_a_header_named_by_column_overrides_counts_as_a_header_row():
+    assert is_header_row(["Kunde", "Mail", "Nr"], {"email": "Mail"}) and not is_header_row(["Kunde", "Mail"], {})
+    assert find_columns(["Status", "Email", "Ticket", "Date", "Email"], {}) == {"status": 0, "email": 1, "ticket": 2,
+                                                                                 "date": 3}
+    columns = find_columns(["Mail", "Email", "Ticket", "Status", "Date"], {"email": "Mail"})
+    assert columns["email"] == 0 and 1 not in columns.values()
+
+
+# ---------------------------------------------------------------- selecting
+
+def test_short_rows_blank_rows_and_other_statuses_are_counted_as_a_person_reads_them():
+    rows = [["Ann", "Lee", ANN, "T1", "Closed", "21/11/2026", "Printer jam"],
+            [],
+            ["", "", "", "", "", ""],
+            ["Bob", "Ray", BOB, "T2", "open"],
+            ["Bob", "Ray", BOB, "T3", " Open ", "22/11/2026"],
+            ["Cy", "Day", "cy@example.com", "T4", "Pending", "22/11/2026"],
+            ["Dee", "Fox", "dee@example.com", "T5", "Closed", "22/11/2026"]]
+    selection = select(rows, header=[*HEADER, "Subject"])
+    assert selection.rows_read == 5 and selection.closed_rows == 2 and selection.has_header
+    assert selection.other_statuses == Counter({"open": 2, "Pending": 1})
+    assert [(t.ticket_id, t.subject) for t in selection.tickets] == [("T1", "Printer jam"), ("T5", "")]
+    assert select(rows[:1]).tickets[0].subject is None          # no subject column: no subject at all
+
+
+def test_without_a_header_the_seed_layout_is_read_and_column_overrides_are_refused():
+    rows = [["Ann", "Lee", ANN, "T1", "Closed", "21/11/2026"]]
+    selection = select(rows, header=None)
+    assert not selection.has_header and selection.layout_doubt == "" and selection.rows_read == 1
+    with pytest.raises(ReportError, match="^--column needs a header row, but the report's first row holds data$"):
+        select(rows, header=None, columns={"email": "Mail"})
+    doubtful = select([["a", "b", "c", "d", "e", "f", "g", "h", "i"]], header=None)
+    assert doubtful.layout_doubt.endswith("(first row: a, b, c, d, e, f, g, h, ...); if that row is a header, map its "
+                                          "columns with --column ROLE=HEADER")
+    assert doubtful.warnings == [doubtful.layout_doubt]
+
+
+def test_a_report_with_only_blank_rows_reads_nothing():
+    selection = select([[], ["", ""]], header=None)
+    assert selection.rows_read == 0 and not selection.has_header and selection.tickets == []
+
+
+def test_skipped_rows_keep_what_was_usable_for_holding_and_their_sheet_row_number():
+    rows = [["Ann", "Lee", ANN, "T1", "Closed", "31/02/2026"],
+            ["Bob", "Ray", "bob at example", "T2", "Closed", "21/11/2026 10:30"],
+            ["Cy", "Day", "cy@example.com", "", "Closed", "21/11/2026"],
+            ["Cy", "Day", "cy@example.com", "T4", "Closed", "21/11/2029"]]
+    selection = select(rows, first_row_number=5)
+    assert selection.skipped_rows == [
+        SkippedRow(6, SKIP_BAD_DATE, "31/02/2026", "T1", customer_key(ANN), ""),
+        SkippedRow(7, SKIP_NO_EMAIL, "bob at example", "T2", "", "2026-11-21T10:30:00"),
+        SkippedRow(8, SKIP_NO_TICKET, "", "", customer_key("cy@example.com"), ""),
+        SkippedRow(9, SKIP_FUTURE_DATE, "21/11/2029", "T4", customer_key("cy@example.com"), ""),
+    ]
+    assert selection.skipped == Counter({SKIP_BAD_DATE: 1, SKIP_NO_EMAIL: 1, SKIP_NO_TICKET: 1, SKIP_FUTURE_DATE: 1})
+    assert selection.closed_rows == 4 and selection.rows_read == 4
+
+
+def test_a_month_first_date_stops_the_selection_naming_its_row_and_form():
+    rows = [["Ann", "Lee", ANN, "T1", "Closed", "11/25/2026"]]
+    with pytest.raises(ReportError) as stopped:
+        select(rows)
+    assert str(stopped.value) == ("row 2: the date '11/25/2026' is month-first, so other dates of this report would "
+                                  'be misread; pass --date-format "%m/%d/%Y" if the whole report writes dates month first')

@@ -1,0 +1,199 @@
+"""The state file's rules in-process: every wrong value is named by its key, every value this program
+writes reads back the same, rejected.csv loses exactly this run's lines, and the StateWriter settles
+held and rejected entries. Written for the survivors of a mutation run (README, "Mutation testing")."""
+
+import csv
+import json
+from datetime import date, datetime
+
+import pytest
+
+from state_file import (
+    REPAIR,
+    StateError,
+    StateWriter,
+    load_state,
+    prepare_state_folder,
+    rejected_csv_line,
+    remove_rejected_csv_lines,
+    save_state,
+    state_from_json,
+    state_to_json,
+    write_state_text,
+)
+from ticket_core import ClosedTicket, Customer, RunState, customer_key
+
+TODAY = date(2026, 11, 27)
+KEY = "k" * 64
+
+
+def customer(email, *ids, day=date(2026, 11, 25)):
+    moment = datetime(day.year, day.month, day.day)
+    return Customer(email, "Ann Lee", "Ann", tuple(ClosedTicket(email, i, "Closed", moment, False) for i in ids))
+
+
+def read(data, source="state file"):
+    return state_from_json(json.dumps(data), source, TODAY)
+
+
+FULL = {"last_run_date": "20/11/2026",
+        "notified": {KEY: {"T1": "2026-11-21", "T2": "2026-11-21T10:30:00"}},
+        "last_emailed": {KEY: "2026-11-21"},
+        "rejected": {KEY: {"day": "2026-11-22", "reason": "HTTP 422", "tickets": {"T3": "2026-11-20T09:00:00"}}},
+        "held": {"T4": {"day": "2026-11-23", "reason": "unparseable date", "customer": KEY, "closed": ""},
+                 "T5": {"day": "2026-11-23", "reason": "no or invalid email", "customer": "", "closed": "2026-11-22"}}}
+
+
+def test_every_key_this_program_writes_reads_back_as_written(tmp_path):
+    state = read(FULL)
+    assert state == RunState(date(2026, 11, 20), FULL["notified"], FULL["last_emailed"], FULL["rejected"], FULL["held"])
+    save_state(tmp_path / "s.json", state)
+    assert load_state(tmp_path / "s.json", TODAY) == state
+    assert state_from_json(state_to_json(state), "x", TODAY) == state
+
+
+def test_the_seed_s_state_file_reads_with_empty_entries_and_a_bom_is_fine(tmp_path):
+    assert read({"last_run_date": "20/11/2026"}) == RunState(date(2026, 11, 20))
+    (tmp_path / "s.json").write_text('{"last_run_date": "20/11/2026"}', encoding="utf-8-sig")
+    assert load_state(tmp_path / "s.json", TODAY) == RunState(date(2026, 11, 20))
+
+
+def wrong(data, **changes):
+    broken = json.loads(json.dumps(data))
+    for path, value in changes.items():
+        *parents, last = path.split("__")
+        target = broken
+        for part in parents:
+            target = target[part]
+        target[last] = value
+    return broken
+
+
+@pytest.mark.parametrize("data, message", [
+    ([1], "the file is not a JSON object"),
+    ({"last_run_date": 20}, 'the file has no "last_run_date" text'),
+    ({"last_run_date": "29/11/2026"}, "the file: \"last_run_date\" '29/11/2026' is not usable (\"last_run_date\" "),
+    (wrong(FULL, notified=[]), 'the file: "notified" is not a JSON object'),
+    (wrong(FULL, notified={KEY: {"T1": "2026-11-21T10:00:00+01:00"}}),
+     f"the file: \"notified.{KEY}.T1\" is '2026-11-21T10:00:00+01:00', not a day this program writes (has a time "
+     "zone)"),
+    (wrong(FULL, last_emailed={KEY: "2026-11-21T10:00:00"}),
+     f"the file: \"last_emailed.{KEY}\" is '2026-11-21T10:00:00', not a day this program writes"),
+    (wrong(FULL, last_emailed={KEY: 5}), f"the file: \"last_emailed.{KEY}\" is '5', not a day this program writes "
+                                         "(not text)"),
+    (wrong(FULL, rejected={KEY: []}), f'the file: "rejected.{KEY}" is not a JSON object'),
+    (wrong(FULL, rejected__kkkk={"reason": "r", "tickets": {}}), "the file: \"rejected.kkkk.day\" is 'None'"),
+    (wrong(FULL, rejected__kkkk={"day": "2026-11-22T08:00:00", "reason": "r", "tickets": {}}),
+     "the file: \"rejected.kkkk.day\" is '2026-11-22T08:00:00', not a day"),
+    (wrong(FULL, rejected__kkkk={"day": "2026-11-22", "reason": 1, "tickets": {}}),
+     'the file: "rejected.kkkk.reason" is not text'),
+    (wrong(FULL, rejected__kkkk={"day": "2026-11-22", "reason": "r"}), 'the file: "rejected.kkkk.tickets" is not a JSON'),
+    (wrong(FULL, rejected__kkkk={"day": "2026-11-22", "reason": "r", "tickets": {"T": "2026-11-29"}}),
+     "the file: \"rejected.kkkk.tickets.T\" is '2026-11-29', not a day this program writes"),
+    (wrong(FULL, held__T4=[]), 'the file: "held.T4" is not a JSON object'),
+    (wrong(FULL, held__T4__day="2026-11-23T01:00:00"), "the file: \"held.T4.day\" is '2026-11-23T01:00:00', not a day"),
+    (wrong(FULL, held__T4__reason=None), 'the file: "held.T4.reason" is not text'),
+    (wrong(FULL, held__T4__customer=None), 'the file: "held.T4.customer" is not text'),
+    (wrong(FULL, held__T4__closed=None), 'the file: "held.T4.closed" is not text'),
+    (wrong(FULL, held__T5__closed="yesterday"), "the file: \"held.T5.closed\" is 'yesterday', not a day"),
+])
+def test_a_wrong_value_is_named_by_its_key_with_the_repair(data, message):
+    with pytest.raises(StateError) as refused:
+        read(data, "the file")
+    assert str(refused.value).startswith(message) and str(refused.value).endswith(f": {REPAIR}")
+
+
+def test_a_held_entry_may_keep_a_moment_and_a_rejected_ticket_a_time():
+    data = wrong(FULL, held__T5__closed="2026-11-22T10:30:00")
+    assert read(data).held["T5"]["closed"] == "2026-11-22T10:30:00"
+
+
+def test_json_that_is_not_a_state_is_refused_with_the_repair():
+    with pytest.raises(StateError, match=r"^state file is not valid JSON \(Expecting property name"):
+        state_from_json("{'last_run_date': 1}", today=TODAY)
+    with pytest.raises(StateError, match="^state file is nested too deeply to be a state file: restore it"):
+        state_from_json("[" * 100000 + "]" * 100000, today=TODAY)
+
+
+# ---------------------------------------------------------------- rejected.csv
+
+def test_a_withdrawal_takes_out_one_occurrence_of_each_line_and_keeps_the_rest(tmp_path):
+    path = tmp_path / "rejected.csv"
+    ann, bob = (rejected_csv_line(customer(email, "T1"), TODAY, "HTTP 422") for email in ("ann@x.org", "bob@x.org"))
+    with path.open("w", encoding="utf-8-sig", newline="") as handle:
+        csv.writer(handle).writerows([["day", "email", "name", "tickets", "reason"], ann, bob, ann])
+    remove_rejected_csv_lines(path, [ann, ["2026-01-01", "nobody", "", "", ""]])
+    assert path.read_bytes().startswith("\ufeffday,email,name,tickets,reason\r\n".encode())
+    with path.open(encoding="utf-8-sig", newline="") as handle:
+        assert list(csv.reader(handle))[1:] == [bob, ann]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["rejected.csv"]      # no temporary file left
+
+
+def test_a_rejected_csv_left_with_its_header_alone_is_removed(tmp_path):
+    path = tmp_path / "rejected.csv"
+    line = rejected_csv_line(customer("ann@x.org", "T1"), TODAY, "HTTP 422")
+    with path.open("w", encoding="utf-8-sig", newline="") as handle:
+        csv.writer(handle).writerows([["day", "email", "name", "tickets", "reason"], line])
+    remove_rejected_csv_lines(path, [])
+    assert path.exists()
+    remove_rejected_csv_lines(path, [line])
+    assert not path.exists()
+
+
+def test_a_rejected_csv_that_cannot_be_read_names_the_manual_fix(tmp_path):
+    with pytest.raises(StateError) as refused:
+        remove_rejected_csv_lines(tmp_path / "missing.csv", [["x"]])
+    assert "the customers stay pending; delete their lines from it by hand" in str(refused.value)
+
+
+# ---------------------------------------------------------------- the writer
+
+def test_the_writer_settles_a_held_ticket_and_a_rejected_one_when_delivered(tmp_path):
+    ann = customer("ann@example.com", "T1", "T2")
+    state = RunState(date(2026, 11, 20), rejected={"other": {"day": "2026-11-21", "reason": "422",
+                                                             "tickets": {"T1": "2026-11-24", "T9": "2026-11-24"}}},
+                     held={"T2": {"day": "2026-11-21", "reason": "unparseable date", "customer": ann.key, "closed": ""},
+                           "T8": {"day": "2026-11-21", "reason": "unparseable date", "customer": "", "closed": ""}})
+    writer = StateWriter(tmp_path / "s.json", state)
+    writer.record(ann, TODAY)
+    saved = load_state(tmp_path / "s.json", TODAY)
+    assert saved.rejected == {"other": {"day": "2026-11-21", "reason": "422", "tickets": {"T9": "2026-11-24"}}}
+    assert list(saved.held) == ["T8"] and saved.notified == {ann.key: {"T1": "2026-11-25", "T2": "2026-11-25"}}
+    assert saved.last_emailed == {ann.key: TODAY.isoformat()}
+
+
+def test_the_writer_records_a_refusal_in_both_files_and_a_withdrawal_restores_the_earlier_entry(tmp_path):
+    ann = customer("ann@example.com", "T2")
+    earlier = {"day": "2026-11-01", "reason": "old", "tickets": {"T1": "2026-10-30"}}
+    path = tmp_path / "s.json"
+    writer = StateWriter(path, RunState(date(2026, 11, 20), rejected={ann.key: earlier},
+                                        held={"T2": {"day": "2026-11-21", "reason": "unparseable date",
+                                                     "customer": ann.key, "closed": ""}}))
+    writer.record_rejection(ann, TODAY, "HTTP 422 bad")
+    saved = load_state(path, TODAY)
+    assert saved.rejected[ann.key] == {"day": TODAY.isoformat(), "reason": "HTTP 422 bad",
+                                       "tickets": {"T1": "2026-10-30", "T2": "2026-11-25"}}
+    assert saved.held == {}
+    with (tmp_path / "rejected.csv").open(encoding="utf-8-sig", newline="") as handle:
+        assert list(csv.reader(handle))[1:] == [[TODAY.isoformat(), "ann@example.com", "Ann Lee", "T2", "HTTP 422 bad"]]
+    bob = customer("bob@example.com", "T3")
+    writer.record_rejection(bob, TODAY, "HTTP 422 bad")
+    writer.withdraw_rejections([ann, bob])
+    assert load_state(path, TODAY).rejected == {ann.key: earlier}
+    assert not (tmp_path / "rejected.csv").exists()
+    assert customer_key("Ann@Example.com") == ann.key
+
+
+def test_a_state_folder_that_is_writable_is_cleared_of_a_killed_run_s_temporary_files(tmp_path):
+    path = tmp_path / "s.json"
+    (tmp_path / ".s.json.abc.tmp").write_text("half")
+    (tmp_path / ".other.json.abc.tmp").write_text("not ours")
+    prepare_state_folder(path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".other.json.abc.tmp"]
+    write_state_text(path, "{}")
+    assert path.read_text() == "{}" and sorted(p.name for p in tmp_path.iterdir()) == [".other.json.abc.tmp", "s.json"]
+
+
+def test_a_state_file_in_a_missing_folder_cannot_be_written_and_says_so(tmp_path):
+    with pytest.raises(StateError, match="^cannot write the state file .*s.json: "):
+        write_state_text(tmp_path / "missing" / "s.json", "{}")
