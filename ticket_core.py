@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import re
 import unicodedata
-from collections import Counter
+from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
@@ -73,6 +73,8 @@ _KNOWN_HEADERS = {normalise_header(name): role for role, names in HEADER_NAMES.i
 
 def cell_text(value: object) -> str:
     """A cell as trimmed text; whole numbers lose the '.0' a spreadsheet gives them."""
+    if type(value) is str:  # nearly every cell: checked first
+        return value.strip()
     if value is None:
         return ""
     if isinstance(value, float) and value.is_integer():
@@ -209,122 +211,152 @@ def select_closed_tickets(rows: Iterable[Sequence[object]], since: date, now: da
                           options: SelectOptions = SelectOptions()) -> Selection:
     """Closed tickets dated on or after `since`, one per (customer, ticket id) with its latest date.
 
-    Rows that are not closed, or closed before `since`, are ignored silently; closed rows
-    that cannot be used are counted by reason.
+    Each row meets these rules in this order; the first that applies decides:
+      blank                  not counted as read
+      short                  padded with empty cells (Sheets drops a row's trailing empty cells)
+      not closed             ignored; its status is counted (Selection.other_statuses)
+      unreadable date        skipped, after the month-first check (which stops the run)
+      closed before `since`  ignored, unless its ticket is recalled (held earlier, or --retry-rejected)
+      over a day ahead       skipped
+      no ticket id           skipped
+      no usable address      skipped
+      seen before            a customer's ticket keeps its latest date
+    Skipped rows are counted by reason and kept (SkippedRow) for the summary and for holding.
     """
     selection = Selection()
-    numbered_rows = enumerate(rows, options.first_row_number)  # row numbers as a spreadsheet shows them
-    first_number, first = next(((number, row) for number, row in numbered_rows
-                                if any(cell_text(cell) for cell in row)), (0, None))
-    if first is None:
+    layout = _find_layout(enumerate(rows, options.first_row_number), options)  # numbered as a spreadsheet shows
+    if layout is None:
         return selection
-    if is_header_row(first, options.columns):
-        columns = find_columns(first, options.columns)
-        selection.has_header = True
-        data_rows: Iterator[tuple[int, Sequence[object]]] = numbered_rows
-        first_row_number = first_number + 1
-    else:
-        if options.columns:
-            raise ReportError("--column needs a header row, but the report's first row holds data")
-        columns = SEED_LAYOUT
-        data_rows = chain([(first_number, first)], numbered_rows)
-        first_row_number = first_number
-        selection.layout_doubt = _seed_layout_doubt(first)
+    columns, data_rows, first_row_number = layout.columns, layout.rows, layout.first_row_number
+    selection.has_header = layout.has_header
+    if not layout.has_header:
+        selection.layout_doubt = _seed_layout_doubt(layout.first_row)
         if selection.layout_doubt:
             selection.warnings.append(selection.layout_doubt)
 
-    closed = {status.strip().casefold(): status.strip() for status in options.closed_statuses}
-    parser = DateParser(options.date_formats)
-    since_moment = datetime(since.year, since.month, since.day)
-    latest_allowed = now + timedelta(days=1)
+    cells = _CellReader(columns, options)
+    earliest = datetime(since.year, since.month, since.day)
+    latest = now + timedelta(days=1)
     i_status, i_date, i_ticket, i_email = (columns[role] for role in ("status", "date", "ticket", "email"))
-    name_cells = _cells_getter([columns[role] for role in NAME_ROLES if role in columns])
     i_subject = columns.get("subject")
     width = max(columns.values()) + 1
-    by_email = selection.by_email
-    new_ticket = partial(tuple.__new__, ClosedTicket)  # ClosedTicket(...) without its Python-level __new__
-    # Reports repeat the same few statuses, dates, addresses and names: work each distinct cell out once.
-    other_statuses: dict = {}  # an exact dict, so `+= 1` below stays on CPython's fast path (a Counter does not)
-
-    def status_name(cell: object) -> str:
-        name = closed.get(cell_text(cell).casefold(), "")
-        if not name:
-            other_statuses[cell] = 0
-        return name
-    status_of = _Memo(status_name)
-    date_of = _Memo(parser.parse)
-    email_of = _Memo(_email_and_key)
-    names_of = _Memo(_person_names_reader(columns))
-    skipped = selection.skipped
+    closed_status, closed_at_of, address_of, names_of, name_cells = (
+        cells.closed_status, cells.closed_at, cells.address, cells.names, cells.name_cells)
+    by_email, skipped_rows, other_statuses = selection.by_email, selection.skipped_rows, defaultdict(int)
     recall = options.recall
-    closed_rows = 0
 
     def skip(row_number: int, reason: str, value: object, row: Sequence[object], closed_date: str = "") -> None:
-        skipped[reason] += 1
-        key = email_of[row[i_email]][1]
-        selection.skipped_rows.append(SkippedRow(row_number, reason, cell_text(value), cell_text(row[i_ticket]),
-                                                 customer_key(key) if key else "", closed_date))
+        skipped_rows.append(_skipped_row(row_number, reason, value, row[i_ticket], address_of[row[i_email]][1],
+                                         closed_date))
 
-    def recalled(row: Sequence[object], closed_at: datetime) -> bool:
-        """A row from before the window taken again: a held or rejected ticket of the same customer."""
-        ticket_id = cell_text(row[i_ticket])
-        if ticket_id not in recall or not recall_matches(recall[ticket_id], closed_at, email_of[row[i_email]][1]):
-            return False
-        selection.recalled.add(ticket_id)
-        return True
-
-    row_number, blank_rows = first_row_number - 1, 0
+    row_number, blank_rows, closed_rows = first_row_number - 1, 0, 0
     for row_number, row in data_rows:
-        if len(row) < width:  # Sheets drops trailing empty cells; a blank CSV line is []
+        if len(row) < width:
             if not any(row):
                 blank_rows += 1
                 continue
             row = [*row, *[""] * (width - len(row))]
         raw_status = row[i_status]
-        status = status_of[raw_status]
+        status = closed_status[raw_status]
         if not status:
-            if not raw_status and not any(row):
-                blank_rows += 1
-            else:
+            if raw_status or any(row):
                 other_statuses[raw_status] += 1
+            else:
+                blank_rows += 1
             continue
         closed_rows += 1
         raw_date = row[i_date]
-        parsed = date_of[raw_date] if type(raw_date) is str else parser.parse(raw_date)
+        # Text dates repeat; a workbook's typed cells are parsed as they come (for a dict, True == 1).
+        parsed = closed_at_of[raw_date] if type(raw_date) is str else cells.parser.parse(raw_date)
         if parsed is None:
-            _refuse_month_first(parser, raw_date, row_number)
+            _refuse_month_first(cells.parser, raw_date, row_number)
             skip(row_number, SKIP_BAD_DATE, raw_date, row)
             continue
         closed_at, has_time = parsed
-        if closed_at < since_moment and not (recall and recalled(row, closed_at)):
+        if closed_at < earliest and not (recall and _recalled(row, closed_at, recall, selection.recalled,
+                                                               i_ticket, address_of[row[i_email]][1])):
             continue
-        if closed_at > latest_allowed:
+        if closed_at > latest:
             skip(row_number, SKIP_FUTURE_DATE, raw_date, row)
             continue
-        ticket_id = row[i_ticket]
-        ticket_id = ticket_id.strip() if type(ticket_id) is str else cell_text(ticket_id)
+        ticket_id = cell_text(row[i_ticket])
         if not ticket_id:
             skip(row_number, SKIP_NO_TICKET, ticket_id, row)
             continue
-        email, email_key = email_of[row[i_email]]
+        email, email_key = address_of[row[i_email]]
         if not email_key:
             skip(row_number, SKIP_NO_EMAIL, row[i_email], row, iso_moment(closed_at, has_time))
             continue
         tickets = by_email.get(email_key)
         if tickets is None:
             tickets = by_email[email_key] = {}
-        else:
-            previous = tickets.get(ticket_id)
-            if previous is not None and closed_at < previous.closed_at:
-                continue
+        elif ticket_id in tickets and closed_at < tickets[ticket_id].closed_at:
+            continue
         first_name, full_name = names_of[name_cells(row)]
         subject = None if i_subject is None else cell_text(row[i_subject])
-        tickets[ticket_id] = new_ticket((email, ticket_id, status, closed_at, has_time, first_name, full_name, subject))
-    rows_read = row_number - first_row_number + 1 - blank_rows
-    selection.rows_read = rows_read
+        tickets[ticket_id] = _new_ticket((email, ticket_id, status, closed_at, has_time, first_name, full_name, subject))
+    selection.rows_read = row_number - first_row_number + 1 - blank_rows
     selection.closed_rows = closed_rows
+    selection.skipped.update(row.reason for row in skipped_rows)
     selection.other_statuses = _merged_statuses(other_statuses)
     return selection
+
+
+# ClosedTicket(...) without its Python-level __new__: a large report makes hundreds of thousands.
+_new_ticket = partial(tuple.__new__, ClosedTicket)
+
+
+class _Layout(NamedTuple):
+    columns: Mapping[str, int]
+    rows: Iterator[tuple[int, Sequence[object]]]   # the numbered rows to read
+    first_row_number: int
+    first_row: Sequence[object]
+    has_header: bool
+
+
+def _find_layout(numbered_rows: Iterator[tuple[int, Sequence[object]]], options: SelectOptions) -> _Layout | None:
+    """The columns, from the first row that is not blank: a header row names them; otherwise that
+    row is data in the seed's layout and the rows to read start with it. None when all are blank."""
+    first_number, first = next(((number, row) for number, row in numbered_rows if any(cell_text(cell) for cell in row)),
+                               (0, None))
+    if first is None:
+        return None
+    if is_header_row(first, options.columns):
+        return _Layout(find_columns(first, options.columns), numbered_rows, first_number + 1, first, True)
+    if options.columns:
+        raise ReportError("--column needs a header row, but the report's first row holds data")
+    return _Layout(SEED_LAYOUT, chain([(first_number, first)], numbered_rows), first_number, first, False)
+
+
+class _CellReader:
+    """What each distinct cell means, worked out once per report: reports repeat the same few statuses,
+    dates, addresses and names, so a known cell costs one dict lookup."""
+
+    def __init__(self, columns: Mapping[str, int], options: SelectOptions) -> None:
+        closed = {status.strip().casefold(): status.strip() for status in options.closed_statuses}
+        self.parser = DateParser(options.date_formats)
+        self.closed_status = _Memo(lambda cell: closed.get(cell_text(cell).casefold(), ""))  # '' when not closed
+        self.closed_at = _Memo(self.parser.parse)          # (moment, has time) or None
+        self.address = _Memo(_email_and_key)               # (email, key); the key is '' when not usable
+        self.names = _Memo(_person_names_reader(columns))  # (first name, full name) of a row's name cells
+        self.name_cells = _cells_getter([columns[role] for role in NAME_ROLES if role in columns])
+
+
+def _recalled(row: Sequence[object], closed_at: datetime, recall: Mapping[str, tuple[Recall, ...]],
+              recalled: set[str], i_ticket: int, email_key: str) -> bool:
+    """A row from before the window taken again: a held or rejected ticket of the same customer
+    (recall_matches); its id joins `recalled`."""
+    ticket_id = cell_text(row[i_ticket])
+    if ticket_id not in recall or not recall_matches(recall[ticket_id], closed_at, email_key):
+        return False
+    recalled.add(ticket_id)
+    return True
+
+
+def _skipped_row(row_number: int, reason: str, value: object, ticket_cell: object, email_key: str,
+                 closed_date: str) -> SkippedRow:
+    return SkippedRow(row_number, reason, cell_text(value), cell_text(ticket_cell),
+                      customer_key(email_key) if email_key else "", closed_date)
 
 
 def _merged_statuses(counts: Mapping[object, int]) -> Counter:
