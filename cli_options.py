@@ -137,7 +137,7 @@ def build_parser(version: str) -> argparse.ArgumentParser:
 
 
 # Environment keys the job reads besides the destinations' own (run_settings.env may set them too).
-GENERAL_KEYS = ("SEND_WITH", "SMTP_FROM", "GOOGLE_API_KEY", "PING_URL")
+GENERAL_KEYS = ("SEND_WITH", "SMTP_FROM", "GOOGLE_API_KEY", "PING_URL", "SHEETS_API_ENDPOINT")
 
 
 @dataclass(frozen=True)
@@ -167,6 +167,7 @@ class Settings:
     credentials: Path
     token: Path
     api_key: str | None
+    sheets_endpoint: str | None              # SHEETS_API_ENDPOINT: another root for the Sheets API (a proxy, a test)
     log_file: Path | None
     ping_url: str | None
     check: bool
@@ -244,7 +245,8 @@ def parse_args(argv: list[str] | None, script_dir: Path, version: str,
         # The real path (links resolved): the lock, the writes and rejected.csv all follow the one file.
         state_file=(absolute(args.state_file) or script_dir / "last_run_date.json").resolve(),
         credentials=absolute(args.credentials) or script_dir / "credential.json",
-        token=absolute(args.token) or script_dir / "token.json", api_key=api_key, log_file=absolute(args.log_file),
+        token=absolute(args.token) or script_dir / "token.json", api_key=api_key,
+        sheets_endpoint=environment.get("SHEETS_API_ENDPOINT", "").strip() or None, log_file=absolute(args.log_file),
         ping_url=ping_url, check=args.check, quiet=args.quiet, verbose=args.verbose, notes=tuple(notes),
         secrets=tuple(secrets_of(environment, destination, destination_settings, api_key, ping_url)))
 

@@ -19,14 +19,15 @@ RATE_REASONS = ("rateLimitExceeded", "userRateLimitExceeded", "backendError")
 
 @dataclass(frozen=True)
 class GmailSettings:
-    """Nothing of its own: the credential files, --from and --timeout are the run's."""
+    """The credential files, --from and --timeout are the run's; its own is only another API root."""
+    endpoint: str | None = None   # GMAIL_API_ENDPOINT: another root for the Gmail API (a proxy, a test)
 
 
 class GmailRoute:
     """Sends as --from; each worker has its own client (httplib2 is not thread-safe)."""
 
-    def __init__(self, credentials, timeout: float, sender: str) -> None:
-        self.credentials, self.timeout, self.sender = credentials, timeout, sender
+    def __init__(self, credentials, timeout: float, sender: str, endpoint: str | None = None) -> None:
+        self.credentials, self.timeout, self.sender, self.endpoint = credentials, timeout, sender, endpoint
         self.label = GMAIL_LABEL
 
     def open_channel(self) -> GmailChannel:
@@ -41,7 +42,7 @@ class GmailChannel:
         import google_api
 
         self.route = route
-        self.messages = google_api.build_gmail(route.credentials, route.timeout).users().messages()
+        self.messages = google_api.build_gmail(route.credentials, route.timeout, route.endpoint).users().messages()
 
     def attempt(self, mail) -> Answer:
         import google.auth.exceptions
@@ -104,7 +105,7 @@ def _open(run) -> GmailRoute:
     except google_api.GoogleSetupError as error:
         key = " (an API key reads a shared sheet but cannot send email)" if run.api_key else ""
         raise SettingError(f"{error}{key}") from None
-    return GmailRoute(credentials, run.timeout, run.sender.from_address)
+    return GmailRoute(credentials, run.timeout, run.sender.from_address, run.destination_settings.endpoint)
 
 
 
@@ -122,6 +123,8 @@ def _check_live(run) -> str:
 
 DESTINATION = Destination(
     name="gmail", summary="sent as the --from mailbox through the Gmail API (the Google credential, OAuth)",
-    env_keys=(), secret_keys=(), add_options=lambda group: None, named=lambda options, environment: False,
-    configure=lambda options, environment: GmailSettings(), secrets=lambda settings: [], open=_open,
+    env_keys=("GMAIL_API_ENDPOINT",), secret_keys=(), add_options=lambda group: None,
+    named=lambda options, environment: False,
+    configure=lambda options, environment: GmailSettings(environment.get("GMAIL_API_ENDPOINT", "").strip() or None),
+    secrets=lambda settings: [], open=_open,
     message_for=emails_for, check_live=_check_live, needs_sender=True)

@@ -24,6 +24,7 @@ from google.oauth2.credentials import Credentials
 from googleapiclient.discovery import build
 from googleapiclient.errors import HttpError
 
+import url_rules
 from a1_range import a1_bounds, column_letters, quoted_sheet, split_a1_range
 from time_bounds import TooSlowError, run_within
 
@@ -49,11 +50,8 @@ class GoogleSetupError(Exception):
 # ---------------------------------------------------------------- credentials
 
 def ca_bundle() -> str | None:
-    """The CA bundle corporate networks set, in the order the libraries would look."""
-    for name in ("HTTPLIB2_CA_CERTS", "REQUESTS_CA_BUNDLE", "SSL_CERT_FILE"):
-        if os.environ.get(name):
-            return os.environ[name]
-    return None
+    """The CA bundle corporate networks set, in the order httplib2 and requests would look."""
+    return url_rules.ca_bundle(("HTTPLIB2_CA_CERTS", "REQUESTS_CA_BUNDLE", "SSL_CERT_FILE"))
 
 
 def token_request() -> Request:
@@ -187,10 +185,10 @@ def gmail_credentials(credentials_path: Path, token_path: Path, sender: str):
     return credentials
 
 
-def build_gmail(credentials, timeout: float):
-    """The Gmail client; GMAIL_API_ENDPOINT replaces the API root (a proxy or a local test server)."""
+def build_gmail(credentials, timeout: float, endpoint: str | None = None):
+    """The Gmail client; `endpoint` (GMAIL_API_ENDPOINT) replaces the API root (a proxy or a local test server)."""
     http = google_auth_httplib2.AuthorizedHttp(credentials, http=httplib2.Http(timeout=timeout, ca_certs=ca_bundle()))
-    options = {"api_endpoint": os.environ["GMAIL_API_ENDPOINT"]} if os.environ.get("GMAIL_API_ENDPOINT") else None
+    options = {"api_endpoint": endpoint} if endpoint else None
     return build("gmail", "v1", http=http, client_options=options, cache_discovery=False, static_discovery=True)
 
 
@@ -222,12 +220,12 @@ def sheet_id_from(text: str) -> str:
     return match.group(1) if match else text.strip()
 
 
-def build_service(credentials=None, api_key: str | None = None):
-    """The Sheets client; SHEETS_API_ENDPOINT replaces the API root (a proxy or a local test server)."""
+def build_service(credentials=None, api_key: str | None = None, endpoint: str | None = None):
+    """The Sheets client; `endpoint` (SHEETS_API_ENDPOINT) replaces the API root (a proxy or a local test server)."""
     http = httplib2.Http(timeout=HTTP_TIMEOUT_SECONDS, ca_certs=ca_bundle())  # proxy from the environment
     if credentials is not None:
         http = google_auth_httplib2.AuthorizedHttp(credentials, http=http)
-    options = {"api_endpoint": os.environ["SHEETS_API_ENDPOINT"]} if os.environ.get("SHEETS_API_ENDPOINT") else None
+    options = {"api_endpoint": endpoint} if endpoint else None
     return build("sheets", "v4", http=http, developerKey=api_key, client_options=options,
                  cache_discovery=False, static_discovery=True)
 
@@ -289,14 +287,10 @@ def explain_http_error(error: HttpError, sheet_id: str, range_: str, account: st
 
 
 def read_sheet_rows(sheet_id: str, range_: str, *, credentials_path: Path, token_path: Path,
-                    api_key: str | None = None) -> Iterator[list]:
+                    api_key: str | None = None, endpoint: str | None = None) -> Iterator[list]:
     """The report's rows, page by page, as process_ticket.py needs them. Raises GoogleSetupError,
     also while the rows are being iterated (a page that still fails after its retries)."""
-    if api_key:
-        service, account = build_service(api_key=api_key), ""
-    else:
-        credentials = load_credentials(credentials_path, token_path)
-        service, account = build_service(credentials), getattr(credentials, "service_account_email", "") or ""
+    service, account = sheets_service(credentials_path, token_path, api_key, endpoint)
     grids = sheet_grids(service, sheet_id, range_, account)
     pages = page_ranges(range_, grids)
     if pages is None:  # a named range, or a sheet Google itself must explain: read whole
@@ -388,13 +382,18 @@ def page_ranges(range_: str, grids: list[Grid], page_cells: int = PAGE_CELLS) ->
     return pages
 
 
-def check_sheet_access(sheet_id: str, *, credentials_path: Path, token_path: Path, api_key: str | None = None) -> str:
-    """The spreadsheet's title, asked with the run's credentials (for --check: no values are read)."""
+def sheets_service(credentials_path: Path, token_path: Path, api_key: str | None, endpoint: str | None):
+    """(the Sheets client, the service account's address or '') for an API key or the credential files."""
     if api_key:
-        service, account = build_service(api_key=api_key), ""
-    else:
-        credentials = load_credentials(credentials_path, token_path)
-        service, account = build_service(credentials), getattr(credentials, "service_account_email", "") or ""
+        return build_service(api_key=api_key, endpoint=endpoint), ""
+    credentials = load_credentials(credentials_path, token_path)
+    return build_service(credentials, endpoint=endpoint), getattr(credentials, "service_account_email", "") or ""
+
+
+def check_sheet_access(sheet_id: str, *, credentials_path: Path, token_path: Path, api_key: str | None = None,
+                       endpoint: str | None = None) -> str:
+    """The spreadsheet's title, asked with the run's credentials (for --check: no values are read)."""
+    service, account = sheets_service(credentials_path, token_path, api_key, endpoint)
     request = service.spreadsheets().get(spreadsheetId=sheet_id, fields="properties.title")
     return _executed(request, sheet_id, "", account).get("properties", {}).get("title", sheet_id)
 
@@ -451,7 +450,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"Authorised; token saved to {token_path}")
         if args.sheet_id:
             rows = list(read_sheet_rows(sheet_id_from(args.sheet_id), args.range, credentials_path=credentials_path,
-                                        token_path=token_path))
+                                        token_path=token_path, endpoint=os.environ.get("SHEETS_API_ENDPOINT")))
             print(f"First rows of {args.range}:\n{preview(rows)}")
             print(f"{count_data_rows(rows)} data rows")
     except GoogleSetupError as error:

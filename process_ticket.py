@@ -327,7 +327,8 @@ def read_rows(settings) -> tuple[Iterable, list[str] | None]:
     def sheet_rows() -> Iterator[list]:
         try:
             yield from google_api.read_sheet_rows(settings.sheet_id, settings.range, credentials_path=settings.credentials,
-                                                  token_path=settings.token, api_key=settings.api_key)
+                                                  token_path=settings.token, api_key=settings.api_key,
+                                                  endpoint=settings.sheets_endpoint)
         except google_api.GoogleSetupError as error:  # before the first row, or a page that kept failing
             raise ConfigError(str(error)) from None
     return sheet_rows(), None

@@ -48,7 +48,7 @@ def check_source(settings) -> str:
 
     try:
         title = google_api.check_sheet_access(settings.sheet_id, credentials_path=settings.credentials, token_path=settings.token,
-                                              api_key=settings.api_key)
+                                              api_key=settings.api_key, endpoint=settings.sheets_endpoint)
     except google_api.GoogleSetupError as error:
         raise CheckFailedError(str(error)) from None
     return f"Google Sheet {title!r} can be read with these credentials"

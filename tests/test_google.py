@@ -64,7 +64,6 @@ def sheets_api(received, index, rows=SHEET_ROWS) -> Reply:
 def api(monkeypatch):
     server = WebhookServer()
     server.respond = sheets_api
-    monkeypatch.setenv("SHEETS_API_ENDPOINT", server.root)
     for name in ("HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy", "GOOGLE_API_KEY"):
         monkeypatch.delenv(name, raising=False)
     yield server
@@ -96,7 +95,7 @@ def write_service_account(path, token_uri):
 
 def test_api_key_mode_reads_unformatted_values_with_serial_dates(api):
     rows = list(google_api.read_sheet_rows(SHEET_ID, "Sheet1!A2:F", credentials_path=None, token_path=None,
-                                           api_key="k-123"))
+                                           api_key="k-123", endpoint=api.root))
     assert rows == SHEET_ROWS
     [request] = sheet_requests(api)
     url = urlsplit(request.path)
@@ -109,7 +108,8 @@ def test_api_key_mode_reads_unformatted_values_with_serial_dates(api):
 
 def test_oauth_with_a_valid_saved_token(api, tmp_path):
     token = write_user_token(tmp_path / "token.json")
-    list(google_api.read_sheet_rows(SHEET_ID, "A:F", credentials_path=tmp_path / "none.json", token_path=token))
+    list(google_api.read_sheet_rows(SHEET_ID, "A:F", credentials_path=tmp_path / "none.json", token_path=token,
+                                    endpoint=api.root))
     assert sheet_requests(api)[0].headers["authorization"] == "Bearer valid-token"
 
 
@@ -124,7 +124,7 @@ def test_an_expired_token_is_refreshed_against_the_token_endpoint_and_saved_owne
     assert json.loads(token_path.read_text())["token"] == "fresh-token"
     if os.name == "posix":
         assert stat.S_IMODE(token_path.stat().st_mode) == 0o600
-    google_api.fetch_values(google_api.build_service(credentials), SHEET_ID, "A:F")
+    google_api.fetch_values(google_api.build_service(credentials, endpoint=api.root), SHEET_ID, "A:F")
     assert sheet_requests(api)[0].headers["authorization"] == "Bearer fresh-token"
 
 
@@ -141,7 +141,8 @@ def test_a_refused_refresh_becomes_the_advice_to_authorise_again(api, tmp_path):
 
 def test_service_account_key_signs_a_jwt_for_the_local_token_endpoint(api, tmp_path):
     key_file = write_service_account(tmp_path / "credential.json", api.root + "token")
-    rows = list(google_api.read_sheet_rows(SHEET_ID, "A:F", credentials_path=key_file, token_path=tmp_path / "token.json"))
+    rows = list(google_api.read_sheet_rows(SHEET_ID, "A:F", credentials_path=key_file,
+                                           token_path=tmp_path / "token.json", endpoint=api.root))
     assert rows == SHEET_ROWS
     [exchange] = [r for r in api.requests if r.path == "/token"]
     assert parse_qs(exchange.body.decode())["grant_type"] == ["urn:ietf:params:oauth:grant-type:jwt-bearer"]
@@ -151,7 +152,8 @@ def test_service_account_key_signs_a_jwt_for_the_local_token_endpoint(api, tmp_p
 
 def test_429_then_success_is_retried(api):
     api.respond = lambda received, index: error_reply(429, "Quota exceeded") if index == 1 else sheets_api(received, index)
-    rows = list(google_api.read_sheet_rows(SHEET_ID, "A:F", credentials_path=None, token_path=None, api_key="k"))
+    rows = list(google_api.read_sheet_rows(SHEET_ID, "A:F", credentials_path=None, token_path=None, api_key="k",
+                                           endpoint=api.root))
     assert rows == SHEET_ROWS and len(sheet_requests(api)) == 2
 
 
@@ -160,7 +162,8 @@ def test_403_with_a_service_account_names_the_address_to_share_with(api, tmp_pat
     api.respond = lambda received, index: TOKEN_REPLY if received.path == "/token" else \
         error_reply(403, "The caller does not have permission", "PERMISSION_DENIED")
     with pytest.raises(google_api.GoogleSetupError, match="share the sheet with notifier@demo.iam.gserviceaccount.com"):
-        list(google_api.read_sheet_rows(SHEET_ID, "A:F", credentials_path=key_file, token_path=tmp_path / "t.json"))
+        list(google_api.read_sheet_rows(SHEET_ID, "A:F", credentials_path=key_file,
+                                            token_path=tmp_path / "t.json", endpoint=api.root))
 
 
 def google_cli(api, tmp_path, *extra, env_extra=None, sheet=SHEET_ID):

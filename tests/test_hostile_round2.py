@@ -99,12 +99,12 @@ def test_a_sheets_api_that_trickles_its_answer_is_bounded_as_a_whole(monkeypatch
             connection.sendall(b" ")
             time.sleep(0.25)
     endpoint = RawServer(trickle)
-    monkeypatch.setenv("SHEETS_API_ENDPOINT", endpoint.url.rsplit("/", 1)[0] + "/")
     monkeypatch.setattr(google_api, "GOOGLE_CALL_SECONDS", 2.0)
     try:
         with pytest.raises(google_api.GoogleSetupError, match="no complete answer within 2s"):
             list(google_api.read_sheet_rows("1AbC", "Sheet1!A1:F", credentials_path=ROOT / "none.json",
-                                            token_path=ROOT / "none.json", api_key="k"))
+                                            token_path=ROOT / "none.json", api_key="k",
+                                            endpoint=endpoint.url.rsplit("/", 1)[0] + "/"))
     finally:
         endpoint.close()
 
