@@ -150,7 +150,7 @@ class _Run:
         self.limiter = RateLimiter(policy.max_per_minute)
         self.given_back: list = []
         self.workers = max(1, min(policy.workers, len(customers)))
-        self.workers_left = self.workers
+        self.workers_left = self.workers  # not ended, nor told fewer
 
     # ---------------------------------------------------------------- a worker
 
@@ -160,11 +160,12 @@ class _Run:
         try:
             while (customer := self.take()) is not None:
                 answer = self.final_answer(channel, customer)
+                while answer is not None and answer.kind == FEWER and not self.give_back(customer):
+                    answer = self.final_answer(channel, customer)  # the others have ended: carry on with it
                 if answer is None:
                     self.results_add("not_attempted", customer)
                 elif answer.kind == FEWER:
                     log.info("%s; one connection fewer", answer.detail)
-                    self.give_back(customer)
                     return
                 else:
                     self.settle(customer, answer)
@@ -173,13 +174,13 @@ class _Run:
             channel.close()
 
     def take(self) -> object | None:
+        """The next customer (one given back first); None ends the worker: none left, or the run stopped."""
         with self.lock:
-            if self.stop.is_set():
+            if self.stop.is_set() or not self.given_back and self.next_index >= len(self.customers):
+                self.workers_left -= 1
                 return None
             if self.given_back:
                 return self.given_back.pop()
-            if self.next_index >= len(self.customers):
-                return None
             customer = self.customers[self.next_index]
             self.next_index += 1
             return customer
@@ -226,11 +227,15 @@ class _Run:
         with self.lock:
             return self.workers_left <= 1
 
-    def give_back(self, customer: object) -> None:
-        """A customer not attempted (the destination wanted fewer connections) goes first again."""
+    def give_back(self, customer: object) -> bool:
+        """A customer not attempted (the destination wanted fewer connections) goes first again to a
+        worker still running, and this one ends; False when no other worker is left to take it."""
         with self.lock:
+            if self.workers_left <= 1:
+                return False
             self.given_back.append(customer)
             self.workers_left -= 1
+            return True
 
     # ---------------------------------------------------------------- the rules
 

@@ -308,22 +308,37 @@ def test_the_last_worker_waits_when_the_destination_wants_fewer_connections():
 
 
 def test_a_worker_told_fewer_gives_its_customer_back_and_ends():
-    route = Channels({"a": [Answer(FEWER, "421 too many connections"), Answer(DELIVERED, "ok")],
-                      "b": [Answer(DELIVERED, "ok")], "c": [Answer(DELIVERED, "ok")]})
+    a_channel_closed = threading.Event()
+
+    class ClosingSeen(Channels):
+        def open_channel(self):
+            channel = super().open_channel()
+            original_close, original_attempt = channel.close, channel.attempt
+
+            def close():
+                original_close()
+                a_channel_closed.set()
+
+            def attempt(message):
+                if message == "b":
+                    a_channel_closed.wait(10)     # b is answered once the worker told fewer has ended
+                return original_attempt(message)
+            channel.close, channel.attempt = close, attempt
+            return channel
+    route = ClosingSeen({"a": [Answer(FEWER, "421 too many connections"), Answer(DELIVERED, "ok")],
+                        "b": [Answer(DELIVERED, "ok")], "c": [Answer(DELIVERED, "ok")]})
     results = deliver(route, ["a", "b", "c"], workers=2, retries=0)
     assert sorted(results.delivered) == ["a", "b", "c"] and results.not_attempted == []
-    told_fewer = route.attempts[[message for _, message in route.attempts].index("a")][0]
-    later = route.attempts[route.attempts.index((told_fewer, "a")) + 1:]
-    assert all(channel != told_fewer for channel, _ in later) and told_fewer in route.closed
+    told_fewer = route.attempts[0][0]
+    assert route.attempts[0][1] == "a" and route.closed[0] == told_fewer
+    assert all(channel != told_fewer for channel, _ in route.attempts[1:])
 
 
 def test_when_every_worker_is_told_fewer_the_last_one_carries_on():
-    route = Channels({name: [Answer(FEWER, "421 too many"), Answer(DELIVERED, "ok")] for name in "abc"},
-                     gate=threading.Barrier(3))
-    route.gate = None
+    route = Channels({name: [Answer(FEWER, "421 too many"), Answer(DELIVERED, "ok")] for name in "abc"})
     results = deliver(route, list("abc"), workers=3, retries=0)
     assert sorted(results.delivered) == ["a", "b", "c"] and results.not_attempted == []
-    assert len({channel for channel, _ in route.attempts[-1:]}) == 1
+    assert len(route.closed) == 3 and results.failed == []
 
 
 def test_customers_left_when_sending_stopped_are_all_listed_once():
@@ -331,3 +346,27 @@ def test_customers_left_when_sending_stopped_are_all_listed_once():
                       "c": [Answer(DELIVERED, "ok")], "d": [Answer(DELIVERED, "ok")]})
     results = deliver(route, list("abcd"), workers=2, max_per_minute=20)
     assert sorted(results.not_attempted) == ["b", "c", "d"] and results.delivered == []
+
+
+def test_a_customer_given_back_after_the_other_workers_ended_is_still_delivered():
+    """The worker told fewer last, when the others have already run out of customers, carries on."""
+    gate = threading.Event()
+
+    class Late(Channels):
+        def open_channel(self):
+            channel = super().open_channel()
+            if channel.number == 1:
+                original = channel.attempt
+
+                def attempt(message):
+                    gate.wait(10)          # answers once the other worker has ended
+                    return original(message)
+                channel.attempt = attempt
+            return channel
+    route = Late({"a": [Answer(FEWER, "421 too many connections"), Answer(DELIVERED, "ok")],
+                  "b": [Answer(DELIVERED, "ok")]})
+    watcher = threading.Thread(target=lambda: (time.sleep(0.3), gate.set()))
+    watcher.start()
+    results = deliver(route, ["a", "b"], workers=2, retries=0)
+    watcher.join()
+    assert sorted(results.delivered) == ["a", "b"] and results.not_attempted == []
