@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from customer_message import HTML_TEMPLATE_FIELDS, TEMPLATE_FIELDS, Content, check_body_template
 from destinations import Destination, SettingError, all_destinations, by_name, environment_keys
-from report_dates import DEFAULT_DATE_FORMATS, check_day_range, parse_day
+from report_dates import DEFAULT_DATE_FORMATS, check_date_format, check_day_range, parse_day
 from ticket_core import ROLES
 
 if TYPE_CHECKING:
@@ -209,6 +209,11 @@ def parse_args(argv: list[str] | None, script_dir: Path, version: str,
         raise UsageError("--closed-status needs at least one status")
     if not all("%" in fmt for fmt in args.date_format or ()):
         raise UsageError("--date-format takes a strptime format such as %d/%m/%Y")
+    for fmt in args.date_format or ():
+        try:
+            check_date_format(fmt)
+        except ValueError as error:
+            raise UsageError(f"--date-format {error}; use a strptime format such as %d/%m/%Y") from None
     if args.subject is not None and not args.subject.isprintable():
         raise UsageError("--subject must be one line of printable text")
     body_template = load_template(absolute(args.body_template), "--body-template") if args.body_template else None

@@ -50,6 +50,18 @@ def parse_iso_moment(text: str) -> datetime | None:
     return local_time(moment.replace(tzinfo=timezone(offset)))
 
 
+def check_date_format(fmt: str) -> None:
+    """ValueError naming what is wrong when strptime cannot use `fmt` at all: an unknown directive,
+    a stray %, or a field given twice (every date would otherwise be skipped, or the run fail)."""
+    try:
+        datetime.strptime("", fmt)
+    except re.error:  # strptime compiles a field given twice into a regex that cannot be
+        raise ValueError(f"{fmt!r} gives the same field twice") from None
+    except ValueError as error:
+        if "does not match format" not in str(error):  # only what an empty text cannot match is fine
+            raise ValueError(f"{fmt!r}: {error}") from None
+
+
 def local_time(moment: datetime) -> datetime:
     """A moment with a zone as the local time of the machine that runs the job (no zone left)."""
     return moment.astimezone().replace(tzinfo=None) if moment.tzinfo is not None else moment

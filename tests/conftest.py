@@ -30,6 +30,16 @@ SECRET_ENV = (*GENERAL_KEYS, *environment_keys(), "SHEETS_API_ENDPOINT",
               "HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy", "ALL_PROXY", "all_proxy", "NO_PROXY", "no_proxy")
 
 
+@pytest.fixture(autouse=True)
+def no_subprocess_in_a_mutation_run(monkeypatch):
+    """mutmut changes the code inside the test's own process only: a test that runs the job in a
+    subprocess would test the unchanged code there and only cost time, so a mutation run skips it."""
+    if "MUTANT_UNDER_TEST" in os.environ:
+        def skip(*args, **kwargs):
+            pytest.skip("runs a subprocess, which the mutant does not reach")
+        monkeypatch.setattr(subprocess, "Popen", skip)
+
+
 @dataclass
 class Received:
     method: str

@@ -24,12 +24,15 @@ from ticket_core import (
     SkippedRow,
     cell_text,
     customer_key,
+    drop_already_notified,
     drop_rejected,
     find_columns,
     finish_state,
+    group_by_customer,
     held_back_count,
     held_from,
     held_settled_by,
+    index_by_email,
     is_header_row,
     is_valid_email,
     merged_recalls,
@@ -41,6 +44,7 @@ from ticket_core import (
     refuse_unreadable_column,
     rejection_entry,
     select_closed_tickets,
+    split_by_weekly_guard,
     without_delivered,
 )
 
@@ -313,3 +317,109 @@ def test_a_month_first_date_stops_the_selection_naming_its_row_and_form():
         select(rows)
     assert str(stopped.value) == ("row 2: the date '11/25/2026' is month-first, so other dates of this report would "
                                   'be misread; pass --date-format "%m/%d/%Y" if the whole report writes dates month first')
+
+
+# ---------------------------------------------------------------- selection and grouping on their boundaries
+
+def test_headers_name_every_missing_column_and_an_empty_header_cell_is_no_column():
+    with pytest.raises(ReportError, match="^the report has no email, ticket, date column; headers found: Name, Status "):
+        find_columns(["Name", "Status"], {})
+    with pytest.raises(ReportError, match="^--column ticket=xxxx: no such column"):
+        find_columns(["", "Email", "Status", "Date"], {"ticket": "xxxx"})
+
+
+def test_a_header_alone_reads_no_rows():
+    selection = select([])
+    assert selection.rows_read == 0 and selection.has_header and selection.tickets == []
+
+
+def test_blank_statuses_repeated_statuses_and_blank_rows_are_each_counted():
+    rows = [["Ann", "Lee", ANN, "T1", "Open", "21/11/2026"], ["Ann", "Lee", ANN, "T2", "Open", "21/11/2026"],
+            ["Cy", "Day", "cy@example.com", "T3", "", "21/11/2026"],
+            ["", "", "", "", "", ""], ["", "", "", "", "", ""], ["Ann", "Lee", ANN, "T4", "Closed", "21/11/2026"]]
+    selection = select(rows)
+    assert selection.other_statuses == Counter({"Open": 2, "": 1}) and selection.rows_read == 4
+
+
+def test_a_typed_date_cell_from_a_workbook_is_read_as_it_comes():
+    selection = select([["Ann", "Lee", ANN, "T1", "Closed", datetime(2026, 11, 21, 10, 30)]])
+    assert [(t.ticket_id, t.closed_at, t.has_time) for t in selection.tickets] == [("T1", datetime(2026, 11, 21, 10, 30),
+                                                                                   True)]
+
+
+def test_a_row_before_the_window_does_not_end_the_reading_and_a_dated_recall_is_kept_to_its_date():
+    rows = [["Ann", "Lee", ANN, "T1", "Closed", "02/11/2026"], ["Bob", "Ray", BOB, "T2", "Closed", "03/11/2026"],
+            ["Cy", "Day", "cy@example.com", "T3", "Closed", "21/11/2026"]]
+    assert [t.ticket_id for t in select(rows).tickets] == ["T3"]
+    recall = {"T1": (Recall("", "2026-11-02"),), "T2": (Recall("", "2026-11-04"),)}
+    assert [t.ticket_id for t in select(rows, recall=recall).tickets] == ["T1", "T3"]
+
+
+def test_a_date_exactly_a_day_ahead_is_kept_and_a_minute_later_is_not():
+    rows = [["Ann", "Lee", ANN, "T1", "Closed", "28/11/2026 09:00"], ["Ann", "Lee", ANN, "T2", "Closed", "28/11/2026 09:01"]]
+    selection = select(rows)
+    assert [t.ticket_id for t in selection.tickets] == ["T1"] and selection.skipped == Counter({SKIP_FUTURE_DATE: 1})
+
+
+def test_the_same_ticket_on_the_same_day_keeps_the_later_row_and_an_earlier_row_ends_nothing():
+    rows = [["Ann", "Lee", ANN, "T1", "Closed", "21/11/2026", "first"], ["Ann", "Lee", ANN, "T1", "Closed", "21/11/2026",
+                                                                       "second"],
+            ["Ann", "Lee", ANN, "T1", "Closed", "20/11/2026", "older"], ["Ann", "Lee", ANN, "T2", "Closed", "22/11/2026", "x"]]
+    selection = select(rows, header=[*HEADER, "Subject"])
+    assert [(t.ticket_id, t.subject) for t in selection.tickets] == [("T1", "second"), ("T2", "x")]
+
+
+def test_a_first_row_too_short_for_an_address_or_of_eight_cells_is_named_in_the_doubt():
+    short = select([["a", "b"]], header=None)
+    assert short.layout_doubt.startswith("no header row recognised, so the columns are read as Firstname, Lastname, "
+                                         "Email, Ticket, Status, Date, but the first row's third cell is not an email")
+    assert "(first row: a, b);" in short.layout_doubt
+    eight = select([list("abcdefgh")], header=None)
+    assert "(first row: a, b, c, d, e, f, g, h);" in eight.layout_doubt
+
+
+def test_a_full_name_is_first_and_last_or_whichever_there_is():
+    rows = [["Ann", "Lee", ANN, "T1", "Closed", "21/11/2026"], ["", "Ray", BOB, "T2", "Closed", "21/11/2026"],
+            ["Cy", "", "cy@example.com", "T3", "Closed", "21/11/2026"]]
+    assert [(t.first_name, t.full_name) for t in select(rows).tickets] == [("Ann", "Ann Lee"), ("", "Ray"), ("Cy", "Cy")]
+
+
+def test_grouping_keeps_the_first_spelling_of_the_address_and_the_latest_spelling_of_one_name():
+    def named(email, ticket_id, day, first, full):
+        return ClosedTicket(email, ticket_id, "Closed", datetime(2026, 11, day), False, first, full)
+    tickets = [named("Ann@Example.com", "T1", 20, "ann", "ann lee"), named("ann@example.com", "T2", 21, "Ann", "Ann Lee"),
+               named("ann@example.com", "T3", 22, "ANN", "ANN LEE")]
+    [ann] = group_by_customer({"ann@example.com": {t.ticket_id: t for t in tickets}})
+    assert (ann.email, ann.first_name, ann.full_name, ann.ticket_ids) == ("Ann@Example.com", "ANN", "ANN LEE",
+                                                                          ["T1", "T2", "T3"])
+
+
+def test_the_test_index_keeps_the_latest_date_and_on_a_tie_the_later_ticket():
+    early, late, tie = (ClosedTicket(ANN, "T1", "Closed", datetime(2026, 11, day), False, "Ann", name)
+                        for day, name in ((20, "early"), (21, "late"), (21, "tie")))
+    assert index_by_email([early, late])[ANN]["T1"].full_name == "late"
+    assert index_by_email([late, early])[ANN]["T1"].full_name == "late"
+    assert index_by_email([late, tie])[ANN]["T1"].full_name == "tie"
+
+
+def test_dropping_recorded_tickets_counts_them_all_and_keeps_the_rest_of_each_customer():
+    ann = Customer(ANN, "Ann Lee", "Ann", (ticket(ANN, "T1", date(2026, 11, 21)), ticket(ANN, "T2", date(2026, 11, 22))))
+    bob = Customer(BOB, "Bob Ray", "Bob", (ticket(BOB, "T3", date(2026, 11, 21)), ticket(BOB, "T4", date(2026, 11, 22))))
+    recorded = {ann.key: {"T1": "2026-11-21"}, bob.key: {"T3": "2026-11-21"}}
+    remaining, dropped = drop_already_notified([ann, bob], recorded)
+    assert dropped == 2 and [(c.email, c.full_name, c.first_name, c.ticket_ids) for c in remaining] == [
+        (ANN, "Ann Lee", "Ann", ["T2"]), (BOB, "Bob Ray", "Bob", ["T4"])]
+
+
+def test_a_one_day_guard_defers_a_customer_emailed_today_and_no_guard_defers_nobody():
+    ann = customer(ANN, ticket(ANN, "T1", TODAY))
+    assert split_by_weekly_guard([ann], {ann.key: TODAY.isoformat()}, TODAY, 1) == ([], [ann])
+    assert split_by_weekly_guard([ann], {ann.key: TODAY.isoformat()}, TODAY, 0) == ([ann], [])
+    yesterday = date.fromordinal(TODAY.toordinal() - 1).isoformat()
+    assert split_by_weekly_guard([ann], {ann.key: yesterday}, TODAY, 1) == ([ann], [])
+
+
+def test_only_held_tickets_count_as_held_back():
+    held = {"T1": {"day": "2026-11-20", "reason": SKIP_BAD_DATE, "customer": "", "closed": ""}}
+    customers = [customer(ANN, ticket(ANN, "T1", TODAY), ticket(ANN, "T7", TODAY)), customer(BOB, ticket(BOB, "T8", TODAY))]
+    assert held_back_count(customers, held) == 1

@@ -154,3 +154,112 @@ def test_the_header_check_wants_from_and_message_id_only_with_a_sender_and_passe
     check_header_block(b"To: " + b"a" * 994 + b"\r\nSubject: s\r\nDate: d\r\nAuto-Submitted: a\r\n\r\n", False)
     with pytest.raises(UnsendableError, match=r"\(from, message-id\)$"):
         check_header_block(head, with_sender=True)
+
+
+# ---------------------------------------------------------------- names, headers and copies on their edges
+
+def test_a_ticket_id_with_a_slash_is_one_path_segment_of_its_link():
+    assert build_payload(customer("A/1"), LINKED)["tickets"][0]["url"] == "https://desk.example/t/A%2F1"
+
+
+def test_the_message_digest_is_stable_across_versions_and_belongs_to_one_address():
+    ann = customer("T1", "T2")
+    assert message_digest(ann) == message_digest(customer("T2", "T1"))
+    assert message_digest(ann) == "594961040ccb76f18bbe5f3a2578af37"   # receivers keep it across upgrades
+    assert message_digest(customer("T1", "T2", email_address="bob@example.com")) != message_digest(ann)
+
+
+def test_a_mailbox_setting_is_one_printable_address_with_an_optional_name():
+    from customer_message import parse_mailbox
+
+    assert parse_mailbox(" Help Desk <help@example.org> ", "--from") == ("Help Desk", "help@example.org")
+    assert parse_mailbox("help@example.org", "--from") == ("", "help@example.org")
+    with pytest.raises(ValueError, match=r"^--from must be one line of printable text$"):
+        parse_mailbox("Help <help@example.org>\nBcc: x@y.z", "--from")
+    with pytest.raises(ValueError, match=r"^--reply-to is not an email address \(use Name <address> or a bare address\)$"):
+        parse_mailbox("Help Desk", "--reply-to")
+
+
+def test_header_values_lose_line_breaks_and_names_fold_within_the_line_limit():
+    from customer_message import display_name, header_text, mailbox_text
+
+    assert header_text(" Printer\r\nBcc: x@y.z\t") == "Printer  Bcc: x@y.z"
+    plain = "A" * 60
+    assert display_name(plain) == f'"{plain}"' and display_name(plain + "A").startswith("=?utf-8?")
+    assert display_name("Zoë") == "=?utf-8?q?Zo=C3=AB?="
+    assert mailbox_text("", "a@example.org") == "a@example.org" and mailbox_text(" \n", "a@example.org") == "a@example.org"
+    long_name = "Zoë " * 40
+    mail = outgoing_mail(customer("T1", name=("Zoë", long_name.strip())), Content(), SENDER)
+    head = mail.data.split(b"\r\n\r\n", 1)[0]
+    assert all(len(line) <= 78 for line in head.split(b"\r\n")) and b"\n" not in head.replace(b"\r\n", b"")
+    assert str(read(mail.data)["To"]).startswith(" ".join(["Zoë"] * 40)[:30])
+
+
+def test_hostile_names_in_from_and_reply_to_go_out_as_their_literal_text():
+    trap = "=?utf-8?q?x=0D=0ABcc:_evil@example.org?="
+    mail = outgoing_mail(customer("T1"), Content(), Sender(trap, "help@example.org", (trap, "support@example.org")))
+    assert trap.encode() not in mail.data
+    message = read(mail.data)
+    assert message["From"].addresses[0].display_name == trap and message["Reply-To"].addresses[0].display_name == trap
+    assert message["Bcc"] is None
+
+
+def test_several_cc_addresses_are_folded_one_per_line():
+    mail = outgoing_mail(customer("T1"), Content(cc=("boss@example.org", "team@example.org")), SENDER)
+    assert b"Cc: boss@example.org,\r\n team@example.org\r\n" in mail.data
+
+
+def test_the_header_check_accepts_a_tab_folded_line_and_refuses_a_non_ascii_header_name():
+    check_header_block(b"To: a@b.c,\r\n\tx@y.z\r\nSubject: s\r\nDate: d\r\nAuto-Submitted: a\r\n\r\n", False)
+    with pytest.raises(UnsendableError, match=r"failed the check"):
+        check_header_block("To: a@b.c\r\nSubjéct: s\r\nDate: d\r\nAuto-Submitted: a\r\n\r\n".encode(), False)
+
+
+def test_the_subject_setting_and_the_moment_given_are_what_the_email_says():
+    from customer_message import build_email
+
+    moment = datetime(2026, 11, 25, 10, 30).astimezone()
+    message = build_email(customer("T1"), Content(subject="Closed: thanks"), SENDER, moment)
+    assert message["Subject"] == "Closed: thanks" and message["Date"].datetime == moment
+
+
+def test_an_ascii_mail_keeps_its_headers_7bit_and_its_7bit_copy_matches_the_8bit_one(monkeypatch):
+    import customer_message
+
+    class Clock(datetime):
+        ticks = 0
+
+        @classmethod
+        def now(cls, tz=None):
+            cls.ticks += 1
+            return datetime(2026, 11, 25, 10, 30, cls.ticks, tzinfo=tz)
+    monkeypatch.setattr(customer_message, "datetime", Clock)
+    mail = outgoing_mail(customer("T1", name=("Zoë", "Zoë Ünal")), Content(subject="Ticket geschlossen ✓"), SENDER)
+    head = mail.data.split(b"\r\n\r\n", 1)[0]
+    assert head.isascii() and mail.data_7bit.isascii()
+    eight, seven = read(mail.data), read(mail.data_7bit)
+    for header in ("From", "To", "Subject", "Date", "Message-ID"):
+        assert str(eight[header]) == str(seven[header])
+    assert eight["Subject"] == "Ticket geschlossen ✓"
+
+
+def test_a_non_ascii_reply_to_address_makes_the_mail_international():
+    mail = outgoing_mail(customer("T1"), Content(), Sender("Help", "help@example.org", ("Ünal", "zoë@exämple.de")))
+    assert mail.international
+
+
+def test_a_body_the_email_package_cannot_encode_rejects_that_customer_with_the_reason():
+    with pytest.raises(UnsendableError, match=r"^the email package cannot build it \(UnicodeEncodeError: "):
+        outgoing_mail(customer("T1"), Content(body_template=Template("broken \udcff")), SENDER)
+
+
+def test_every_mail_destination_and_the_preview_make_the_same_email():
+    from types import SimpleNamespace
+
+    from customer_message import emails_for
+
+    run = SimpleNamespace(content=LINKED, sender=SENDER)
+    made, direct = emails_for(run)(customer("T1")), outgoing_mail(customer("T1"), LINKED, SENDER)
+    assert (made.sender, made.recipient, made.cc, made.message_id) == (direct.sender, direct.recipient, direct.cc,
+                                                                       direct.message_id)
+    assert read(made.data).get_body(("plain",)).get_content() == read(direct.data).get_body(("plain",)).get_content()

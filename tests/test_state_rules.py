@@ -5,6 +5,7 @@ held and rejected entries. Written for the survivors of a mutation run (README, 
 import csv
 import json
 from datetime import date, datetime
+from pathlib import Path
 
 import pytest
 
@@ -197,3 +198,129 @@ def test_a_state_folder_that_is_writable_is_cleared_of_a_killed_run_s_temporary_
 def test_a_state_file_in_a_missing_folder_cannot_be_written_and_says_so(tmp_path):
     with pytest.raises(StateError, match="^cannot write the state file .*s.json: "):
         write_state_text(tmp_path / "missing" / "s.json", "{}")
+
+
+# ---------------------------------------------------------------- days, files and messages on their edges
+
+def test_a_day_past_tomorrow_is_named_with_the_check_and_a_long_value_is_cut_to_40_characters():
+    with pytest.raises(StateError) as future:
+        read(wrong(FULL, last_emailed={KEY: "2026-11-29"}))
+    assert str(future.value).startswith(f"state file: \"last_emailed.{KEY}\" is '2026-11-29', not a day this program "
+                                        "writes (the day 29/11/2026 is before 1970 or after tomorrow: check the year)")
+    with pytest.raises(StateError) as long_value:
+        read(wrong(FULL, last_emailed={KEY: "x" * 60}))
+    assert f"is '{'x' * 40}', not a day" in str(long_value.value)
+
+
+def test_text_a_person_reads_stays_readable_in_the_state_file(tmp_path):
+    state = RunState(date(2026, 11, 20), notified={KEY: {"Fall-ä1": "2026-11-21"}},
+                     rejected={KEY: {"day": "2026-11-22", "reason": "Adresse ungültig", "tickets": {}}},
+                     held={"Fall-ö2": {"day": "2026-11-22", "reason": "unparseable date", "customer": "", "closed": ""}})
+    save_state(tmp_path / "nested" / "deeper" / "s.json", state)
+    text = (tmp_path / "nested" / "deeper" / "s.json").read_text(encoding="utf-8")
+    assert "Fall-ä1" in text and "Adresse ungültig" in text and "Fall-ö2" in text
+    assert load_state(tmp_path / "nested" / "deeper" / "s.json", TODAY) == state
+
+
+def test_a_state_file_that_cannot_be_read_or_is_dated_after_the_run_s_today_is_named(tmp_path):
+    (tmp_path / "dir.json").mkdir()
+    with pytest.raises(StateError, match=r"^cannot read the state file .*dir\.json: Is a directory$"):
+        load_state(tmp_path / "dir.json", TODAY)
+    (tmp_path / "s.json").write_text('{"last_run_date": "01/12/2026"}')
+    with pytest.raises(StateError, match=r"^the state file .*s\.json: \"last_run_date\" '01/12/2026' is not usable"):
+        load_state(tmp_path / "s.json", TODAY)
+    with pytest.raises(StateError, match=r"^cannot write the state file .*s\.json: (Not a directory|File exists)$"):
+        save_state(tmp_path / "s.json" / "s.json", RunState(TODAY))
+
+
+@pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="names an open file through /proc (Linux)")
+def test_the_state_is_written_through_a_temporary_file_the_next_run_would_clean_up(tmp_path, monkeypatch):
+    import os
+
+    import state_file
+
+    seen = []
+    real_fsync = os.fsync
+    monkeypatch.setattr(state_file.os, "fsync", lambda fd: seen.append(os.readlink(f"/proc/self/fd/{fd}")) or real_fsync(fd))
+    write_state_text(tmp_path / "s.json", "{}")
+    [temp] = [Path(name) for name in seen]
+    assert temp.parent == tmp_path and temp.name.startswith(".s.json.") and temp.name.endswith(".tmp")
+
+
+def test_a_rename_that_keeps_failing_is_an_error_never_a_silent_loss(tmp_path, monkeypatch):
+    import state_file
+
+    def refuse(source, target):
+        raise PermissionError(13, "Permission denied")
+    monkeypatch.setattr(state_file.os, "replace", refuse)
+    monkeypatch.setattr(state_file.time, "sleep", lambda seconds: None)
+    with pytest.raises(StateError, match="^cannot write the state file .*: Permission denied$"):
+        write_state_text(tmp_path / "s.json", "{}")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_read_only_state_file_or_folder_is_refused_before_anything_is_sent(tmp_path):
+    import os
+    import stat
+
+    path = tmp_path / "s.json"
+    path.write_text("{}")
+    os.chmod(path, stat.S_IRUSR)
+    with pytest.raises(StateError, match=r"^.*s\.json is read-only: make it writable \(the run records every delivery"):
+        prepare_state_folder(path)
+    os.chmod(path, stat.S_IRUSR | stat.S_IWUSR)
+    if os.name == "posix":
+        os.chmod(tmp_path, stat.S_IRUSR | stat.S_IXUSR)
+        try:
+            with pytest.raises(StateError, match="^the state folder .* is read-only: make it writable or pass --state-file"):
+                prepare_state_folder(path)
+        finally:
+            os.chmod(tmp_path, stat.S_IRWXU)
+
+
+def test_rejected_csv_gets_one_bom_and_header_even_when_it_exists_empty_and_lists_every_ticket(tmp_path):
+    from state_file import append_rejected_csv
+
+    path = tmp_path / "rejected.csv"
+    path.write_bytes(b"")
+    line = rejected_csv_line(customer("ann@example.com", "T1", "T2"), TODAY, "HTTP 422")
+    append_rejected_csv(path, line)
+    append_rejected_csv(path, line)
+    data = path.read_bytes()
+    assert data.count("\ufeff".encode()) == 1 and data.startswith("\ufeffday,email,name,tickets,reason\r\n".encode())
+    assert data.count(b"2026-11-27,ann@example.com,Ann Lee,T1 T2,HTTP 422\r\n") == 2
+    with pytest.raises(StateError, match=r"^cannot write .*folder: Is a directory$"):
+        (tmp_path / "folder").mkdir()
+        append_rejected_csv(tmp_path / "folder", line)
+
+
+def test_a_rejected_csv_that_is_not_csv_names_the_reason(tmp_path):
+    path = tmp_path / "rejected.csv"
+    path.write_bytes(b"day,email\r\n" + b"x" * 200_000 + b"\r\n")
+    with pytest.raises(StateError, match=r"^cannot take this run's lines out of .*rejected\.csv \(field larger than field "):
+        remove_rejected_csv_lines(path, [["x"]])
+    with pytest.raises(StateError, match=r"^cannot take this run's lines out of .*missing\.csv \(No such file or directory\)"):
+        remove_rejected_csv_lines(tmp_path / "missing.csv", [["x"]])
+
+
+def test_withdrawing_a_customer_whose_refusal_was_never_recorded_changes_nothing(tmp_path):
+    writer = StateWriter(tmp_path / "s.json", RunState(date(2026, 11, 20)))
+    writer.withdraw_rejections([customer("ann@example.com", "T1")])
+    assert load_state(tmp_path / "s.json", TODAY) == RunState(date(2026, 11, 20))
+
+
+def test_a_second_run_is_refused_while_the_first_holds_the_lock_beside_the_state_file(tmp_path):
+    from state_file import acquire_lock
+
+    path = tmp_path / "new" / "folder" / "s.json"
+    first = acquire_lock(path)
+    try:
+        assert (tmp_path / "new" / "folder" / "s.json.lock").exists()
+        with pytest.raises(StateError, match=r"^another run is in progress \(it holds .*s\.json\.lock\); try again when "
+                                             "it has finished$"):
+            acquire_lock(path)
+    finally:
+        first.release()
+    (tmp_path / "file").write_text("")
+    with pytest.raises(StateError, match=r"^cannot create the lock file .*s\.json\.lock: (Not a directory|File exists)$"):
+        acquire_lock(tmp_path / "file" / "s.json")
