@@ -214,7 +214,8 @@ _PLAIN_NAME = re.compile(r"[A-Za-z0-9 !#$%&'*+,./:;<>?@^_`{|}~\[\]()-]*")
 
 def display_name(name: str) -> str:
     """A display name as it goes on the wire: a quoted string when plain, else RFC 2047 encoded
-    words (UTF-8) that say exactly the literal text, folded so that no line passes 78 characters."""
+    words (UTF-8) that say exactly the literal text, folded every 70 characters (a long name stays
+    readable; the 998-octet line limit itself is checked by check_header_block)."""
     from email.header import Header
 
     name = header_text(name)

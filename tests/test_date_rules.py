@@ -128,4 +128,4 @@ def test_days_of_the_state_and_since_lie_between_1970_and_tomorrow():
 def test_a_quoted_sheet_name_of_two_quotes_is_empty_and_a_cell_reads_its_letters():
     assert split_a1_range("''!A1:B2")[0] == ""
     assert split_a1_range("'a'!A1")[0] == "a"
-    assert a1_bounds("B2:D10") == a1_bounds("b2:d10")
+    assert a1_bounds("B2:D10") == a1_bounds("b2:d10") and a1_bounds("AX1:AX2") == (1, 50, 2, 50)

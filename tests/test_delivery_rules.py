@@ -370,3 +370,181 @@ def test_a_customer_given_back_after_the_other_workers_ended_is_still_delivered(
     results = deliver(route, ["a", "b"], workers=2, retries=0)
     watcher.join()
     assert sorted(results.delivered) == ["a", "b"] and results.not_attempted == []
+
+
+# ---------------------------------------------------------------- the second mutation run's survivors
+
+def test_a_route_s_bug_is_logged_with_its_traceback_and_named_in_the_failure(caplog):
+    class Broken(Channels):
+        def open_channel(self):
+            channel = super().open_channel()
+            channel.attempt = lambda message: 1 / 0
+            return channel
+    with caplog.at_level("DEBUG", logger="ticket_notifier"):
+        results = deliver(Broken({}), ["a"], retries=0)
+    assert results.failed == [("a", "sending to scripted:1 failed (ZeroDivisionError)")]
+    [record] = [r for r in caplog.records if r.getMessage() == "attempt failed"]
+    assert record.levelname == "DEBUG" and record.exc_info is not None
+
+
+def test_a_bug_while_making_a_message_is_logged_with_its_traceback(caplog):
+    def message_for(customer):
+        raise KeyError("subject")
+    with caplog.at_level("DEBUG", logger="ticket_notifier"):
+        deliver(Channels({}), ["a"], message_for=message_for)
+    [record] = [r for r in caplog.records if r.getMessage() == "delivery failed"]
+    assert record.levelname == "DEBUG" and record.exc_info is not None
+
+
+def test_the_outer_bound_is_the_timeout_and_one_second():
+    assert attempt_within(Slow(1.6), "m", 0.1, "host:1").kind == RETRY
+
+
+def test_the_last_worker_told_fewer_waits_one_backoff_then_tries_again(monkeypatch, caplog):
+    waits = []
+    monkeypatch.setattr(delivery, "backoff_seconds", lambda number, factor=1.0: waits.append((number, factor)) or 0)
+    route = Channels({"a": [Answer(FEWER, "421 too many connections"), Answer(DELIVERED, "ok")]})
+    results = deliver(route, ["a"], workers=1, retries=0, backoff_factor=0.25)
+    assert results.delivered == ["a"] and waits == [(1, 0.25)]
+
+
+def test_the_progress_counts_delivered_failed_and_refused_customers():
+    route = Channels({"a": [Answer(DELIVERED, "ok")], "b": [Answer(RETRY, "HTTP 503", "HTTP 503")], "c": [REFUSED]})
+    recorder = Recorder()
+    deliver(route, ["a", "b", "c"], recorder, workers=1, retries=0)
+    assert recorder.progress == [(1, 3), (2, 3), (3, 3)]
+
+
+@pytest.fixture
+def notifier_log(caplog):
+    """The job's log as the test sees it (attached to the job's logger, whatever an earlier test set up)."""
+    import logging
+
+    logger = logging.getLogger("ticket_notifier")
+    level = logger.level
+    logger.addHandler(caplog.handler)
+    logger.setLevel(logging.DEBUG)
+    yield caplog
+    logger.removeHandler(caplog.handler)
+    logger.setLevel(level)
+
+
+class Gated(Channels):
+    """Channels whose attempt at a message first waits for an event; each message's first channel is
+    noted before that wait, and each channel's close is flagged."""
+
+    def __init__(self, script, waits_for=None, gate: threading.Barrier | None = None) -> None:
+        super().__init__(script, gate)
+        self.waits_for = waits_for or {}
+        self.first_channel: dict[str, int] = {}
+        self.together: threading.Barrier | None = None
+        self.closed_event: dict[int, threading.Event] = {}
+
+    def open_channel(self):
+        channel = super().open_channel()
+        original_attempt, original_close = channel.attempt, channel.close
+        event = self.closed_flag(channel.number)
+
+        def attempt(message):
+            with self.lock:
+                first = message not in self.first_channel
+                self.first_channel.setdefault(message, channel.number)
+            if first and self.together is not None:
+                self.together.wait(10)      # every worker has taken its first customer
+            if message in self.waits_for:
+                self.waits_for[message]().wait(10)
+            return original_attempt(message)
+
+        def close():
+            original_close()
+            event.set()
+        channel.attempt, channel.close = attempt, close
+        return channel
+
+    def closed_flag(self, number: int) -> threading.Event:
+        with self.lock:
+            return self.closed_event.setdefault(number, threading.Event())
+
+    def closed_after(self, message: str) -> threading.Event:
+        """Set once the channel that first attempted `message` has closed (its worker ended)."""
+        for _ in range(1000):
+            with self.lock:
+                number = self.first_channel.get(message)
+            if number is not None:
+                return self.closed_flag(number)
+            time.sleep(0.01)
+        raise AssertionError(f"nobody attempted {message}")
+
+
+def test_a_worker_told_fewer_is_logged_and_gives_its_customer_to_one_still_running(notifier_log):
+    route = Gated({"a": [Answer(FEWER, "421 too many connections"), Answer(DELIVERED, "ok")],
+                   "b": [Answer(DELIVERED, "ok")]})
+    route.waits_for = {"b": lambda: route.closed_after("a")}           # b's worker runs until a's has ended
+    route.together = threading.Barrier(2)
+    results = deliver(route, ["a", "b"], workers=2, retries=0)
+    assert sorted(results.delivered) == ["a", "b"]
+    assert "421 too many connections; one connection fewer" in notifier_log.messages
+    assert [message for channel, message in route.attempts if channel == route.first_channel["a"]] == ["a"]
+
+
+def test_a_customer_whose_worker_ended_while_it_was_being_given_back_is_carried_on(monkeypatch):
+    """Told fewer while another worker still runs, then that worker ends before the give-back: the
+    worker told fewer keeps the customer instead of handing it to nobody."""
+    route = Gated({"a": [Answer(FEWER, "421 too many connections"), Answer(DELIVERED, "ok")],
+                   "b": [Answer(DELIVERED, "ok")]})
+    original_give_back = delivery._Run.give_back
+
+    def late_give_back(run, customer):
+        route.closed_after("b").wait(10)      # the other worker has run out of customers and ended
+        return original_give_back(run, customer)
+    monkeypatch.setattr(delivery._Run, "give_back", late_give_back)
+    route.together = threading.Barrier(2)
+    results = deliver(route, ["a", "b"], workers=2, retries=0)
+    assert sorted(results.delivered) == ["a", "b"] and results.not_attempted == []
+    assert route.attempts.count((route.first_channel["a"], "a")) == 2
+
+
+def test_with_three_workers_one_that_ran_out_does_not_make_another_the_last():
+    route = Gated({"x": [Answer(DELIVERED, "ok")], "a": [Answer(FEWER, "421 too many"), Answer(DELIVERED, "ok")],
+                   "c": [Answer(DELIVERED, "ok")]})
+    route.waits_for = {"a": lambda: route.closed_after("x"), "c": lambda: route.closed_after("a")}
+    route.together = threading.Barrier(3)
+    results = deliver(route, ["x", "a", "c"], workers=3, retries=0)
+    assert sorted(results.delivered) == ["a", "c", "x"]
+    assert [message for channel, message in route.attempts if channel == route.first_channel["a"]] == ["a"]
+
+
+def test_a_customer_taken_but_waiting_its_turn_when_the_run_stops_is_not_attempted():
+    route = Gated({"a": [Answer(STOP, "HTTP 401 no", "HTTP 401")], "b": [Answer(DELIVERED, "ok")]})
+    taken = threading.Event()
+    route.waits_for = {"a": lambda: taken}
+    threading.Timer(0.5, taken.set).start()        # b is taken meanwhile and waits 3 s for the rate limit
+    results = deliver(route, ["a", "b"], workers=2, max_per_minute=20)
+    assert results.not_attempted == ["b"] and results.failed == [("a", "HTTP 401 no")]
+
+
+def test_an_opening_withdrawn_keeps_the_job_s_own_refusals_and_lists_each_customer_once():
+    own_refusal_recorded = threading.Event()
+
+    class FailFirstAlike(Recorder):
+        failed_once = False
+
+        def on_rejected(self, customer, reason):
+            if customer in "abc" and not self.failed_once:
+                self.failed_once = True
+                raise OSError("rejected.csv is locked")
+            super().on_rejected(customer, reason)
+            if customer == "e":
+                own_refusal_recorded.set()
+
+    def message_for(customer):
+        if customer == "e":
+            raise UnsendableError("no usable template")
+        return customer
+    route = Gated({name: [REFUSED] for name in "abc"}, gate=threading.Barrier(3))
+    route.waits_for = dict.fromkeys("abc", lambda: own_refusal_recorded)
+    recorder = FailFirstAlike()
+    results = deliver(route, list("eabc"), recorder, message_for=message_for, workers=4)
+    assert sorted(results.failed) == [(name, "HTTP 422 bad field") for name in "abc"]
+    assert results.rejected == [("e", "not sent: no usable template")] == recorder.rejected
+    assert results.stop_exit_code == 2

@@ -192,7 +192,11 @@ def test_header_values_lose_line_breaks_and_names_fold_within_the_line_limit():
     mail = outgoing_mail(customer("T1", name=("Zoë", long_name.strip())), Content(), SENDER)
     head = mail.data.split(b"\r\n\r\n", 1)[0]
     assert all(len(line) <= 78 for line in head.split(b"\r\n")) and b"\n" not in head.replace(b"\r\n", b"")
-    assert str(read(mail.data)["To"]).startswith(" ".join(["Zoë"] * 40)[:30])
+    from email.header import decode_header, make_header
+
+    to = [line for line in head.replace(b"\r\n ", b" ").split(b"\r\n") if line.startswith(b"To: ")][0].decode()
+    name = to.removeprefix("To: ").removesuffix(" <ann@example.com>")
+    assert str(make_header(decode_header(name))) == long_name.strip()     # RFC 2047: adjacent words join
 
 
 def test_hostile_names_in_from_and_reply_to_go_out_as_their_literal_text():

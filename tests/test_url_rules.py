@@ -84,14 +84,17 @@ def test_a_ca_bundle_that_cannot_be_used_is_named_at_start(monkeypatch, tmp_path
     authority = certificates[0]
     folder = tmp_path / "certs"
     folder.mkdir()
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", "")                        # set but empty: not a bundle
+    assert unusable_ca_bundle() == ""
     monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(authority))
     monkeypatch.setenv("SSL_CERT_FILE", str(folder))                 # a folder of certificates is a capath
     assert unusable_ca_bundle() == ""
     monkeypatch.setenv("CURL_CA_BUNDLE", str(authority))              # the same file twice is checked once
     (tmp_path / "empty.pem").write_text("not a certificate\n")
     monkeypatch.setenv("HTTPLIB2_CA_CERTS", str(tmp_path / "empty.pem"))
-    assert unusable_ca_bundle().startswith("HTTPLIB2_CA_CERTS names a CA bundle that cannot be used (")
-    assert unusable_ca_bundle().endswith("): point it at a PEM file of certificates, or unset it")
+    assert unusable_ca_bundle() == ("HTTPLIB2_CA_CERTS names a CA bundle that cannot be used ([X509: "
+                                    "NO_CERTIFICATE_OR_CRL_FOUND] no certificate or crl found (_ssl.c:4154)): point it "
+                                    "at a PEM file of certificates, or unset it")
     monkeypatch.setenv("HTTPLIB2_CA_CERTS", str(tmp_path / "missing.pem"))
     assert unusable_ca_bundle() == ("HTTPLIB2_CA_CERTS names a CA bundle that cannot be used (No such file or "
                                     "directory): point it at a PEM file of certificates, or unset it")
