@@ -62,7 +62,8 @@ def bounded(kind: type, low: float, high: float):
 
 def build_parser(version: str) -> argparse.ArgumentParser:
     parser = _Parser(prog="process_ticket.py", allow_abbrev=False,
-                     description="Email customers, through a webhook or SMTP, the support tickets closed since the last run.")
+                     description="Email customers the support tickets closed since the last run, through one of: "
+                                 + ", ".join(destination.name for destination in all_destinations()) + ".")
     source = parser.add_argument_group("report")
     source.add_argument("-sheetid", "--sheet-id", dest="sheet_id", metavar="ID",
                         help="Google spreadsheet id or full sheet URL")

@@ -509,13 +509,16 @@ def test_a_customer_whose_worker_ended_while_it_was_being_given_back_is_carried_
     worker told fewer keeps the customer instead of handing it to nobody."""
     route = Gated({"a": [Answer(FEWER, "421 too many connections"), Answer(DELIVERED, "ok")],
                    "b": [Answer(DELIVERED, "ok")]})
+    giving_back = threading.Event()
     original_give_back = delivery._Run.give_back
 
     def late_give_back(run, customer):
+        giving_back.set()
         route.closed_after("b").wait(10)      # the other worker has run out of customers and ended
         return original_give_back(run, customer)
     monkeypatch.setattr(delivery._Run, "give_back", late_give_back)
     route.together = threading.Barrier(2)
+    route.waits_for = {"b": lambda: giving_back}        # b is answered once a's worker is giving a back
     results = deliver(route, ["a", "b"], workers=2, retries=0)
     assert sorted(results.delivered) == ["a", "b"] and results.not_attempted == []
     assert route.attempts.count((route.first_channel["a"], "a")) == 2
