@@ -1,0 +1,172 @@
+"""The survivors of the last mutation run, each with the one-line reason it survives. After
+`venv/bin/mutmut run --max-children 2`, from the repository's root:
+`venv/bin/python tests/mutation_ledger.py > tests/mutation_survivors.md`. A survivor no reason
+below fits is listed as TODO: give it a test, or a reason here."""
+
+from __future__ import annotations
+
+import ast
+import difflib
+import re
+import subprocess
+import sys
+from collections import Counter, defaultdict
+from pathlib import Path
+
+CODEC = "equivalent: codec and charset names are case-insensitive"
+HEADER_CASE = "equivalent: header field names are case-insensitive (RFC 5322 §1.2.2) and MIME types too"
+FALSY = "equivalent: None and False (or '' and None) are read the same way here"
+WINDOWS = "not observable off Windows: the retry on a locked file runs only on win32"
+LOCALE = "not observable on a UTF-8 locale (this machine and CI): only a non-UTF-8 default encoding or \\r\\n newline would differ"
+TEMPNAME = "equivalent: the name or folder of a temporary file that is renamed or removed at once"
+CTRL_C = "not observable in-process: thread names, daemon flags and join timeouts matter only on Ctrl+C, tested through the CLI (test_hostile), which a mutation run skips"
+LOG = "a diagnostic log line at DEBUG/INFO: its wording is not a rule"
+FASTPATH = "equivalent: only decides whether a cache or a fast path is used; the same parser gives the same answer"
+PADDING = "equivalent: pads a short row with more empty cells than needed, or pads a full row with none"
+
+RULES = [
+    # ticket_core
+    (r"ticket_core\.x_cell_text__", r"type\(None\)", FASTPATH),
+    (r"ticket_core\.x_is_valid_email__", r"rindex", "equivalent: the address pattern allows one '@', so index and rindex agree"),
+    (r"ticket_core\.x_find_columns__", r"\(none\)|\(NONE\)", "unreachable: find_columns runs only on a row with a known header, so some header is found"),
+    (r"ticket_core\.x_select_closed_tickets__", r"width|len\(row\) <=", PADDING),
+    (r"ticket_core\.x_select_closed_tickets__", r"type\(raw_date\)|type\(None\)", FASTPATH),
+    (r"ticket_core\.x_select_closed_tickets__", r"SKIP_NO_TICKET, None", "equivalent: the ticket cell is empty there, and cell_text(None) is '' too"),
+    (r"ticket_core\.x__find_layout__", r"\(1, None\)", "equivalent: the number is not read when every row is blank"),
+    (r"ticket_core\.x__find_layout__", r"None, True\)|first, None\)", "equivalent: a header layout never reads its first row again, and has_header None reads as False"),
+    (r"ticket_core\.xǁ_CellReaderǁ__init__", r"", "equivalent: a status that is not closed is falsy either way ('' or None)"),
+    (r"ticket_core\.x__seed_layout_doubt__", r"XXXX", "equivalent: 'XXXX' is no address either, so the doubt is the same"),
+    (r"ticket_core\.x_customer_key__", r"UTF-8", CODEC),
+    (r"ticket_core\.x_group_by_customer__", r"<= len\(group\)", "equivalent: sorting again by (date, length, id) keeps an order already sorted by distinct dates"),
+    (r"ticket_core\.x__drop_recorded__", r"or True", "equivalent: an empty record gives None from get() as well"),
+    (r"ticket_core\.x_split_by_weekly_guard__", r"", "equivalent: with no guard (min_days <= 0) the loop defers nobody either; inside it min_days > 0 always holds"),
+    (r"ticket_core\.x_next_held__", r"or True", "equivalent: the selected ids are only read when there are newly held tickets"),
+    # delivery
+    (r"delivery\.x_answer_text__", r"UTF-8", CODEC),
+    (r"delivery\.xǁRateLimiterǁ__init__", r"1\.0", "equivalent: the monotonic clock is far past one second, so max(now, 1.0) is now"),
+    (r"delivery\.x_attempt_within__", r"log\.debug", LOG),
+    (r"delivery\.x_attempt_within__", r"timeout \+ 2", "equivalent in outcome: an outer bound a second looser still ends an attempt that never answers"),
+    (r"delivery\.xǁ_Runǁ__init__", r"refused_alike", "equivalent: None is falsy like '', and no destination answers with the code 'XXXX'"),
+    (r"delivery\.xǁ_Runǁfinal_answer__", r"log\.debug", LOG),
+    (r"delivery\.xǁ_Runǁdeliver_one__", r"answer\.code\)|answer\.detail, \)|, None\)$|None, unreachable|detail, unreachable", "equivalent: the code of a final retry is never read (only refusals are compared)"),
+    (r"delivery\.xǁ_Runǁdeliver_one__", r"if attempted|\(attempted\)|Answer\(None, answer\.detail\)|Answer\(RETRY, None\) if|Answer\(answer\.detail\)|Answer\(RETRY, \) if", "not observable: only Ctrl+C can stop the last worker's wait after a 'fewer', and then deliver_all raises and this answer is never read"),
+    (r"delivery\.xǁ_Runǁgive_back__", r"-= 2|= 1$", "not killed: the count after a give-back only matters for a second 'fewer' among three or more workers, which no test stages"),
+    (r"delivery\.x_deliver_all__", r"Thread|join", CTRL_C),
+    (r"delivery\.xǁ_Runǁopening_of_alike_refusals__", r"failed = \[\(refused", "equivalent: while the opening lasts every failure is one of its own customers, taken out the line before"),
+    # customer_message
+    (r"customer_message\.x_ticket_link__", r"XXXX", "equivalent: 'X' needs no escaping in a URL either"),
+    (r"customer_message\.x_check_body_template__", r"", "equivalent: the check only needs substitute() to run; the values are never read"),
+    (r"customer_message\.x_message_digest__", r"UTF-8", CODEC),
+    (r"customer_message\.x_display_name__", r"UTF-8", CODEC),
+    (r"customer_message\.x_display_name__", r"maxlinelen=71", "equivalent: the fold width is a readability choice; the 998-octet limit is checked by check_header_block"),
+    (r"customer_message\.x_check_header_block__", r'", \)\[0\]|, 2\)\[0\]', "equivalent: only the part before the first blank line is read"),
+    (r"customer_message\.x_check_header_block__", r"XXXX", "equivalent: the replacement holds no CR or LF either"),
+    (r"customer_message\.x_check_header_block__", r"ASCII", CODEC),
+    (r"customer_message\.x_build_email__", r"policy=None", "equivalent: message_bytes writes the message with an explicit policy"),
+    (r"customer_message\.x_build_email__", r'message\["(from|FROM|to|TO|cc|CC|reply-to|REPLY-TO|subject|SUBJECT|auto-submitted|AUTO-SUBMITTED)"\]|subtype="HTML"', HEADER_CASE),
+    (r"customer_message\.x_build_email__", r'charset=|cte=transfer', "equivalent: the email package writes str content as UTF-8 by default, and charset names are case-insensitive"),
+    (r"customer_message\.x_outgoing_mail__", r'"quoted-printable"\), None\)', FALSY),
+    (r"customer_message\.x_outgoing_mail__", r"check_header_block\(data, None\)", "equivalent: build_email always writes From and Message-ID when there is a sender"),
+    (r"customer_message\.x_outgoing_mail__", r'"message-id"|"MESSAGE-ID"', HEADER_CASE),
+    # report_dates
+    (r"report_dates\.x_parse_iso_moment__", r"\) / \(", "equivalent: a timedelta divided by -1 or 1 equals it multiplied"),
+    (r"report_dates\.x_check_date_format__", r"XXXX", "equivalent: any text shows the same format error"),
+    (r"report_dates\.x_local_time__", r"or True", "equivalent: astimezone() reads a naive moment as local time and gives it back unchanged"),
+    (r"report_dates\.x__strptime_regex__", r"", "equivalent: the regex is strptime's own fast path; when it declines, strptime reads the same value"),
+    (r"report_dates\.xǁDateParserǁ__init__", r"", FASTPATH),
+    (r"report_dates\.xǁDateParserǁparse__", r"XXXX", "equivalent: an empty cell and 'XXXX' are both no date"),
+    (r"report_dates\.xǁDateParserǁ_from_serial__", r"1000001", "equivalent: no whole number of microseconds rounds differently"),
+    # state_file
+    (r"state_file\.x_state_from_json__|state_file\.xǁ_Checkerǁ", r"moment=None", FALSY),
+    (r"state_file\.x__entry_text__|state_file\.x__state_text__", r"ensure_ascii=None", FALSY),
+    (r"state_file\.", r"UTF-8|utf-8-SIG|UTF-8-SIG", CODEC),
+    (r"state_file\.x__replace__", r"", WINDOWS),
+    (r"state_file\.x_write_state_text__", r"encoding=None|newline=None|\"w\", newline|encoding=\"utf-8\", \)", LOCALE),
+    (r"state_file\.", r"missing_ok", "equivalent: the file is there to remove (it was just found or made)"),
+    (r"state_file\.x_prepare_state_folder__|state_file\.x_write_probe__", r"write_probe\(None\)|dir=None|\.tmp\", \)", "not observable as root (tests run as root): the probe lands elsewhere and still succeeds; a folder that refuses root's writes cannot be staged, and the folder's write bit is tested"),
+    (r"state_file\.x_write_probe__", r"mkstemp", TEMPNAME),
+    (r"state_file\.x_write_probe__", r"_reason\(None\)", "not observable as root: a probe that fails cannot be staged"),
+    (r"state_file\.x_append_rejected_csv__", r"newline", LOCALE),
+    (r"state_file\.x_append_rejected_csv__", r"or True", "equivalent: Python writes a BOM only at the start of a file, also when appending"),
+    (r"state_file\.x_remove_rejected_csv_lines__", r"newline", "equivalent: rejected.csv cells never hold line breaks (a reason is one line)"),
+    (r"state_file\.x_remove_rejected_csv_lines__", r"mkstemp|Path\(None\)", TEMPNAME),
+    (r"state_file\.xǁStateWriterǁ__init__", r"strict|_changes = 1", "equivalent: keys and items of one dict always zip evenly; the change counter only needs to grow"),
+    (r"state_file\.xǁStateWriterǁ_changed__|state_file\.xǁStateWriterǁ_save_including__", r"", "equivalent: the change counter only needs to grow; a save of what is already saved writes the same text"),
+    (r"state_file\.xǁStateWriterǁ_settle_held__", r"or True", "equivalent: with nothing held, held_settled_by gives None as well"),
+    (r"state_file\.x_acquire_lock__", r"timeout=1", "equivalent in outcome: the same refusal after a one-second wait (no test measures time)"),
+    # url_rules
+    (r"url_rules\.x_unusable_ca_bundle__", r"get\(name, None\)|get\(name, \)", FALSY),
+    (r"url_rules\.x_unusable_ca_bundle__", r"if not value and", "equivalent: an empty variable names no file, and ssl loads nothing from it without an error"),
+    (r"url_rules\.x_unusable_ca_bundle__", r"seen\.add\(None\)", "equivalent: a bundle named twice is checked twice with the same answer"),
+    (r"url_rules\.x_unusable_ca_bundle__", r"reason", "equivalent: the errors ssl raises for a bundle (a missing file, a bad PEM) always carry strerror, so the fallbacks after it are never read"),
+    (r"url_rules\.x_url_secrets__", r"", "equivalent: the label of a URL is only used in a message, and this call hides the message"),
+]
+
+
+
+def mutant_diffs() -> list[dict]:
+    """Every mutant `mutmut results` lists (those not killed), with its status and changed lines."""
+    out = subprocess.run([sys.executable, "-m", "mutmut", "results"], capture_output=True, text=True).stdout
+    listed = [(line.split(":")[0].strip(), line.split(":")[1].strip()) for line in out.splitlines() if ":" in line]
+    sources: dict[str, dict[str, list[str]]] = {}
+    records = []
+    for name, status in listed:
+        module, _, function = name.partition(".")
+        if module not in sources:
+            text = Path(f"mutants/{module}.py").read_text(encoding="utf-8")
+            lines = text.splitlines()
+            sources[module] = {node.name: lines[node.lineno - 1:node.end_lineno] for node in ast.walk(ast.parse(text))
+                               if isinstance(node, ast.FunctionDef) and "__mutmut_" in node.name}
+        found = sources[module]
+        short_name = function.split("ǁ")[-1]
+        original_name = function.rsplit("__mutmut_", 1)[0] + "__mutmut_orig"
+        mutant = found.get(function) or found.get(short_name)
+        original = found.get(original_name) or found.get(original_name.split("ǁ")[-1])
+        minus: list[str] = []
+        plus: list[str] = []
+        if mutant is not None and original is not None:
+            mutant = [line.replace(function, original_name).replace(short_name, original_name.split("ǁ")[-1])
+                      for line in mutant]
+            for line in difflib.unified_diff(original, mutant, lineterm="", n=0):
+                if line[:3] not in ("---", "+++") and not line.startswith("@@"):
+                    (minus if line.startswith("-") else plus).append(line[1:].strip())
+        records.append({"name": name, "status": status, "minus": minus, "plus": plus})
+    return records
+
+
+def reason_for(record: dict) -> str:
+    diff = " ".join(record["minus"] + ["=>"] + record["plus"])
+    for name_pattern, diff_pattern, reason in RULES:
+        if re.search(name_pattern, record["name"]) and re.search(diff_pattern, diff):
+            return reason
+    return "TODO"
+
+
+def short(lines: list[str]) -> str:
+    text = " / ".join(lines)
+    return text if len(text) <= 110 else text[:107] + "..."
+
+
+def main() -> None:
+    survivors = [record for record in mutant_diffs() if record["status"] == "survived"]
+    by_module = defaultdict(list)
+    for record in survivors:
+        by_module[record["name"].split(".")[0]].append(record)
+    print("# Surviving mutants and why they survive\n")
+    print("The mutants `venv/bin/mutmut run --max-children 2` leaves alive in the rule modules (README,")
+    print('"Mutation testing"), each with the one-line reason no test kills it. Made by')
+    print("`tests/mutation_ledger.py`; after a run, make it again and give every new survivor a test or a reason.\n")
+    print("| reason | survivors |\n|---|---:|")
+    for reason, count in Counter(map(reason_for, survivors)).most_common():
+        print(f"| {reason} | {count} |")
+    kinds = Counter(reason_for(record).split(":")[0] for record in survivors)
+    print("\nIn all: " + ", ".join(f"{count} {kind}" for kind, count in kinds.most_common()) + ".")
+    for module in sorted(by_module):
+        print(f"\n## {module}.py\n\n| mutant | the change | why it survives |\n|---|---|---|")
+        for record in by_module[module]:
+            change = f"`{short(record['minus'])}` → `{short(record['plus'])}`".replace("|", "\\|")
+            print(f"| `{record['name']}` | {change} | {reason_for(record)} |")
+
+
+if __name__ == "__main__":
+    main()
