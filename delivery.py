@@ -176,7 +176,7 @@ class _Run:
     def take(self) -> object | None:
         """The next customer (one given back first); None ends the worker: none left, or the run stopped."""
         with self.lock:
-            if self.stop.is_set() or not self.given_back and self.next_index >= len(self.customers):
+            if self.stop.is_set() or (not self.given_back and self.next_index >= len(self.customers)):
                 self.workers_left -= 1
                 return None
             if self.given_back:
