@@ -182,10 +182,11 @@ def _replace(source: str, target: Path) -> None:
 def prepare_state_folder(path: Path) -> None:
     """Before a live run sends anything: its files can be written (a read-only state file or folder
     would otherwise be found after the first delivery, which then goes out again next week), and
-    the temporary files a killed run left behind are removed."""
+    the temporary files a killed run left behind (of the state file and rejected.csv) are removed."""
     folder = path.parent
-    for leftover in folder.glob(_temp_prefix(path) + "*.tmp"):
-        leftover.unlink(missing_ok=True)
+    for written in (path, rejected_csv_path(path)):
+        for leftover in folder.glob(_temp_prefix(written) + "*.tmp"):
+            leftover.unlink(missing_ok=True)
     for existing in (path, rejected_csv_path(path)):
         if existing.exists() and (not os.access(existing, os.W_OK) or not existing.stat().st_mode & stat.S_IWUSR):
             raise StateError(f"{existing} is read-only: make it writable (the run records every delivery in it)")
@@ -253,7 +254,7 @@ def remove_rejected_csv_lines(path: Path, lines: list[list[str]]) -> None:
         if rows in ([], [list(REJECTED_CSV_HEADER)]):  # no refusal left: as if none had been written
             path.unlink()
             return
-        handle_number, temp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        handle_number, temp_name = tempfile.mkstemp(prefix=_temp_prefix(path), suffix=".tmp", dir=path.parent)
         try:
             with os.fdopen(handle_number, "w", encoding="utf-8-sig", newline="") as temp:
                 csv.writer(temp).writerows(rows)

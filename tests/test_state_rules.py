@@ -189,6 +189,7 @@ def test_a_state_folder_that_is_writable_is_cleared_of_a_killed_run_s_temporary_
     path = tmp_path / "s.json"
     (tmp_path / ".s.json.abc.tmp").write_text("half")
     (tmp_path / ".other.json.abc.tmp").write_text("not ours")
+    (tmp_path / ".rejected.csv.xyz.tmp").write_text("half")
     prepare_state_folder(path)
     assert sorted(p.name for p in tmp_path.iterdir()) == [".other.json.abc.tmp"]
     write_state_text(path, "{}")
@@ -324,3 +325,25 @@ def test_a_second_run_is_refused_while_the_first_holds_the_lock_beside_the_state
     (tmp_path / "file").write_text("")
     with pytest.raises(StateError, match=r"^cannot create the lock file .*s\.json\.lock: (Not a directory|File exists)$"):
         acquire_lock(tmp_path / "file" / "s.json")
+
+
+def test_rejected_csv_is_rewritten_through_a_temporary_file_the_next_run_would_clean_up(tmp_path, monkeypatch):
+    import tempfile
+
+    import state_file
+
+    made = []
+    real_mkstemp = tempfile.mkstemp
+
+    def recording_mkstemp(*args, **kwargs):
+        handle, name = real_mkstemp(*args, **kwargs)
+        made.append(Path(name))
+        return handle, name
+    monkeypatch.setattr(state_file.tempfile, "mkstemp", recording_mkstemp)
+    path = tmp_path / "rejected.csv"
+    keep, drop = (rejected_csv_line(customer(email, "T1"), TODAY, "HTTP 422") for email in ("a@x.org", "b@x.org"))
+    with path.open("w", encoding="utf-8-sig", newline="") as handle:
+        csv.writer(handle).writerows([["day", "email", "name", "tickets", "reason"], keep, drop])
+    remove_rejected_csv_lines(path, [drop])
+    [temp] = made
+    assert temp.parent == tmp_path and temp.name.startswith(".rejected.csv.") and temp.name.endswith(".tmp")
