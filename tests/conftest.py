@@ -315,6 +315,54 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
+class ScriptedChannels:
+    """A route whose every channel answers from one script: script[message] is a list of Answers (the
+    last one repeats). Each attempt is logged as (channel number, message); closes are counted."""
+    label = "scripted:1"
+
+    def __init__(self, script, gate: threading.Barrier | None = None) -> None:
+        self.script = {message: list(answers) for message, answers in script.items()}
+        self.attempts: list[tuple[int, str]] = []
+        self.closed: list[int] = []
+        self.opened = 0
+        self.gate = gate
+        self.lock = threading.Lock()
+
+    def open_channel(self):
+        with self.lock:
+            self.opened += 1
+            return _Channel(self, self.opened)
+
+    def shutdown(self) -> None:
+        pass
+
+    @property
+    def messages(self) -> list[str]:
+        """The messages attempted, in order, whatever the channel."""
+        return [message for _, message in self.attempts]
+
+
+class _Channel:
+    def __init__(self, route: ScriptedChannels, number: int) -> None:
+        self.route, self.number = route, number
+
+    def attempt(self, message):
+        with self.route.lock:
+            self.route.attempts.append((self.number, message))
+            answers = self.route.script[message]
+            answer = answers.pop(0) if len(answers) > 1 else answers[0]
+        if self.route.gate is not None:
+            self.route.gate.wait(10)
+        return answer
+
+    def reset(self) -> None:
+        pass
+
+    def close(self) -> None:
+        with self.route.lock:
+            self.route.closed.append(self.number)
+
+
 class ScriptedDestination:
     """A destination whose answers a test scripts: `answer(customer_email, attempt number)` gives each
     attempt's delivery.Answer. The story runs in-process with it (run_story)."""

@@ -7,6 +7,7 @@ import threading
 import time
 
 import pytest
+from conftest import ScriptedChannels as Channels
 
 import delivery
 from delivery import (
@@ -25,49 +26,6 @@ from delivery import (
     deliver_all,
     retry_wait,
 )
-
-
-class Channels:
-    """A route whose every channel answers from one script: script[message] is a list of Answers (the
-    last one repeats). Each attempt is logged as (channel number, message); closes are counted."""
-    label = "scripted:1"
-
-    def __init__(self, script, gate: threading.Barrier | None = None) -> None:
-        self.script = {message: list(answers) for message, answers in script.items()}
-        self.attempts: list[tuple[int, str]] = []
-        self.closed: list[int] = []
-        self.opened = 0
-        self.gate = gate
-        self.lock = threading.Lock()
-
-    def open_channel(self):
-        with self.lock:
-            self.opened += 1
-            return _Channel(self, self.opened)
-
-    def shutdown(self) -> None:
-        pass
-
-
-class _Channel:
-    def __init__(self, route: Channels, number: int) -> None:
-        self.route, self.number = route, number
-
-    def attempt(self, message):
-        with self.route.lock:
-            self.route.attempts.append((self.number, message))
-            answers = self.route.script[message]
-            answer = answers.pop(0) if len(answers) > 1 else answers[0]
-        if self.route.gate is not None:
-            self.route.gate.wait(10)
-        return answer
-
-    def reset(self) -> None:
-        pass
-
-    def close(self) -> None:
-        with self.route.lock:
-            self.route.closed.append(self.number)
 
 
 @pytest.fixture(autouse=True)

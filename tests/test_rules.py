@@ -5,7 +5,6 @@ import csv
 import json
 import logging
 import smtplib
-import threading
 import time
 from datetime import date, datetime, timedelta
 from pathlib import Path
@@ -13,7 +12,7 @@ from string import Template
 from types import SimpleNamespace
 
 import pytest
-from conftest import Reply, read_state, run_cli, write_csv, write_state
+from conftest import Reply, ScriptedChannels, read_state, run_cli, write_csv, write_state
 
 from a1_range import a1_bounds
 from customer_message import Content, render_html
@@ -114,63 +113,35 @@ def test_retry_after_is_honoured_and_capped_at_120_seconds():
     assert 1 <= retry_wait(Answer(RETRY, "x"), 1) <= 1.25 and 4 <= retry_wait(Answer(RETRY, "x"), 3) <= 5
 
 
-class ScriptedRoute:
-    """A destination whose answers are scripted per message: script[message] is a list of Answers."""
-    label = "scripted:1"
-
-    def __init__(self, script):
-        self.script = {key: list(answers) for key, answers in script.items()}
-        self.attempts: list[str] = []
-        self.lock = threading.Lock()
-
-    def open_channel(self):
-        return self
-
-    def attempt(self, message):
-        with self.lock:
-            self.attempts.append(message)
-            answers = self.script[message]
-            return answers.pop(0) if len(answers) > 1 else answers[0]
-
-    def reset(self):
-        pass
-
-    def close(self):
-        pass
-
-    def shutdown(self):
-        pass
-
-
 def deliver(route, customers, **policy):
     return deliver_all(route, customers, DeliveryPolicy(**{"timeout": 5, "backoff_factor": 0.01, **policy}),
                        lambda message: message, lambda message: None)
 
 
 def test_a_backoff_wait_is_cut_short_by_a_stop():
-    route = ScriptedRoute({"waits": [Answer(RETRY, "busy")], "stops": [Answer(STOP, "401")]})
+    route = ScriptedChannels({"waits": [Answer(RETRY, "busy")], "stops": [Answer(STOP, "401")]})
     started = time.monotonic()
     results = deliver(route, ["waits", "stops"], workers=2, retries=3, backoff_factor=60)
     assert time.monotonic() - started < 30       # the 60 s backoff did not run out
-    assert route.attempts.count("waits") == 1 and results.stop_exit_code == 2
+    assert route.messages.count("waits") == 1 and results.stop_exit_code == 2
 
 
 def test_unreachable_means_every_attempt_failed_to_connect():
     unreachable, answered = Answer(RETRY, "refused", unreachable=True), Answer(RETRY, "503", "HTTP 503")
-    route = ScriptedRoute({f"c{n}": [unreachable, answered] for n in range(4)})
+    route = ScriptedChannels({f"c{n}": [unreachable, answered] for n in range(4)})
     results = deliver(route, [f"c{n}" for n in range(4)], workers=1, retries=1)
     assert results.stop_reason == "" and len(results.failed) == 4    # answered once each: not unreachable
-    route = ScriptedRoute({f"c{n}": [answered, unreachable] for n in range(4)})
+    route = ScriptedChannels({f"c{n}": [answered, unreachable] for n in range(4)})
     results = deliver(route, [f"c{n}" for n in range(4)], workers=1, retries=1)
     assert results.stop_reason == "" and len(results.not_attempted) == 0
 
 
 def test_three_unreachable_customers_in_a_row_stop_and_two_do_not():
     unreachable = Answer(RETRY, "refused", unreachable=True)
-    route = ScriptedRoute({f"c{n}": [unreachable] for n in range(5)})
+    route = ScriptedChannels({f"c{n}": [unreachable] for n in range(5)})
     results = deliver(route, [f"c{n}" for n in range(5)], workers=1, retries=0)
     assert results.stop_exit_code == 1 and len(results.failed) == 3 and len(results.not_attempted) == 2
-    route = ScriptedRoute({"c0": [unreachable], "c1": [unreachable], "c2": [Answer(DELIVERED, "ok")],
+    route = ScriptedChannels({"c0": [unreachable], "c1": [unreachable], "c2": [Answer(DELIVERED, "ok")],
                            "c3": [unreachable], "c4": [unreachable]})
     results = deliver(route, ["c0", "c1", "c2", "c3", "c4"], workers=1, retries=0)
     assert results.stop_reason == "" and len(results.delivered) == 1
