@@ -77,6 +77,29 @@ def test_files_without_quotes_read_exactly_as_csv_reader_reads_them(tmp_path, mo
     assert len(got) == len(expected)
 
 
+def _report_with_late_row(tmp_path, late_row: str):
+    """A report whose `late_row` comes after the encoding pass's first block, with a two-byte
+    character split by that block's end."""
+    size = report_readers._CHUNK_BYTES
+    filler = "Ann,Lee,ann@example.com,9,Open,01/11/2026\n"
+    head = filler * (size // len(filler) - 1) + "Bea,Lee,bea@example.com,8,Open,01/11/2026,"
+    data = (head + "x" * (size - 1 - len(head)) + "é\n" + late_row).encode("utf-8")
+    assert data[size - 1:size + 1] == "é".encode("utf-8")
+    path = tmp_path / "late.csv"
+    path.write_bytes(data)
+    return path
+
+
+def test_the_encoding_pass_judges_the_whole_file_not_its_first_block(tmp_path):
+    """A UTF-8 character split between two blocks is still UTF-8; a quote or a NUL byte in a later
+    block decides as one in the first would."""
+    quoted = _report_with_late_row(tmp_path, '"Zoë, Jr.",Müller,zoe@example.com,1,Closed,21/11/2026\n')
+    assert closed(quoted) == [("zoe@example.com", "1", "Zoë, Jr. Müller", "2026-11-21")]
+    with_nul = _report_with_late_row(tmp_path, "Zoë,Müller,zoe@example.com,1,Closed,21/11/2026\x00\n")
+    with pytest.raises(ReportError, match="NUL bytes"):
+        read_report(with_nul)
+
+
 def test_unreadable_reports_raise_report_error(tmp_path):
     (tmp_path / "broken.xlsx").write_bytes(b"not a zip")
     (tmp_path / "old.xls").write_bytes(b"\xd0\xcf")
