@@ -84,7 +84,7 @@ def _report_with_late_row(tmp_path, late_row: str):
     filler = "Ann,Lee,ann@example.com,9,Open,01/11/2026\n"
     head = filler * (size // len(filler) - 1) + "Bea,Lee,bea@example.com,8,Open,01/11/2026,"
     data = (head + "x" * (size - 1 - len(head)) + "é\n" + late_row).encode("utf-8")
-    assert data[size - 1:size + 1] == "é".encode("utf-8")
+    assert data[size - 1:size + 1] == "é".encode()
     path = tmp_path / "late.csv"
     path.write_bytes(data)
     return path
