@@ -234,15 +234,15 @@ def select_closed_tickets(rows: Iterable[Sequence[object]], since: date, now: da
         if selection.layout_doubt:
             selection.warnings.append(selection.layout_doubt)
 
-    cells = _CellReader(columns, options)
+    by_email, skipped_rows, other_statuses = selection.by_email, selection.skipped_rows, defaultdict(int)
+    cells = _CellReader(columns, options, by_email)
     earliest = datetime(since.year, since.month, since.day)
     latest = now + timedelta(days=1)
     i_status, i_date, i_ticket, i_email = (columns[role] for role in ("status", "date", "ticket", "email"))
     i_subject = columns.get("subject")
     width = max(columns.values()) + 1
-    closed_status, closed_at_of, address_of, names_of, name_cells = (
-        cells.closed_status, cells.closed_at, cells.address, cells.names, cells.name_cells)
-    by_email, skipped_rows, other_statuses = selection.by_email, selection.skipped_rows, defaultdict(int)
+    closed_status, closed_at_of, address_of, customer_of, names_of, name_cells = (
+        cells.closed_status, cells.closed_at, cells.address, cells.customer, cells.names, cells.name_cells)
     recall = options.recall
 
     def skip(row_number: int, reason: str, value: object, row: Sequence[object], closed_date: str = "") -> None:
@@ -283,14 +283,11 @@ def select_closed_tickets(rows: Iterable[Sequence[object]], since: date, now: da
         if not ticket_id:
             skip(row_number, SKIP_NO_TICKET, ticket_id, row)
             continue
-        email, email_key = address_of[row[i_email]]
-        if not email_key:
+        email, tickets = customer_of[row[i_email]]
+        if tickets is None:
             skip(row_number, SKIP_NO_EMAIL, row[i_email], row, iso_moment(closed_at, has_time))
             continue
-        tickets = by_email.get(email_key)
-        if tickets is None:
-            tickets = by_email[email_key] = {}
-        elif ticket_id in tickets and closed_at < tickets[ticket_id].closed_at:
+        if ticket_id in tickets and closed_at < tickets[ticket_id].closed_at:
             continue
         first_name, full_name = names_of[name_cells(row)]
         subject = None if i_subject is None else cell_text(row[i_subject])
@@ -332,12 +329,14 @@ class _CellReader:
     """What each distinct cell means, worked out once per report: reports repeat the same few statuses,
     dates, addresses and names, so a known cell costs one dict lookup."""
 
-    def __init__(self, columns: Mapping[str, int], options: SelectOptions) -> None:
+    def __init__(self, columns: Mapping[str, int], options: SelectOptions,
+                 by_email: dict[str, dict[str, ClosedTicket]]) -> None:
         closed = {status.strip().casefold(): status.strip() for status in options.closed_statuses}
         self.parser = DateParser(options.date_formats)
         self.closed_status = _Memo(lambda cell: closed.get(cell_text(cell).casefold(), ""))  # '' when not closed
         self.closed_at = _Memo(self.parser.parse)          # (moment, has time) or None
         self.address = _Memo(_email_and_key)               # (email, key); the key is '' when not usable
+        self.customer = _Memo(partial(_customer_tickets, by_email))  # (email, tickets by id); None when not usable
         self.names = _Memo(_person_names_reader(columns))  # (first name, full name) of a row's name cells
         self.name_cells = _cells_getter([columns[role] for role in NAME_ROLES if role in columns])
 
@@ -424,6 +423,14 @@ def _email_and_key(cell: object) -> tuple[str, str]:
     """The address as written (trimmed) and its key; the key is '' when it is not one address."""
     email = cell_text(cell)
     return email, address_key(email) if is_valid_email(email) else ""
+
+
+def _customer_tickets(by_email: dict[str, dict[str, ClosedTicket]], cell: object) -> tuple[str, dict | None]:
+    """The address in a ticket's cell as written (trimmed), and the tickets of the customer it names,
+    by id: one lookup for both. A new customer joins `by_email` here, so customers keep the order
+    in which the report first names them. None for the tickets when the cell is not one usable address."""
+    email, key = _email_and_key(cell)
+    return email, (by_email.setdefault(key, {}) if key else None)
 
 
 def _person_names_reader(columns: Mapping[str, int]) -> Callable[[tuple], tuple[str, str]]:
