@@ -14,6 +14,7 @@ import multiprocessing
 import os
 import platform
 import random
+import shutil
 import socket
 import statistics
 import subprocess
@@ -191,6 +192,7 @@ def measure_delivery_repeated(folder: Path, repeats: int, customers: int, latenc
         runs, bare = [], []
         for attempt in range(repeats):
             run_folder = folder / f"delivery_{customers}_{attempt}"
+            shutil.rmtree(run_folder, ignore_errors=True)  # a --keep folder holds the last bench's state files
             run_folder.mkdir()
             runs.append(measure_delivery(run_folder, port, connections, customers, workers))
             bare.append(bare_requests(port, customers, workers))
