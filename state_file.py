@@ -183,11 +183,11 @@ def prepare_state_folder(path: Path) -> None:
     """Before a live run sends anything: its files can be written (a read-only state file or folder
     would otherwise be found after the first delivery, which then goes out again next week), and
     the temporary files a killed run left behind (of the state file and rejected.csv) are removed."""
-    folder = path.parent
-    for written in (path, rejected_csv_path(path)):
-        for leftover in folder.glob(_temp_prefix(written) + "*.tmp"):
+    folder, written = path.parent, (path, rejected_csv_path(path))
+    for file in written:
+        for leftover in folder.glob(_temp_prefix(file) + "*.tmp"):
             leftover.unlink(missing_ok=True)
-    for existing in (path, rejected_csv_path(path)):
+    for existing in written:
         if existing.exists() and (not os.access(existing, os.W_OK) or not existing.stat().st_mode & stat.S_IWUSR):
             raise StateError(f"{existing} is read-only: make it writable (the run records every delivery in it)")
     if os.name == "posix" and not folder.stat().st_mode & stat.S_IWUSR:
