@@ -8,10 +8,10 @@ import time
 from datetime import date, timedelta
 
 import pytest
-from conftest import ROOT, Reply, ScriptedChannels, clean_env, read_state, run_cli, write_csv, write_state
+from conftest import ROOT, Reply, clean_env, read_state, run_cli, write_csv, write_state
 from standardwebhooks.webhooks import Webhook
 
-from delivery import DELIVERED, RETRY, Answer, DeliveryPolicy, deliver_all
+from delivery import DeliveryPolicy, deliver_all
 from webhook_route import WebhookMessage, WebhookRoute, sign
 
 SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
@@ -247,27 +247,3 @@ def test_workers_send_concurrently(tmp_path, webhook):
     assert result.returncode == 0
     assert len(webhook.requests) == 12
     assert webhook.max_in_flight >= 2
-
-
-def one_answer_each(answers):
-    """A scripted route that gives each customer its one answer, on every attempt."""
-    return ScriptedChannels({customer: [answer] for customer, answer in answers.items()})
-
-
-UNREACHABLE = Answer(RETRY, "could not connect to scripted:1", unreachable=True)
-
-
-def test_an_answer_from_the_destination_ends_an_unreachable_streak():
-    answers = {"a": UNREACHABLE, "b": UNREACHABLE, "c": Answer(RETRY, "HTTP 500", "HTTP 500"), "d": UNREACHABLE,
-               "e": UNREACHABLE, "f": Answer(DELIVERED, "HTTP 200")}
-    results = deliver_all(one_answer_each(answers), list(answers), DeliveryPolicy(workers=1, retries=0),
-                          lambda customer: customer, lambda customer: None)
-    assert results.stop_reason == "" and results.delivered == ["f"] and len(results.failed) == 5
-
-
-def test_three_unreachable_customers_in_a_row_stop_the_run_with_exit_1():
-    answers = {name: UNREACHABLE for name in "abcde"}
-    results = deliver_all(one_answer_each(answers), list(answers), DeliveryPolicy(workers=1, retries=0),
-                          lambda customer: customer, lambda customer: None)
-    assert results.stop_exit_code == 1 and "scripted:1 for 3 customers in a row" in results.stop_reason
-    assert results.not_attempted == ["d", "e"]

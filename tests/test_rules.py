@@ -137,14 +137,23 @@ def test_unreachable_means_every_attempt_failed_to_connect():
 
 
 def test_three_unreachable_customers_in_a_row_stop_and_two_do_not():
-    unreachable = Answer(RETRY, "refused", unreachable=True)
+    unreachable = Answer(RETRY, "could not connect to scripted:1", unreachable=True)
     route = ScriptedChannels({f"c{n}": [unreachable] for n in range(5)})
     results = deliver(route, [f"c{n}" for n in range(5)], workers=1, retries=0)
-    assert results.stop_exit_code == 1 and len(results.failed) == 3 and len(results.not_attempted) == 2
+    assert results.stop_exit_code == 1 and "scripted:1 for 3 customers in a row" in results.stop_reason
+    assert len(results.failed) == 3 and results.not_attempted == ["c3", "c4"]
     route = ScriptedChannels({"c0": [unreachable], "c1": [unreachable], "c2": [Answer(DELIVERED, "ok")],
-                           "c3": [unreachable], "c4": [unreachable]})
+                              "c3": [unreachable], "c4": [unreachable]})
     results = deliver(route, ["c0", "c1", "c2", "c3", "c4"], workers=1, retries=0)
     assert results.stop_reason == "" and len(results.delivered) == 1
+
+
+def test_any_answer_from_the_destination_ends_an_unreachable_streak():
+    unreachable = Answer(RETRY, "could not connect to scripted:1", unreachable=True)
+    script = {"a": [unreachable], "b": [unreachable], "c": [Answer(RETRY, "HTTP 500", "HTTP 500")],
+              "d": [unreachable], "e": [unreachable], "f": [Answer(DELIVERED, "HTTP 200")]}
+    results = deliver(ScriptedChannels(script), list(script), workers=1, retries=0)
+    assert results.stop_reason == "" and results.delivered == ["f"] and len(results.failed) == 5
 
 
 def test_a_webhook_connect_timeout_counts_as_unreachable(route):
