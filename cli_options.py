@@ -95,6 +95,9 @@ def build_parser(version: str) -> argparse.ArgumentParser:
                       help="copy every email to this address; repeatable (also the webhook payload's cc_address)")
     send.add_argument("--max-per-minute", type=bounded(float, 0.1, 100000), metavar="N",
                       help="at most N messages a minute, evenly spaced (default: no limit)")
+    send.add_argument("--max-emails", type=bounded(int, 1, 10_000_000), metavar="N",
+                      help="a live run emails at most N customers; the others wait for the next run, oldest ticket "
+                           "first (default: $MAX_EMAILS, else no cap): keeps a large week under a mailbox's daily limit")
     send.add_argument("-testmode", "--testmode", dest="test_mode", type=yes_no, default=False, metavar="yes|no",
                       help="yes: show what would be sent, send nothing, write nothing (default: no)")
     send.add_argument("--min-days-between-emails", type=bounded(int, 0, 3650), default=7, metavar="N",
@@ -138,7 +141,7 @@ def build_parser(version: str) -> argparse.ArgumentParser:
 
 
 # Environment keys the job reads besides the destinations' own (run_settings.env may set them too).
-GENERAL_KEYS = ("SEND_WITH", "SMTP_FROM", "GOOGLE_API_KEY", "PING_URL", "SHEETS_API_ENDPOINT")
+GENERAL_KEYS = ("SEND_WITH", "SMTP_FROM", "GOOGLE_API_KEY", "PING_URL", "SHEETS_API_ENDPOINT", "MAX_EMAILS")
 
 
 @dataclass(frozen=True)
@@ -157,6 +160,7 @@ class Settings:
     sender: Sender | None
     content: Content
     max_per_minute: float | None
+    max_emails: int | None                   # at most this many customers emailed per run; the others wait
     test_mode: bool
     min_days_between_emails: int
     workers: int
@@ -245,7 +249,8 @@ def parse_args(argv: list[str] | None, script_dir: Path, version: str,
         columns=parse_columns(args.column), since=args.since, retry_rejected=args.retry_rejected,
         destination=destination, destination_settings=destination_settings, sender=sender,
         content=Content(args.subject, body_template, html_template, cc, check_ticket_url(args.ticket_url)),
-        max_per_minute=args.max_per_minute, send_test_to=check_test_address(args),
+        max_per_minute=args.max_per_minute, max_emails=max_emails_setting(args, environment),
+        send_test_to=check_test_address(args),
         test_mode=args.test_mode, min_days_between_emails=args.min_days_between_emails, workers=args.workers,
         timeout=args.timeout, retries=args.retries, preview_dir=preview_dir,
         # The real path (links resolved): the lock, the writes and rejected.csv all follow the one file.
@@ -255,6 +260,19 @@ def parse_args(argv: list[str] | None, script_dir: Path, version: str,
         sheets_endpoint=environment.get("SHEETS_API_ENDPOINT", "").strip() or None, log_file=absolute(args.log_file),
         ping_url=ping_url, check=args.check, quiet=args.quiet, verbose=args.verbose, notes=tuple(notes),
         secrets=tuple(secrets_of(environment, destination, destination_settings, api_key, ping_url)))
+
+
+def max_emails_setting(args: argparse.Namespace, environment: Mapping[str, str]) -> int | None:
+    """--max-emails, else the setting MAX_EMAILS: a whole number of at least 1."""
+    if args.max_emails is not None:
+        return args.max_emails
+    text = environment.get("MAX_EMAILS", "").strip()
+    if not text:
+        return None
+    try:
+        return bounded(int, 1, 10_000_000)(text)
+    except argparse.ArgumentTypeError as error:
+        raise UsageError(f"MAX_EMAILS {error}") from None
 
 
 def check_ticket_url(template: str | None) -> str | None:

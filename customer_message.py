@@ -162,11 +162,12 @@ def payload_ticket(ticket, content: Content) -> dict:
 
 
 def message_digest(customer: Customer) -> str:
-    """Same customer and same tickets with the same closed dates give the same digest, on every retry
-    and rerun, so the receiver can drop duplicates; a ticket closed again gives a new one. The
+    """Same customer and same tickets with the same closed days give the same digest, on every retry
+    and rerun (whether the report writes a day with a time or not), so the receiver can drop
+    duplicates; a ticket closed again on a later day gives a new one. The
     webhook-id and the Message-ID are both made from it."""
     parts = [address_key(customer.email)]
-    parts += sorted(f"{t.ticket_id}@{t.closed_date}" for t in customer.tickets)
+    parts += sorted(f"{t.ticket_id}@{t.closed_at.date().isoformat()}" for t in customer.tickets)  # the day, not the text
     return hashlib.sha256("\n".join(parts).encode("utf-8")).hexdigest()[:32]
 
 
@@ -313,8 +314,13 @@ def build_email(customer: Customer, content: Content, sender: Sender | None, now
 
 
 def _eight_bit_if_needed(text: str) -> str | None:
-    """UTF-8 text as it is (announced with BODY=8BITMIME); ASCII text as 7bit (the email package's choice)."""
-    return None if text.isascii() else "8bit"
+    """UTF-8 text as it is (announced with BODY=8BITMIME) when every line fits RFC 5322's 998 octets;
+    a longer line is encoded (quoted-printable folds it); ASCII text as the email package chooses
+    (7bit, or quoted-printable past its line length)."""
+    if text.isascii():
+        return None
+    longest = max((len(line.encode("utf-8")) for line in text.splitlines()), default=0)
+    return "8bit" if longest <= MAX_LINE_OCTETS else "quoted-printable"
 
 
 def message_bytes(message: EmailMessage, international: bool) -> bytes:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import random
+import re
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -20,6 +21,7 @@ log = logging.getLogger("ticket_notifier")
 
 DELIVERED, RETRY, REJECTED, STOP = "delivered", "retry", "rejected", "stop"
 FEWER = "fewer"  # the destination allows fewer connections: the customer goes back, the worker ends
+LIMIT = "limit"  # the provider's sending limit is reached: sending stops, nobody is refused, all undelivered wait
 RETRY_AFTER_MAX_SECONDS = 120
 BACKOFF_MAX_SECONDS = 60
 UNREACHABLE_IN_A_ROW = 3     # customers whose every attempt failed to connect: the destination is down, stop trying
@@ -45,6 +47,97 @@ def retry_wait(answer: Answer, retry_number: int, factor: float = 1.0) -> float:
     if answer.retry_after is not None:
         return min(answer.retry_after, RETRY_AFTER_MAX_SECONDS)
     return backoff_seconds(retry_number, factor)
+
+
+RETRY_STATUSES = frozenset([408, 429, *range(500, 600)])
+
+
+def retry_after_seconds(value: str | None) -> float | None:
+    """A Retry-After header in seconds; one that cannot be read counts as absent."""
+    if value is None:
+        return None
+    from urllib3.exceptions import InvalidHeader
+    from urllib3.util.retry import Retry
+
+    try:
+        return Retry(0).parse_retry_after(value)
+    except (InvalidHeader, ValueError, OverflowError):
+        return None
+
+
+def http_answer(status: int, headers, label: str, said: str = "") -> Answer | None:
+    """Section 6's classes for an HTTP answer, one rule for every route that speaks HTTP: any 2xx is
+    delivered whatever its body; a 3xx stops the run naming where it pointed (a send is never
+    redirected: the message could go elsewhere, or nowhere); 408, 429 and 5xx are retried,
+    honouring Retry-After. None for the other 4xx, which each route reads in its own terms."""
+    code = f"HTTP {status}"
+    if 200 <= status < 300:
+        return Answer(DELIVERED, code, code)
+    if 300 <= status < 400:
+        location = str(headers.get("Location") or headers.get("location") or "")
+        pointed = f" (it pointed to {_host_of(location)})" if _host_of(location) else ""
+        return Answer(STOP, f"{label} answered {code}{pointed}: the address moved or a proxy redirects it; "
+                            "check the destination's URL or endpoint setting (a send is never redirected)", code)
+    if status in RETRY_STATUSES:
+        return Answer(RETRY, f"{label} answered {code}" + (f": {said}" if said else ""), code,
+                      retry_after=retry_after_seconds(headers.get("Retry-After") or headers.get("retry-after")))
+    return None
+
+
+def _host_of(url: str) -> str:
+    """The host (and port) of a redirect's Location, never its path or query."""
+    from url_rules import WEB_PORTS, UrlError, parse_url
+
+    try:
+        return parse_url(url, "Location", WEB_PORTS).label if url else ""
+    except UrlError:
+        return ""
+
+
+# How providers say that the sending mailbox reached its limit (section 23), whatever the reply's first
+# digit: Gmail's and Workspace's 5.4.5 "quota/limit exceeded", Exchange's 5.1.90 (daily recipients),
+# SubmissionQuotaExceeded (5.2.0), 5.7.232 / 5.7.233 (the tenant's external recipients), the Gmail API's
+# dailyLimitExceeded and its "User-rate limit exceeded. Retry after <time>", any reply that speaks of a
+# daily or sending limit or quota.
+_SENDING_LIMIT = re.compile(
+    r"\b5\.4\.5\b.*\b(quota|limit)|\b(quota|limit)\b.*\b5\.4\.5\b|\b5\.1\.90\b|SubmissionQuotaExceeded|"
+    r"\b5\.7\.23[23]\b|dailyLimitExceeded|rate[ -]?limit exceeded\W+retry after|"
+    r"\b(daily|sending|recipient|message)s?\b[\w -]{0,24}\b(limit|quota)\b|\bquota\b[\w -]{0,24}\bexceeded",
+    re.IGNORECASE)
+_RESUME_AT = re.compile(r"retry after\s+(\S+(?:\s\d\d:\d\d(?::\d\d)?)?)", re.IGNORECASE)
+
+
+def as_sending_limit(answer: Answer) -> Answer:
+    """The one rule, for every destination, that tells a sending limit from a refusal or a failure:
+    the provider's words (above), or a Retry-After beyond what a run waits (RETRY_AFTER_MAX_SECONDS).
+    Such an answer becomes LIMIT: no retry is spent against it and nobody is rejected for it."""
+    if answer.kind in (DELIVERED, FEWER, LIMIT):
+        return answer
+    beyond_wait = answer.retry_after is not None and answer.retry_after > RETRY_AFTER_MAX_SECONDS
+    if beyond_wait or _SENDING_LIMIT.search(answer.detail):
+        return Answer(LIMIT, answer.detail, answer.code, retry_after=answer.retry_after)
+    return answer
+
+
+def resume_time(answer: Answer, now: float | None = None) -> str:
+    """When the provider says sending can resume ('' when it does not say)."""
+    found = _RESUME_AT.search(answer.detail)
+    if found:
+        return found.group(1).rstrip(".,;)")
+    if answer.retry_after is not None:
+        moment = time.localtime((time.time() if now is None else now) + answer.retry_after)
+        return time.strftime("%Y-%m-%d %H:%M", moment) + " (this machine's time)"
+    return ""
+
+
+def limit_line(label: str, sent: int, answer: Answer, waiting: int) -> str:
+    """The one line a run that met a sending limit ends with."""
+    when = resume_time(answer)
+    return (f"sending limit reached at {label} after {sent} email(s) in this run ({answer.detail}); {waiting} "
+            f"customer(s) wait for the next run, none rejected; "
+            + (f"the provider says sending can resume {when}" if when else "the provider did not say when sending "
+               "can resume (a daily limit counts the last 24 hours)")
+            + "; if this happens every week, spread the sending with --max-emails N over daily runs")
 
 
 def answer_text(raw: bytes | str) -> str:
@@ -85,6 +178,7 @@ class DeliveryPolicy:
     retries: int = 3
     backoff_factor: float = 1.0
     max_per_minute: float | None = None
+    first_alone: bool = True         # the first attempt goes alone: a refused credential is met once, not per worker
 
 
 @dataclass
@@ -151,6 +245,8 @@ class _Run:
         self.given_back: list = []
         self.workers = max(1, min(policy.workers, len(customers)))
         self.workers_left = self.workers  # not ended, nor told fewer
+        self.first_answer = threading.Event()  # the other workers start once the first attempt was answered
+        self.limit: tuple[Answer, int] | None = None  # the first sending-limit answer, and the emails sent before it
 
     # ---------------------------------------------------------------- a worker
 
@@ -204,7 +300,10 @@ class _Run:
         while True:
             if not self.limiter.wait(self.stop):
                 return Answer(RETRY, "the run stopped before a retry") if attempted else None
-            answer = attempt_within(channel, message, self.policy.timeout, self.route.label)
+            answer = as_sending_limit(attempt_within(channel, message, self.policy.timeout, self.route.label))
+            self.first_answer.set()
+            if answer.kind == LIMIT:
+                return answer
             if answer.kind == FEWER:
                 if not self.last_worker():
                     return answer
@@ -243,6 +342,8 @@ class _Run:
         """A customer's final answer: recorded as delivered or refused, or pending as failed; the run
         stops when the destination shows itself misconfigured, unreachable or refusing the job."""
         with self.lock:
+            if self.sending_limit(customer, answer):
+                return
             if self.opening_of_alike_refusals(customer, answer) or self.refused_in_flight(customer, answer):
                 return
             self.count_unreachable(answer)
@@ -254,6 +355,17 @@ class _Run:
             self.record_delivery(customer)
         elif answer.kind == REJECTED:
             self.record_refusal(customer, answer)
+
+    def sending_limit(self, customer: object, answer: Answer) -> bool:
+        """The provider's sending limit: this customer and every one not delivered wait for the next
+        run (exit 1), also those answered so while in flight; nobody is rejected for it."""
+        if answer.kind != LIMIT:
+            return False
+        self.results.failed.append((customer, answer.detail))
+        if self.limit is None:
+            self.limit = (answer, len(self.results.delivered))
+            self.stop_sending(LIMIT, 1)  # the line is written once the run knows how many wait (deliver_all)
+        return True
 
     def opening_of_alike_refusals(self, customer: object, answer: Answer) -> bool:
         """While every answer so far refused alike, a refusal is recorded at once (under the lock, so
@@ -366,17 +478,27 @@ def deliver_all(route: Route, customers: Sequence[object], policy: DeliveryPolic
     """
     run = _Run(route, customers, policy, _Callbacks(message_for, on_delivered, on_rejected, on_withdrawn, on_progress))
     workers = [threading.Thread(target=run.work, name=f"deliver-{n}", daemon=True) for n in range(run.workers)]
-    for worker in workers:
-        worker.start()
     try:
+        # The first attempt goes alone: a credential, permission or API the provider refuses is found
+        # on one customer, never on one per worker.
+        workers[0].start()
+        while policy.first_alone and not run.first_answer.wait(0.2) and workers[0].is_alive():
+            pass
+        for worker in workers[1:]:
+            worker.start()
         for worker in workers:
             while worker.is_alive():
                 worker.join(0.2)  # a short join lets Ctrl+C through
     except BaseException:
         run.stop.set()  # Ctrl+C: start nothing more; the attempts in flight end within the timeout
         for worker in workers:
-            worker.join(policy.timeout + 2)
+            if worker.is_alive():
+                worker.join(policy.timeout + 2)
         raise
     finally:
         run.results.not_attempted += run.given_back + list(run.customers[run.next_index:])
+        if run.limit is not None and run.results.stop_reason == LIMIT:
+            answer, sent = run.limit
+            waiting = len(run.results.failed) + len(run.results.not_attempted)
+            run.results.stop_reason = limit_line(route.label, sent, answer, waiting)
     return run.results

@@ -46,6 +46,7 @@ class Destination:
     message_for: Callable[[Any], Callable[[Any], Any]]
     check_live: Callable[[Any], str]
     needs_sender: bool = False                     # --from is required (in test mode too)
+    max_in_flight: int | None = None               # at most this many messages at once, whatever --workers says
 
 
 def all_destinations() -> tuple[Destination, ...]:

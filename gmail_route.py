@@ -8,7 +8,7 @@ import socket
 from dataclasses import dataclass
 
 from customer_message import emails_for
-from delivery import DELIVERED, REJECTED, RETRY, STOP, Answer, answer_text
+from delivery import DELIVERED, REJECTED, RETRY, STOP, Answer, answer_text, http_answer
 from destinations import Destination, SettingError
 
 GMAIL_LABEL = "gmail.googleapis.com:443"
@@ -50,8 +50,10 @@ class GmailChannel:
         from googleapiclient.errors import HttpError
 
         raw = base64.urlsafe_b64encode(mail.data).decode("ascii")
+        request = self.messages.send(userId="me", body={"raw": raw})
+        request.postproc = lambda response, content: (response.status, content)  # any 2xx, whatever its body
         try:
-            answer = self.messages.send(userId="me", body={"raw": raw}).execute(num_retries=0)
+            status, content = request.execute(num_retries=0)
         except HttpError as error:
             return classify(error.resp.status, error.resp, error.content)
         except google.auth.exceptions.RefreshError as error:
@@ -63,7 +65,7 @@ class GmailChannel:
                           unreachable=True)
         except (TimeoutError, OSError) as error:
             return Answer(RETRY, f"the request to {GMAIL_LABEL} failed ({type(error).__name__})")
-        return Answer(DELIVERED, f"sent, id {answer.get('id', '?')}", "200")
+        return classify(status, {}, content)
 
     def reset(self) -> None:
         """Nothing to do: httplib2 drops a connection whose answer never completed."""
@@ -72,27 +74,53 @@ class GmailChannel:
         """Nothing to end."""
 
 
-def classify(status: int, headers, content: bytes) -> Answer:
-    from webhook_route import retry_after_seconds
+NOT_ENABLED_REASONS = ("accessNotConfigured", "SERVICE_DISABLED")
+NOT_ENABLED_ADVICE = ("the Gmail API is not enabled in the Google Cloud project of the credential: enable it at the "
+                      "link in Google's message (APIs & Services > Library > Gmail API), wait a few minutes, run again")
 
+
+def classify(status: int, headers, content: bytes) -> Answer:
+    """Gmail's answer by section 6's shared classes (delivery.http_answer), then its own 4xx: a
+    rate refusal given as 403 is retried, the API not enabled or a missing scope stops the run,
+    anything else refuses this customer (400 "Invalid To header")."""
     code = f"HTTP {status}"
     message, reasons = _google_error(content)
-    said = f"{code}: {message}" if message else code
-    if status == 429 or status >= 500 or (status == 403 and set(reasons) & set(RATE_REASONS)):
-        return Answer(RETRY, f"{GMAIL_LABEL} answered {said}", code,
-                      retry_after=retry_after_seconds(headers.get("retry-after")))
+    said = f"{code} {' '.join(reasons)}: {message}".strip(": ") if message or reasons else code
+    if status == 403 and set(reasons) & set(NOT_ENABLED_REASONS) or "SERVICE_DISABLED" in message:
+        whole = " ".join(_google_error(content, whole=True)[0].split())
+        return Answer(STOP, f"{GMAIL_LABEL} answered {code} ({whole}): {NOT_ENABLED_ADVICE}", code)
+    if 200 <= status < 300:
+        return Answer(DELIVERED, f"{code}, id {_sent_id(content)}", code)
+    rate_refusal = status == 403 and set(reasons) & set(RATE_REASONS) and "dailyLimitExceeded" not in reasons
+    shared = http_answer(429 if rate_refusal else status, headers, GMAIL_LABEL, said)
+    if shared is not None:
+        return shared
     if status in (401, 403):
         return Answer(STOP, f"{GMAIL_LABEL} refused to send ({said}): {SCOPE_ADVICE}", code)
     return Answer(REJECTED, said, code)   # 400 "Invalid To header", a message Gmail will not take
 
 
-def _google_error(content: bytes) -> tuple[str, list[str]]:
+def _sent_id(content: bytes) -> str:
+    """The id Gmail gave the message, for the log; '?' when its answer has none (any 2xx is delivered)."""
     try:
-        error = json.loads(content).get("error", {})
+        answer = json.loads(content)
+    except (ValueError, TypeError):
+        return "?"
+    return str(answer.get("id", "?")) if isinstance(answer, dict) else "?"
+
+
+def _google_error(content: bytes, whole: bool = False) -> tuple[str, list[str]]:
+    """Google's error message (cut to one line of REASON_CHARS, or `whole`) and its reasons."""
+    text = content.decode("utf-8", "replace") if isinstance(content, bytes) else str(content)
+    try:
+        error = json.loads(text).get("error", {})
         reasons = [str(item.get("reason", "")) for item in error.get("errors", []) if isinstance(item, dict)]
-        return answer_text(str(error.get("message", ""))), reasons
+        reasons += [str(item.get("reason", "")) for item in error.get("details", []) if isinstance(item, dict)
+                    and item.get("reason")]
+        message = str(error.get("message", ""))
     except (ValueError, AttributeError):
-        return answer_text(content), []
+        message, reasons = text, []
+    return (message[:2000] if whole else answer_text(message)), reasons
 
 
 # ---------------------------------------------------------------- the destination
@@ -106,6 +134,21 @@ def _open(run) -> GmailRoute:
         key = " (an API key reads a shared sheet but cannot send email)" if run.api_key else ""
         raise SettingError(f"{error}{key}") from None
     return GmailRoute(credentials, run.timeout, run.sender.from_address, run.destination_settings.endpoint)
+
+
+def _open_proven(run) -> GmailRoute:
+    """The route with its token fetched before the first customer: a refused delegation or grant is
+    exit 2 with nobody attempted; an unreachable token endpoint is left to the attempts (pending)."""
+    import google_api
+
+    route = _open(run)
+    if not route.credentials.valid:
+        try:
+            google_api.granted_gmail_scope(route.credentials)
+        except google_api.GoogleSetupError as error:
+            if "cannot reach" not in str(error) and "in time" not in str(error):
+                raise SettingError(str(error)) from None
+    return route
 
 
 
@@ -126,5 +169,5 @@ DESTINATION = Destination(
     env_keys=("GMAIL_API_ENDPOINT",), secret_keys=(), add_options=lambda group: None,
     named=lambda options, environment: False,
     configure=lambda options, environment: GmailSettings(environment.get("GMAIL_API_ENDPOINT", "").strip() or None),
-    secrets=lambda settings: [], open=_open,
+    secrets=lambda settings: [], open=_open_proven,
     message_for=emails_for, check_live=_check_live, needs_sender=True)

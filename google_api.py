@@ -187,7 +187,9 @@ def gmail_credentials(credentials_path: Path, token_path: Path, sender: str):
 
 def build_gmail(credentials, timeout: float, endpoint: str | None = None):
     """The Gmail client; `endpoint` (GMAIL_API_ENDPOINT) replaces the API root (a proxy or a local test server)."""
-    http = google_auth_httplib2.AuthorizedHttp(credentials, http=httplib2.Http(timeout=timeout, ca_certs=ca_bundle()))
+    plain = httplib2.Http(timeout=timeout, ca_certs=ca_bundle())
+    plain.follow_redirects = False  # a send is never redirected: a 3xx is an answer (section 21)
+    http = google_auth_httplib2.AuthorizedHttp(credentials, http=plain)
     options = {"api_endpoint": endpoint} if endpoint else None
     return build("gmail", "v1", http=http, client_options=options, cache_discovery=False, static_discovery=True)
 

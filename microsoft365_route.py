@@ -10,7 +10,7 @@ from pathlib import Path
 from urllib.parse import quote
 
 from customer_message import emails_for
-from delivery import DELIVERED, REJECTED, RETRY, STOP, Answer, answer_text
+from delivery import REJECTED, RETRY, STOP, Answer, answer_text, http_answer
 from destinations import Destination, SettingError
 from url_rules import WEB_PORTS, UrlError, ca_bundle, parse_url
 
@@ -130,11 +130,32 @@ class M365Route:
             instance_discovery=settings.authority_host == AUTHORITY_HOST, timeout=self.timeout)
 
     def check_permission(self) -> str:
-        roles = token_roles(self.token())
-        if MAIL_SEND not in roles:
-            raise M365ConfigError(f"the app's token has no {MAIL_SEND} permission (roles: {', '.join(roles) or 'none'}): "
-                                  f"grant the application permission {MAIL_SEND} with admin consent")
-        return f"Microsoft 365: a token for {self.settings.client_id} with {MAIL_SEND}; sends as {self.sender}"
+        """Proves, without sending, that the app may send as the mailbox, whichever way the permission was
+        given: the token's roles (Entra admin consent), else Graph's answer to a sendMail with no message
+        (RBAC for Applications in Exchange Online: a scoped grant is not in the token). Raises
+        M365ConfigError naming the fix; ConnectionError when Microsoft cannot be reached."""
+        import requests
+
+        token = self.token()
+        roles = token_roles(token)
+        if MAIL_SEND in roles:
+            return (f"Microsoft 365: a token for {self.settings.client_id} with {MAIL_SEND} in its roles (Entra consent); "
+                    f"sends as {self.sender}")
+        try:
+            response = self.session.post(self.url, data=b"", timeout=self.timeout, allow_redirects=False, stream=True,
+                                         headers={"Authorization": f"Bearer {token}", "Content-Type": "text/plain"})
+            said = _graph_error(response.raw.read(MAX_ANSWER_BYTES, decode_content=True) or b"")
+            response.close()
+        except requests.exceptions.RequestException as error:
+            raise ConnectionError(f"cannot reach {self.label} ({type(error).__name__})") from None
+        if response.status_code in (401, 403, 404):
+            raise M365ConfigError(
+                f"{self.label} does not let the app send as {self.sender} (HTTP {response.status_code} {said}; the "
+                f"token's roles: {', '.join(roles) or 'none'}): give the app {MAIL_SEND} for this mailbox with RBAC "
+                "for Applications in Exchange Online (New-ServicePrincipal, a management scope, the role "
+                "\"Application Mail.Send\"; see docs/microsoft365.md), or check --from")
+        return (f"Microsoft 365: {self.label} lets {self.settings.client_id} send as {self.sender} (a scoped grant, "
+                f"RBAC for Applications: the token carries no {MAIL_SEND} role; checked without sending)")
 
     def open_channel(self) -> M365Route:
         return self  # the session's connection pool is shared by the workers
@@ -159,6 +180,7 @@ class M365Route:
             return Answer(RETRY, str(error), unreachable=True)
         try:
             response = self.session.post(self.url, data=base64.b64encode(mail.data), timeout=self.timeout, stream=True,
+                                         allow_redirects=False,  # a send is never redirected (section 21)
                                          headers={"Authorization": f"Bearer {token}", "Content-Type": "text/plain"})
             try:
                 text = response.raw.read(MAX_ANSWER_BYTES, decode_content=True) or b""
@@ -173,16 +195,12 @@ class M365Route:
         return self.classify(response.status_code, response.headers, text)
 
     def classify(self, status: int, headers, text: bytes) -> Answer:
-        from webhook_route import retry_after_seconds
-
         code = f"HTTP {status}"
         error = _graph_error(text)
         said = f"{code} {error}".strip()
-        if 200 <= status < 300:
-            return Answer(DELIVERED, code, code)
-        if status == 429 or status >= 500:
-            return Answer(RETRY, f"{self.label} answered {said}", code,
-                          retry_after=retry_after_seconds(headers.get("Retry-After")))
+        shared = http_answer(status, headers, self.label, error)
+        if shared is not None:
+            return shared
         if status in (401, 403):
             return Answer(STOP, f"{self.label} refused to send as {self.sender} ({said}): the app needs the application "
                                 f"permission {MAIL_SEND} with admin consent, and an access policy that includes this "
@@ -213,7 +231,10 @@ def _configure(options, environment) -> M365Settings:
                if not value]
     if missing:
         raise SettingError(f"--send-with microsoft365 needs {' and '.join(missing)} (the app registration's ids)")
-    if bool(settings.client_secret) == bool(settings.certificate):
+    if settings.client_secret and settings.certificate:
+        raise SettingError("M365_CLIENT_SECRET and M365_CERTIFICATE are both set: set only one (the certificate is "
+                           "the safer credential)")
+    if not settings.client_secret and not settings.certificate:
         raise SettingError("--send-with microsoft365 needs one credential: M365_CLIENT_SECRET or M365_CERTIFICATE")
     if settings.certificate and not Path(settings.certificate).is_file():
         raise SettingError(f"M365_CERTIFICATE {settings.certificate} is not a file")
@@ -227,10 +248,21 @@ def _configure(options, environment) -> M365Settings:
 
 
 def _open(run) -> M365Route:
+    """The route, its token and permission proven before the first customer (a refused secret, tenant
+    or permission is exit 2 with nobody attempted); an unreachable identity platform is left to the
+    attempts, which keep everyone pending."""
     try:
-        return M365Route(run.destination_settings, run.sender.from_address, run.timeout)
+        route = M365Route(run.destination_settings, run.sender.from_address, run.timeout)
     except M365ConfigError as error:
         raise SettingError(str(error)) from None
+    try:
+        route.check_permission()
+    except M365ConfigError as error:
+        route.shutdown()
+        raise SettingError(str(error)) from None
+    except ConnectionError:
+        pass
+    return route
 
 
 
@@ -238,7 +270,7 @@ def _check_live(run) -> str:
     from run_check import CheckFailedError
 
     try:
-        route = _open(run.with_timeout(min(run.timeout, 15)))
+        route = M365Route(run.destination_settings, run.sender.from_address, min(run.timeout, 15))
         try:
             return route.check_permission()
         finally:
@@ -258,5 +290,6 @@ DESTINATION = Destination(
     secret_keys=("M365_CLIENT_SECRET",),
     add_options=lambda group: None, named=lambda options, environment: False,
     configure=_configure, secrets=_secrets, open=_open, message_for=emails_for,
-    check_live=_check_live, needs_sender=True)
+    check_live=_check_live, needs_sender=True,
+    max_in_flight=4)  # Graph allows 4 requests at once per mailbox and answers 429 past that
 

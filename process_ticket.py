@@ -30,6 +30,7 @@ from ticket_core import (
     RunState,
     Selection,
     SelectOptions,
+    cap_emails,
     drop_already_notified,
     drop_rejected,
     finish_state,
@@ -44,6 +45,7 @@ from ticket_core import (
     refuse_unreadable_column,
     select_closed_tickets,
     split_by_weekly_guard,
+    still_held,
 )
 
 __version__ = "1.0.0"
@@ -70,6 +72,8 @@ class RunReport:
     notified: list[Customer] = field(default_factory=list)
     would_notify: list[Customer] = field(default_factory=list)
     deferred: list[Customer] = field(default_factory=list)
+    waiting: list[Customer] = field(default_factory=list)   # past --max-emails: they go out in the next run
+    max_emails: int | None = None
     failed: list[tuple[Customer, str]] = field(default_factory=list)
     rejected: list[tuple[Customer, str]] = field(default_factory=list)
     not_attempted: list[Customer] = field(default_factory=list)
@@ -229,12 +233,13 @@ def run(settings) -> RunReport:
         owed, already = drop_already_notified(customers, state.notified)
         owed, held_rejected = (owed, 0) if settings.retry_rejected else drop_rejected(owed, state.rejected)
         to_send, deferred = split_by_weekly_guard(owed, state.last_emailed, today, settings.min_days_between_emails)
+        to_send, waiting = cap_emails(to_send, settings.max_emails)
         report = RunReport(rows_read=selection.rows_read, new_tickets=selection.ticket_count - already - held_rejected,
                            already_notified=already, held_rejected=held_rejected, skipped=dict(selection.skipped),
-                           other_statuses=selection.other_statuses, deferred=deferred,
+                           other_statuses=selection.other_statuses, deferred=deferred, waiting=waiting,
                            held_back=held_back_count(owed, state.held), held_waiting=len(held),
                            held_before=len(state.held),
-                           old_last_run_date=start, test_mode=settings.test_mode,
+                           old_last_run_date=start, test_mode=settings.test_mode, max_emails=settings.max_emails,
                            first_run=not settings.since and not settings.state_file.exists())
         for customer in deferred:
             log.info("deferred %s (%s): emailed on %s, fewer than %d days ago; it waits", customer.email,
@@ -243,7 +248,8 @@ def run(settings) -> RunReport:
             report.would_notify = to_send
             if settings.preview_dir:
                 report.previews, report.preview_dir = write_previews(settings, to_send), settings.preview_dir
-            report.new_last_run_date = next_last_run_date(start, customers, deferred)
+            report.held_waiting = len(still_held(held, to_send))  # as the live run would leave them
+            report.new_last_run_date = next_last_run_date(start, customers, deferred + waiting, today)
             return report
         if settings.send_test_to:
             report.test_send = send_test(settings, (to_send or owed)[:1])
@@ -251,8 +257,8 @@ def run(settings) -> RunReport:
             return report
         state = send_all(settings, to_send, replace(state, held=held), today, report)
         report.held_waiting = len(state.held)
-        pending = deferred + [customer for customer, _ in report.failed] + report.not_attempted
-        report.new_last_run_date = next_last_run_date(start, customers, pending)
+        pending = deferred + waiting + [customer for customer, _ in report.failed] + report.not_attempted
+        report.new_last_run_date = next_last_run_date(start, customers, pending, today)
         save_state(settings.state_file, finish_state(state, report.new_last_run_date, today,
                                                  settings.min_days_between_emails))
         return report
@@ -443,8 +449,9 @@ def send_all(settings, customers: list[Customer], state: RunState, today: date, 
                  ", ".join(customer.email for customer in customers))
 
     progress = progress_printer() if sys.stderr.isatty() and len(customers) >= 20 and not settings.quiet else None
-    log.info("sending %d notification(s) to %s with %d worker(s)", len(customers), route.label, settings.workers)
-    policy = DeliveryPolicy(workers=settings.workers, timeout=settings.timeout, retries=settings.retries,
+    workers = min(settings.workers, settings.destination.max_in_flight or settings.workers)
+    log.info("sending %d notification(s) to %s with %d worker(s)", len(customers), route.label, workers)
+    policy = DeliveryPolicy(workers=workers, timeout=settings.timeout, retries=settings.retries,
                             max_per_minute=settings.max_per_minute)
     try:
         results = deliver_all(route, customers, policy, message_for, remember, refused, withdrawn,
@@ -459,10 +466,14 @@ def send_all(settings, customers: list[Customer], state: RunState, today: date, 
     report.not_attempted = results.not_attempted
     report.stop_reason, report.stop_exit_code = results.stop_reason, results.stop_exit_code
     for customer, detail in report.failed:
+        said = "the run stopped (the reason follows)" if detail in report.stop_reason else detail  # said once
         log.warning("not delivered to %s (%s): %s; it stays pending for the next run", customer.email,
-                    ", ".join(customer.ticket_ids), detail)
+                    ", ".join(customer.ticket_ids), said)
     for customer in report.not_attempted:
         log.info("not attempted %s (%s): the run stopped; it stays pending", customer.email, ", ".join(customer.ticket_ids))
+    for customer in report.waiting:
+        log.info("waiting %s (%s): past --max-emails %d; it goes out in the next run", customer.email,
+                 ", ".join(customer.ticket_ids), settings.max_emails)
     return writer.state
 
 

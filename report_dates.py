@@ -120,7 +120,14 @@ class DateParser:
                              for fmt in formats)
 
     def parse(self, value: object) -> tuple[datetime, bool] | None:
-        """(moment, has_time) or None when the cell is not a date in an accepted form."""
+        """(moment, has_time) or None when the cell is not a date in an accepted form, or one the
+        calendar cannot hold (9999-12-31T23:30-05:00 made local, a serial past 9999-12-31)."""
+        try:
+            return self._parse(value)
+        except OverflowError:
+            return None
+
+    def _parse(self, value: object) -> tuple[datetime, bool] | None:
         if isinstance(value, datetime):
             return local_time(value), value.time() != datetime.min.time()
         if isinstance(value, date):
@@ -142,7 +149,7 @@ class DateParser:
                 found = numeric.regex.match(text)  # as strptime: from the start, then nothing left over
                 if found is not None and found.end() == len(text):
                     return datetime(*numeric.arguments((*map(int, found.groups()), *_STRPTIME_DEFAULTS))), has_time
-            except ValueError:  # not this format, or no such day (31/02) or time
+            except (ValueError, OverflowError):  # not this format, no such day (31/02) or time, past the calendar
                 continue
         return None
 

@@ -146,6 +146,9 @@ def format_summary(report) -> str:
     ]
     rows.append(("Customers rejected", f"{len(report.rejected)}" + (" (refused for good; see rejected.csv)"
                                                                     if report.rejected else "")))
+    if report.waiting:
+        rows.append(("Customers waiting", f"{len(report.waiting)} (past --max-emails {report.max_emails}; they go "
+                                          "out in the next run, oldest ticket first)"))
     if report.not_attempted:
         rows.append(("Customers not attempted", f"{len(report.not_attempted)} (run stopped; pending)"))
     rows.append(("Rows skipped", f"{skipped_total}" + (f" ({reasons})" if reasons else "")))

@@ -91,6 +91,8 @@ class _Checker:
         self.day(f"{where}.day", entry.get("day"), moment=False)
         if not isinstance(entry.get("reason"), str):
             raise self.fail(f"{where}.reason", "is not text")
+        if "name" in entry and not isinstance(entry["name"], str):
+            raise self.fail(f"{where}.name", "is not text")
         self.days(f"{where}.tickets", entry.get("tickets"), moment=True)
         return entry
 
@@ -99,6 +101,9 @@ class _Checker:
         self.day(f"{where}.day", entry.get("day"), moment=False)
         for name in ("reason", "customer", "closed"):
             if not isinstance(entry.get(name), str):
+                raise self.fail(f"{where}.{name}", "is not text")
+        for name in ("ticket", "name"):  # an older version wrote neither
+            if name in entry and not isinstance(entry[name], str):
                 raise self.fail(f"{where}.{name}", "is not text")
         if entry["closed"]:
             self.day(f"{where}.closed", entry["closed"], moment=True)

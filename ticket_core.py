@@ -159,20 +159,39 @@ class SkippedRow(NamedTuple):
     ticket_id: str
     customer_key: str   # the customer's key when the address is usable, else ''
     closed_date: str    # ISO day or moment when the date is usable, else ''
+    name_key: str = ""  # the row's name (name_key), to know the customer under a corrected address
 
 
 class Recall(NamedTuple):
     """A ticket taken again whatever its date (held, or --retry-rejected): only the row of the same
-    customer (when known) closed no earlier than recorded (when known), never another customer's
-    ticket that happens to share the id."""
+    customer, closed no earlier than the day recorded (when known), never another customer's ticket
+    that happens to share the id. The same customer is the same address, or the same name under a
+    corrected address; a recall that knows neither (written by an older version) takes any address."""
     customer_key: str = ""
     not_before: str = ""   # ISO day or moment
+    name_key: str = ""
 
 
-def recall_matches(recalls: Iterable[Recall], moment: datetime, email_key: str) -> bool:
-    return any((not recall.not_before or moment >= datetime.fromisoformat(recall.not_before))
-               and (not recall.customer_key or (email_key and customer_key(email_key) == recall.customer_key))
-               for recall in recalls)
+BY_ADDRESS, BY_NAME, BY_ANY = "address", "name", "any"
+
+
+def recall_matches(recalls: Iterable[Recall], moment: datetime, email_key: str, name: str = "") -> str:
+    """How a row of `email_key` and `name` closed at `moment` matches one of `recalls`: BY_ADDRESS,
+    BY_NAME (a corrected address), BY_ANY (the recall knows no customer), or '' when it does not.
+    Days are compared, never times: a report may write the same day with or without a time."""
+    found = ""
+    row_customer = customer_key(email_key) if email_key else ""
+    row_name = name_key(name)
+    for recall in recalls:
+        if recall.not_before and moment.date() < datetime.fromisoformat(recall.not_before).date():
+            continue
+        if recall.customer_key and row_customer == recall.customer_key:
+            return BY_ADDRESS
+        if recall.name_key and row_name == recall.name_key and email_key:
+            found = BY_NAME
+        elif not recall.customer_key and not recall.name_key and email_key and not found:
+            found = BY_ANY
+    return found
 
 
 @dataclass
@@ -184,6 +203,7 @@ class Selection:
     skipped_rows: list[SkippedRow] = field(default_factory=list)
     closed_rows: int = 0  # rows whose status counts as closed, whatever their date
     recalled: set[str] = field(default_factory=set)  # ticket ids taken from before the window (held or --retry-rejected)
+    ambiguous: set[str] = field(default_factory=set)  # recalled ticket ids whose customer could not be told: still held
     warnings: list[str] = field(default_factory=list)
     layout_doubt: str = ""  # no header found and the first row does not look like the seed's layout either
     has_header: bool = False
@@ -247,9 +267,10 @@ def select_closed_tickets(rows: Iterable[Sequence[object]], since: date, now: da
 
     def skip(row_number: int, reason: str, value: object, row: Sequence[object], closed_date: str = "") -> None:
         skipped_rows.append(_skipped_row(row_number, reason, value, row[i_ticket], address_of[row[i_email]][1],
-                                         closed_date))
+                                         closed_date, names_of[name_cells(row)][1]))
 
     row_number, blank_rows, closed_rows = first_row_number - 1, 0, 0
+    not_yet_told: list[tuple[int, str, ClosedTicket]] = []  # recalled by name or id alone: (row, email key, ticket)
     for row_number, row in data_rows:
         if len(row) < width:
             if not any(row):
@@ -273,9 +294,19 @@ def select_closed_tickets(rows: Iterable[Sequence[object]], since: date, now: da
             skip(row_number, SKIP_BAD_DATE, raw_date, row)
             continue
         closed_at, has_time = parsed
-        if closed_at < earliest and not (recall and _recalled(row, closed_at, recall, selection.recalled,
-                                                               i_ticket, address_of[row[i_email]][1])):
-            continue
+        if closed_at < earliest:  # before the window: only a recalled ticket of the same customer is taken
+            recalled_by = recall and _recall_of(row, closed_at, recall, i_ticket, address_of[row[i_email]][1],
+                                                names_of[name_cells(row)][1])
+            if not recalled_by:
+                continue
+            if recalled_by != BY_ADDRESS:  # by name or by id alone: told apart once every row is read
+                first_name, full_name = names_of[name_cells(row)]
+                subject = None if i_subject is None else cell_text(row[i_subject])
+                email, key = address_of[row[i_email]]
+                not_yet_told.append((row_number, key, _new_ticket((email, cell_text(row[i_ticket]), status, closed_at,
+                                                                   has_time, first_name, full_name, subject))))
+                continue
+            selection.recalled.add(cell_text(row[i_ticket]))
         if closed_at > latest:
             skip(row_number, SKIP_FUTURE_DATE, raw_date, row)
             continue
@@ -292,6 +323,7 @@ def select_closed_tickets(rows: Iterable[Sequence[object]], since: date, now: da
         first_name, full_name = names_of[name_cells(row)]
         subject = None if i_subject is None else cell_text(row[i_subject])
         tickets[ticket_id] = _new_ticket((email, ticket_id, status, closed_at, has_time, first_name, full_name, subject))
+    _take_unambiguous_recalls(not_yet_told, selection)
     selection.rows_read = row_number - first_row_number + 1 - blank_rows
     selection.closed_rows = closed_rows
     selection.skipped.update(row.reason for row in skipped_rows)
@@ -341,21 +373,40 @@ class _CellReader:
         self.name_cells = _cells_getter([columns[role] for role in NAME_ROLES if role in columns])
 
 
-def _recalled(row: Sequence[object], closed_at: datetime, recall: Mapping[str, tuple[Recall, ...]],
-              recalled: set[str], i_ticket: int, email_key: str) -> bool:
-    """A row from before the window taken again: a held or rejected ticket of the same customer
-    (recall_matches); its id joins `recalled`."""
+def _recall_of(row: Sequence[object], closed_at: datetime, recall: Mapping[str, tuple[Recall, ...]],
+               i_ticket: int, email_key: str, name: str) -> str:
+    """How a row from before the window is a held or rejected ticket of the same customer
+    (recall_matches), '' when it is not one."""
     ticket_id = cell_text(row[i_ticket])
-    if ticket_id not in recall or not recall_matches(recall[ticket_id], closed_at, email_key):
-        return False
-    recalled.add(ticket_id)
-    return True
+    return recall_matches(recall[ticket_id], closed_at, email_key, name) if ticket_id in recall else ""
+
+
+def _take_unambiguous_recalls(rows: list[tuple[int, str, ClosedTicket]], selection: Selection) -> None:
+    """Tickets recalled by name under a corrected address (or by id alone, for an entry of an older
+    version) join their customer when one address claims them; when rows of several addresses
+    do, nobody can tell whose ticket it is: it stays held and the warning names the rows."""
+    claims: dict[str, list[tuple[int, str, ClosedTicket]]] = {}
+    for claim in rows:
+        claims.setdefault(claim[2].ticket_id, []).append(claim)
+    for ticket_id, found in claims.items():
+        if len({key for _, key, _ in found}) > 1:
+            selection.ambiguous.add(ticket_id)
+            numbers = ", ".join(str(number) for number, _, _ in found)
+            selection.warnings.append(f"ticket {ticket_id}: rows {numbers} of different addresses could each be the "
+                                      "held ticket of one customer; it stays held until only one row claims it")
+            continue
+        for _, key, ticket in found:
+            tickets = selection.by_email.setdefault(key, {})
+            earlier = tickets.get(ticket_id)
+            if earlier is None or ticket.closed_at >= earlier.closed_at:
+                tickets[ticket_id] = ticket
+        selection.recalled.add(ticket_id)
 
 
 def _skipped_row(row_number: int, reason: str, value: object, ticket_cell: object, email_key: str,
-                 closed_date: str) -> SkippedRow:
+                 closed_date: str, name: str) -> SkippedRow:
     return SkippedRow(row_number, reason, cell_text(value), cell_text(ticket_cell),
-                      customer_key(email_key) if email_key else "", closed_date)
+                      customer_key(email_key) if email_key else "", closed_date, name_key(name))
 
 
 def _merged_statuses(counts: Mapping[object, int]) -> Counter:
@@ -494,6 +545,13 @@ def customer_key(email: str) -> str:
     return hashlib.sha256(address_key(email).encode("utf-8")).hexdigest()
 
 
+def name_key(name: str) -> str:
+    """How the state knows a customer's name without holding it (a corrected address keeps the
+    name): a short SHA-256 of the name, spaces squeezed and case ignored; '' when there is none."""
+    words = " ".join(name.split()).casefold()
+    return hashlib.sha256(words.encode("utf-8")).hexdigest()[:16] if words else ""
+
+
 _closed_at = attrgetter("closed_at")
 _tickets = attrgetter("tickets")
 _last = itemgetter(-1)
@@ -540,9 +598,15 @@ def group_by_customer(by_email: Mapping[str, Mapping[str, ClosedTicket]]) -> lis
     return customers
 
 
+def same_day_or_later(recorded: str, moment: datetime) -> bool:
+    """Whether a closed day recorded in the state (ISO day or moment) is on or after `moment`'s day:
+    a ticket is identified by its day, whatever precision the report writes it with."""
+    return datetime.fromisoformat(recorded).date() >= moment.date()
+
+
 def is_notified(ticket: ClosedTicket, notified: Mapping[str, str]) -> bool:
     recorded = notified.get(ticket.ticket_id)
-    return recorded is not None and datetime.fromisoformat(recorded) >= ticket.closed_at
+    return recorded is not None and same_day_or_later(recorded, ticket.closed_at)
 
 
 def drop_already_notified(customers: Iterable[Customer],
@@ -589,6 +653,17 @@ def split_by_weekly_guard(customers: Iterable[Customer], last_emailed: Mapping[s
     return to_send, deferred
 
 
+def cap_emails(customers: list[Customer], most: int | None) -> tuple[list[Customer], list[Customer]]:
+    """(to send, waiting): at most `most` customers, those whose oldest ticket is oldest, in the report's
+    order; the others wait for the next run (--max-emails), oldest ticket first."""
+    if most is None or len(customers) <= most:
+        return customers, []
+    oldest_first = sorted(range(len(customers)), key=lambda index: customers[index].earliest)  # stable: report order
+    chosen = set(oldest_first[:most])
+    return ([customer for index, customer in enumerate(customers) if index in chosen],
+            [customers[index] for index in oldest_first[most:]])
+
+
 # ---------------------------------------------------------------- next state
 
 REJECTED_KEEP_DAYS = 90
@@ -604,28 +679,55 @@ class RunState:
     notified: dict[str, dict[str, str]] = field(default_factory=dict)
     last_emailed: dict[str, str] = field(default_factory=dict)
     rejected: dict[str, dict] = field(default_factory=dict)
-    held: dict[str, dict] = field(default_factory=dict)  # ticket id -> {"day", "reason", "customer", "closed"}
+    held: dict[str, dict] = field(default_factory=dict)  # held_key -> {"ticket", "day", "reason", "customer", "name", "closed"}
+
+
+def held_key(ticket_id: str, customer: str, name: str) -> str:
+    """The key of a held ticket in the state: its id and its customer (two customers may share an id)."""
+    return f"{customer or name or '-'}/{ticket_id}"
 
 
 def held_from(skipped_rows: Iterable[SkippedRow]) -> dict[str, dict]:
     """The skipped closed rows to hold for later runs: those with a ticket id, skipped for a reason
     the help desk can fix in the row (the address, the date). What was usable is kept to recall
-    only this ticket: the customer when the address was usable, the date when the date was."""
-    return {row.ticket_id: {"reason": row.reason, "customer": row.customer_key, "closed": row.closed_date}
+    only this customer's ticket: the customer when the address was usable, the name, the date
+    when the date was."""
+    return {held_key(row.ticket_id, row.customer_key, row.name_key):
+            {"ticket": row.ticket_id, "reason": row.reason, "customer": row.customer_key, "name": row.name_key,
+             "closed": row.closed_date}
             for row in skipped_rows if row.ticket_id and row.reason in HOLDABLE_REASONS}
 
 
+def held_ticket(key: str, entry: Mapping[str, str]) -> str:
+    """A held entry's ticket id (an older version keyed held tickets by their id alone, with no name)."""
+    return entry.get("ticket", key)
+
+
+def held_recall(entry: Mapping[str, str]) -> Recall:
+    return Recall(entry["customer"], entry["closed"], entry.get("name", ""))
+
+
 def recalls_of_held(held: Mapping[str, dict]) -> dict[str, tuple[Recall, ...]]:
-    return {ticket_id: (Recall(entry["customer"], entry["closed"]),) for ticket_id, entry in held.items()}
+    recalls: dict[str, tuple[Recall, ...]] = {}
+    for key, entry in held.items():
+        ticket_id = held_ticket(key, entry)
+        recalls[ticket_id] = (*recalls.get(ticket_id, ()), held_recall(entry))
+    return recalls
+
+
+def rejected_recall(key: str, entry: Mapping, closed: str) -> Recall:
+    """A rejected ticket, recalled for its customer: the same address or the same name. An entry of
+    an older version knows no name: its tickets are recalled under any address, as then."""
+    return Recall(key, closed, entry["name"]) if "name" in entry else Recall("", closed)
 
 
 def recalls_of_rejected(rejected: Mapping[str, Mapping]) -> dict[str, tuple[Recall, ...]]:
-    """--retry-rejected: each rejected ticket under whatever address the report now gives it, but
-    only a row closed no earlier than the one refused (never another customer's older ticket)."""
+    """--retry-rejected: each rejected ticket from a row of its customer (its address, or its name
+    under a corrected address) closed no earlier than the one refused."""
     recalls: dict[str, tuple[Recall, ...]] = {}
-    for entry in rejected.values():
+    for key, entry in rejected.items():
         for ticket_id, closed in entry["tickets"].items():
-            recalls[ticket_id] = (*recalls.get(ticket_id, ()), Recall("", closed))
+            recalls[ticket_id] = (*recalls.get(ticket_id, ()), rejected_recall(key, entry, closed))
     return recalls
 
 
@@ -637,19 +739,35 @@ def merged_recalls(*maps: Mapping[str, tuple[Recall, ...]]) -> dict[str, tuple[R
     return merged
 
 
+def _settles(recall: Recall, customer: Customer, ticket: ClosedTicket) -> bool:
+    """Whether emailing (or refusing) `customer` this ticket settles what `recall` holds of it."""
+    return bool(recall_matches([recall], ticket.closed_at, address_key(customer.email), ticket.full_name))
+
+
 def held_settled_by(held: Mapping[str, dict], customer: Customer) -> dict[str, dict] | None:
     """The held entries once `customer` was emailed or refused (its tickets are recorded elsewhere
-    now); None if none of its tickets was held."""
-    settled = {ticket.ticket_id for ticket in customer.tickets if ticket.ticket_id in held and recall_matches(
-        recalls_of_held({ticket.ticket_id: held[ticket.ticket_id]})[ticket.ticket_id], ticket.closed_at, customer.email)}
-    return {ticket_id: entry for ticket_id, entry in held.items() if ticket_id not in settled} if settled else None
+    now); None if none of its tickets was held. Another customer's ticket of the same id stays held."""
+    tickets = {ticket.ticket_id: ticket for ticket in customer.tickets}
+    settled = {key for key, entry in held.items() if held_ticket(key, entry) in tickets
+               and _settles(held_recall(entry), customer, tickets[held_ticket(key, entry)])}
+    return {key: entry for key, entry in held.items() if key not in settled} if settled else None
 
 
 def held_back_count(customers: Iterable[Customer], held: Mapping[str, dict]) -> int:
     """How many of these customers' tickets were held by earlier runs (their rows are usable now)."""
     if not held:
         return 0
-    return sum(1 for customer in customers for ticket in customer.tickets if ticket.ticket_id in held)
+    recalls = recalls_of_held(held)
+    return sum(1 for customer in customers for ticket in customer.tickets if ticket.ticket_id in recalls
+               and any(_settles(recall, customer, ticket) for recall in recalls[ticket.ticket_id]))
+
+
+def still_held(held: Mapping[str, dict], customers: Iterable[Customer]) -> dict[str, dict]:
+    """The held entries left once these customers are emailed: what a live run would leave held."""
+    remaining = dict(held)
+    for customer in customers:
+        remaining = held_settled_by(remaining, customer) or remaining
+    return remaining
 
 
 def delivery_entries(state: RunState, customer: Customer, today: date) -> tuple[str, dict[str, str], str]:
@@ -661,32 +779,37 @@ def delivery_entries(state: RunState, customer: Customer, today: date) -> tuple[
 
 
 def rejection_entry(state: RunState, customer: Customer, today: date, reason: str) -> tuple[str, dict]:
-    """What a refusal of `customer` changes in the state: its key and its rejected entry."""
+    """What a refusal of `customer` changes in the state: its key and its rejected entry (with the
+    name, so that --retry-rejected finds the customer under a corrected address)."""
     earlier = state.rejected.get(customer.key, {}).get("tickets", {})
     tickets = {**earlier, **{ticket.ticket_id: ticket.closed_date for ticket in customer.tickets}}
-    return customer.key, {"day": today.isoformat(), "reason": reason, "tickets": tickets}
+    name = customer.full_name or customer.tickets[-1].full_name
+    return customer.key, {"day": today.isoformat(), "reason": reason, "tickets": tickets, "name": name_key(name)}
 
 
 def without_delivered(rejected: Mapping[str, dict], customer: Customer) -> dict[str, dict] | None:
-    """The rejected entries once `customer`'s tickets were delivered (under any address, closed no
-    earlier than refused: --retry-rejected's rule); None if unchanged."""
-    delivered = {ticket.ticket_id: ticket.closed_at for ticket in customer.tickets}
+    """The rejected entries once `customer`'s tickets were delivered: those of this customer (its
+    address, or its name under a corrected address), closed no later than delivered; another
+    customer's ticket of the same id stays rejected. None if unchanged."""
+    delivered = {ticket.ticket_id: ticket for ticket in customer.tickets}
 
-    def settled(ticket_id: str, closed: str) -> bool:
-        return ticket_id in delivered and delivered[ticket_id] >= datetime.fromisoformat(closed)
+    def settled(key: str, entry: Mapping, ticket_id: str, closed: str) -> bool:
+        return ticket_id in delivered and _settles(rejected_recall(key, entry, closed), customer, delivered[ticket_id])
 
-    if not any(settled(*item) for entry in rejected.values() for item in entry["tickets"].items()):
+    if not any(settled(key, entry, *item) for key, entry in rejected.items() for item in entry["tickets"].items()):
         return None
     remaining = {}
     for key, entry in rejected.items():
-        tickets = {ticket_id: closed for ticket_id, closed in entry["tickets"].items() if not settled(ticket_id, closed)}
+        tickets = {ticket_id: closed for ticket_id, closed in entry["tickets"].items()
+                   if not settled(key, entry, ticket_id, closed)}
         if tickets:
             remaining[key] = {**entry, "tickets": tickets}
     return remaining
 
 
-def next_last_run_date(start: date, found: Iterable[Customer], pending: Iterable[Customer]) -> date:
-    """The latest closed day that is fully settled, never past a pending ticket.
+def next_last_run_date(start: date, found: Iterable[Customer], pending: Iterable[Customer], today: date) -> date:
+    """The latest closed day that is fully settled, never past a pending ticket nor the run's own day
+    (a row dated tomorrow must not hide a ticket closed later today).
 
     `found` is every customer with closed tickets in the window, notified before or now.
     Tickets dated on the returned day are still looked at next time (the window is
@@ -694,24 +817,30 @@ def next_last_run_date(start: date, found: Iterable[Customer], pending: Iterable
     """
     pending_days = [customer.earliest.date() for customer in pending]
     if pending_days:
-        return max(start, min(pending_days))
+        return min(max(start, min(pending_days)), today)
     latest = max(map(_last, map(_tickets, found)), key=_closed_at, default=None)  # each customer's last ticket
-    return max(start, latest.closed_at.date()) if latest else start
+    return min(max(start, latest.closed_at.date()) if latest else start, today)
 
 
 def next_held(held: Mapping[str, dict], newly_held: Mapping[str, dict], customers: Iterable[Customer],
               today: date) -> dict[str, dict]:
-    """Held tickets after a run: the ones skipped now join (a ticket usable on another row is not
-    held), each keeps the day it was first held, and is forgotten HELD_KEEP_DAYS after it."""
+    """Held tickets after a run: the ones skipped now join (unless the same customer's ticket is usable
+    on another row: same address or same name; another customer's ticket of that id holds nothing),
+    each keeps the day it was first held, and is forgotten HELD_KEEP_DAYS after it."""
     if not held and not newly_held:
         return {}
-    selected = {ticket.ticket_id for customer in customers for ticket in customer.tickets} if newly_held else set()
+    usable = set()
+    for customer in customers if newly_held else ():
+        for ticket in customer.tickets:
+            usable.add((customer.key, ticket.ticket_id))
+            if name_key(ticket.full_name):
+                usable.add((name_key(ticket.full_name), ticket.ticket_id))
     merged = dict(held)
-    for ticket_id, entry in newly_held.items():
-        if ticket_id not in selected:
-            merged[ticket_id] = {"day": held.get(ticket_id, {}).get("day", today.isoformat()), **entry}
+    for key, entry in newly_held.items():
+        if (entry["customer"], entry["ticket"]) not in usable and (entry["name"], entry["ticket"]) not in usable:
+            merged[key] = {"day": held.get(key, {}).get("day", today.isoformat()), **entry}
     horizon = today - timedelta(days=HELD_KEEP_DAYS)
-    return {ticket_id: entry for ticket_id, entry in merged.items() if date.fromisoformat(entry["day"]) >= horizon}
+    return {key: entry for key, entry in merged.items() if date.fromisoformat(entry["day"]) >= horizon}
 
 
 def finish_state(state: RunState, new_last_run_date: date, today: date, keep_email_days: int) -> RunState:

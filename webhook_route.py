@@ -12,11 +12,10 @@ import ssl
 import time
 from dataclasses import dataclass
 
-from delivery import DELIVERED, REJECTED, RETRY, STOP, Answer, answer_text
+from delivery import REJECTED, RETRY, STOP, Answer, answer_text, http_answer
 from destinations import Destination, SettingError
 from url_rules import WEB_PORTS, CheckedUrl, UrlError, ca_bundle, is_printable_ascii, parse_url, url_secrets
 
-RETRY_STATUSES = frozenset([408, 429, *range(500, 600)])
 MISCONFIGURED_STATUSES = frozenset([401, 403, 404, 405, 410])
 MAX_ANSWER_BYTES = 64 * 1024      # of an answer's body; the rest is never read
 
@@ -78,19 +77,6 @@ def webhook_headers(msg_id: str, body: bytes, key: bytes | None, authorization: 
     if authorization:
         headers["Authorization"] = authorization
     return headers
-
-
-def retry_after_seconds(value: str | None) -> float | None:
-    """A Retry-After header in seconds; one that cannot be read counts as absent."""
-    if value is None:
-        return None
-    from urllib3.exceptions import InvalidHeader
-    from urllib3.util.retry import Retry
-
-    try:
-        return Retry(0).parse_retry_after(value)
-    except (InvalidHeader, ValueError, OverflowError):
-        return None
 
 
 class WebhookRoute:
@@ -156,19 +142,13 @@ class WebhookRoute:
 
     def classify(self, status: int, headers, text: bytes) -> Answer:
         code = f"HTTP {status}"
-        if 200 <= status < 300:
-            return Answer(DELIVERED, code, code)
-        if 300 <= status < 400:
-            moved_to = _host_of(headers.get("Location", ""))
-            return Answer(STOP, f"the webhook at {self.label} answered {code}" + (f" (moved to {moved_to})" if moved_to else "")
-                          + ": update the webhook URL", code)
+        said = answer_text(text)
+        shared = http_answer(status, headers, f"the webhook at {self.label}", said)
+        if shared is not None:
+            return shared
         if status in MISCONFIGURED_STATUSES:
             return Answer(STOP, f"the webhook at {self.label} answered {code}: "
                                 "check the webhook URL and WEBHOOK_AUTHORIZATION / WEBHOOK_SECRET", code)
-        if status in RETRY_STATUSES:
-            return Answer(RETRY, f"the webhook at {self.label} answered {code}", code,
-                          retry_after=retry_after_seconds(headers.get("Retry-After")))
-        said = answer_text(text)
         return Answer(REJECTED, code + (f": {said}" if said else ""), code)
 
     def _failure(self, error: Exception) -> Answer:
@@ -186,13 +166,6 @@ class WebhookRoute:
                 return Answer(RETRY, f"could not connect to {self.label}", unreachable=True)
             return Answer(RETRY, f"the connection to {self.label} broke before an answer")
         return Answer(STOP, f"request to {self.label} failed ({type(error).__name__})")
-
-
-def _host_of(url: str) -> str:
-    try:
-        return parse_url(url, "Location", WEB_PORTS).label if url else ""
-    except UrlError:
-        return ""
 
 
 # ---------------------------------------------------------------- the destination

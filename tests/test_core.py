@@ -361,9 +361,9 @@ def test_next_last_run_date_is_the_latest_settled_day_and_never_passes_a_pending
                ticket("3", date(2026, 11, 23), "b@example.com")]
     found = group_by_customer(index_by_email(tickets))
     pending = group_by_customer(index_by_email(tickets[1:]))
-    assert next_last_run_date(start, found, []) == date(2026, 11, 24)
-    assert next_last_run_date(start, found, pending) == date(2026, 11, 23)
-    assert next_last_run_date(start, [], []) == start
+    assert next_last_run_date(start, found, [], date.max) == date(2026, 11, 24)
+    assert next_last_run_date(start, found, pending, date.max) == date(2026, 11, 23)
+    assert next_last_run_date(start, [], [], date.max) == start
 
 
 def test_a_delivery_is_recorded_then_finish_state_keeps_only_what_the_next_window_sees():

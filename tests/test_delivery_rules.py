@@ -217,7 +217,7 @@ def test_the_job_s_own_refusals_have_no_code_and_never_look_like_a_misconfigured
 def test_refusals_in_flight_when_the_opening_stops_the_run_stay_pending_and_are_not_recorded():
     route = Channels({name: [REFUSED] for name in "abcd"}, gate=threading.Barrier(4))
     recorder = Recorder()
-    results = deliver(route, list("abcd"), recorder, workers=4)
+    results = deliver(route, list("abcd"), recorder, workers=4, first_alone=False)
     assert results.stop_exit_code == 2 and results.rejected == [] and recorder.rejected == []
     assert sorted(results.failed) == [(name, "HTTP 422 bad field") for name in "abcd"]
 
@@ -456,7 +456,7 @@ def test_a_worker_told_fewer_is_logged_and_gives_its_customer_to_one_still_runni
                    "b": [Answer(DELIVERED, "ok")]})
     route.waits_for = {"b": lambda: route.closed_after("a")}           # b's worker runs until a's has ended
     route.together = threading.Barrier(2)
-    results = deliver(route, ["a", "b"], workers=2, retries=0)
+    results = deliver(route, ["a", "b"], workers=2, retries=0, first_alone=False)
     assert sorted(results.delivered) == ["a", "b"]
     assert "421 too many connections; one connection fewer" in notifier_log.messages
     assert [message for channel, message in route.attempts if channel == route.first_channel["a"]] == ["a"]
@@ -477,7 +477,7 @@ def test_a_customer_whose_worker_ended_while_it_was_being_given_back_is_carried_
     monkeypatch.setattr(delivery._Run, "give_back", late_give_back)
     route.together = threading.Barrier(2)
     route.waits_for = {"b": lambda: giving_back}        # b is answered once a's worker is giving a back
-    results = deliver(route, ["a", "b"], workers=2, retries=0)
+    results = deliver(route, ["a", "b"], workers=2, retries=0, first_alone=False)
     assert sorted(results.delivered) == ["a", "b"] and results.not_attempted == []
     assert route.attempts.count((route.first_channel["a"], "a")) == 2
 
@@ -487,7 +487,7 @@ def test_with_three_workers_one_that_ran_out_does_not_make_another_the_last():
                    "c": [Answer(DELIVERED, "ok")]})
     route.waits_for = {"a": lambda: route.closed_after("x"), "c": lambda: route.closed_after("a")}
     route.together = threading.Barrier(3)
-    results = deliver(route, ["x", "a", "c"], workers=3, retries=0)
+    results = deliver(route, ["x", "a", "c"], workers=3, retries=0, first_alone=False)
     assert sorted(results.delivered) == ["a", "c", "x"]
     assert [message for channel, message in route.attempts if channel == route.first_channel["a"]] == ["a"]
 
@@ -522,7 +522,7 @@ def test_an_opening_withdrawn_keeps_the_job_s_own_refusals_and_lists_each_custom
     route = Gated({name: [REFUSED] for name in "abc"}, gate=threading.Barrier(3))
     route.waits_for = dict.fromkeys("abc", lambda: own_refusal_recorded)
     recorder = FailFirstAlike()
-    results = deliver(route, list("eabc"), recorder, message_for=message_for, workers=4)
+    results = deliver(route, list("eabc"), recorder, message_for=message_for, workers=4, first_alone=False)
     assert sorted(results.failed) == [(name, "HTTP 422 bad field") for name in "abc"]
     assert results.rejected == [("e", "not sent: no usable template")] == recorder.rejected
     assert results.stop_exit_code == 2

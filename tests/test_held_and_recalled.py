@@ -36,6 +36,7 @@ from ticket_core import (
     is_header_row,
     is_valid_email,
     merged_recalls,
+    name_key,
     next_held,
     next_last_run_date,
     recall_matches,
@@ -72,7 +73,8 @@ def test_a_recall_takes_only_its_customer_s_row_closed_no_earlier_than_recorded(
     moment = datetime(2026, 11, 10, 12, 0)
     mine = Recall(customer_key(ANN), "2026-11-10T12:00:00")
     assert recall_matches([mine], moment, ANN)                                   # on the recorded moment
-    assert not recall_matches([mine], datetime(2026, 11, 10, 11, 59), ANN)       # before it
+    assert recall_matches([mine], datetime(2026, 11, 10, 11, 59), ANN)           # the same day, written earlier
+    assert not recall_matches([mine], datetime(2026, 11, 9, 23, 59), ANN)        # the day before
     assert not recall_matches([mine], moment, BOB)                               # another customer
     assert not recall_matches([mine], moment, "")                                # an address not usable
     assert recall_matches([Recall("", "2026-11-10")], moment, BOB)               # any address when none was known
@@ -89,9 +91,11 @@ def test_skipped_rows_are_held_only_for_what_the_help_desk_can_fix():
             SkippedRow(5, SKIP_NO_TICKET, "", "", customer_key(ANN), "2026-11-21"),
             SkippedRow(6, SKIP_BAD_DATE, "x", "", customer_key(ANN), "")]
     assert held_from(rows) == {
-        "T1": {"reason": SKIP_BAD_DATE, "customer": customer_key(ANN), "closed": ""},
-        "T2": {"reason": SKIP_NO_EMAIL, "customer": "", "closed": "2026-11-21"},
-        "T3": {"reason": SKIP_FUTURE_DATE, "customer": customer_key(ANN), "closed": ""},
+        f"{customer_key(ANN)}/T1": {"ticket": "T1", "reason": SKIP_BAD_DATE, "customer": customer_key(ANN), "name": "",
+                                    "closed": ""},
+        "-/T2": {"ticket": "T2", "reason": SKIP_NO_EMAIL, "customer": "", "name": "", "closed": "2026-11-21"},
+        f"{customer_key(ANN)}/T3": {"ticket": "T3", "reason": SKIP_FUTURE_DATE, "customer": customer_key(ANN),
+                                    "name": "", "closed": ""},
     }
 
 
@@ -134,27 +138,29 @@ def test_next_held_adds_the_newly_held_keeps_first_days_and_forgets_after_90_day
     too_old = date.fromordinal(TODAY.toordinal() - HELD_KEEP_DAYS - 1).isoformat()
     held = {"T1": {"day": first_day, "reason": SKIP_BAD_DATE, "customer": "k", "closed": ""},
             "T2": {"day": too_old, "reason": SKIP_BAD_DATE, "customer": "k", "closed": ""}}
-    newly = {"T1": {"reason": SKIP_NO_EMAIL, "customer": "", "closed": "2026-11-26"},
-             "T3": {"reason": SKIP_BAD_DATE, "customer": "k", "closed": ""},
-             "T4": {"reason": SKIP_BAD_DATE, "customer": "k", "closed": ""}}
+    newly = {"T1": {"ticket": "T1", "reason": SKIP_NO_EMAIL, "customer": "", "name": "", "closed": "2026-11-26"},
+             "T3": {"ticket": "T3", "reason": SKIP_BAD_DATE, "customer": "k", "name": "", "closed": ""},
+             "T4": {"ticket": "T4", "reason": SKIP_BAD_DATE, "customer": customer_key(ANN), "name": "", "closed": ""}}
     usable_elsewhere = [customer(ANN, ticket(ANN, "T4", TODAY))]
     assert next_held(held, newly, usable_elsewhere, TODAY) == {
-        "T1": {"day": first_day, "reason": SKIP_NO_EMAIL, "customer": "", "closed": "2026-11-26"},
-        "T3": {"day": TODAY.isoformat(), "reason": SKIP_BAD_DATE, "customer": "k", "closed": ""},
+        "T1": {"day": first_day, **newly["T1"]},
+        "T3": {"day": TODAY.isoformat(), **newly["T3"]},
     }
     assert next_held(held, {}, [], TODAY) == {"T1": held["T1"]}
     assert next_held({}, {}, usable_elsewhere, TODAY) == {}
     assert next_held({}, {"T5": newly["T3"]}, [], TODAY) == {"T5": {"day": TODAY.isoformat(), **newly["T3"]}}
+    # Another customer's usable row of the same id holds nothing back (section 21).
+    bobs = {"k/T4": {**newly["T4"], "customer": customer_key(BOB)}}
+    assert next_held({}, bobs, usable_elsewhere, TODAY) == {"k/T4": {"day": TODAY.isoformat(), **bobs["k/T4"]}}
 
-
-# ---------------------------------------------------------------- rejected entries
 
 def test_a_refusal_adds_to_the_customer_s_earlier_rejected_tickets():
     ann = customer(ANN, ticket(ANN, "T2", date(2026, 11, 21)))
     state = RunState(date(2026, 11, 20), rejected={ann.key: {"day": "2026-11-01", "reason": "old",
                                                              "tickets": {"T1": "2026-10-30"}}})
     assert rejection_entry(state, ann, TODAY, "HTTP 422 bad") == (
-        ann.key, {"day": TODAY.isoformat(), "reason": "HTTP 422 bad", "tickets": {"T1": "2026-10-30", "T2": "2026-11-21"}})
+        ann.key, {"day": TODAY.isoformat(), "reason": "HTTP 422 bad", "tickets": {"T1": "2026-10-30", "T2": "2026-11-21"},
+                  "name": name_key(ann.full_name)})
     other = RunState(date(2026, 11, 20), rejected={"someone else": {"day": "x", "reason": "y", "tickets": {"T9": "z"}}})
     assert rejection_entry(other, ann, TODAY, "r")[1]["tickets"] == {"T2": "2026-11-21"}
 
@@ -197,8 +203,8 @@ def test_state_is_forgotten_on_the_day_after_each_horizon_never_on_it():
 def test_last_run_date_is_the_latest_ticket_of_every_customer_found():
     late_second = customer(ANN, ticket(ANN, "T1", date(2026, 11, 21)), ticket(ANN, "T2", date(2026, 11, 25)))
     early = customer(BOB, ticket(BOB, "T3", date(2026, 11, 23)))
-    assert next_last_run_date(date(2026, 11, 20), [late_second, early], []) == date(2026, 11, 25)
-    assert next_last_run_date(date(2026, 11, 20), [early, late_second], []) == date(2026, 11, 25)
+    assert next_last_run_date(date(2026, 11, 20), [late_second, early], [], date.max) == date(2026, 11, 25)
+    assert next_last_run_date(date(2026, 11, 20), [early, late_second], [], date.max) == date(2026, 11, 25)
 
 
 # ---------------------------------------------------------------- a column nobody can read
@@ -302,10 +308,10 @@ def test_skipped_rows_keep_what_was_usable_for_holding_and_their_sheet_row_numbe
             ["Cy", "Day", "cy@example.com", "T4", "Closed", "21/11/2029"]]
     selection = select(rows, first_row_number=5)
     assert selection.skipped_rows == [
-        SkippedRow(6, SKIP_BAD_DATE, "31/02/2026", "T1", customer_key(ANN), ""),
-        SkippedRow(7, SKIP_NO_EMAIL, "bob at example", "T2", "", "2026-11-21T10:30:00"),
-        SkippedRow(8, SKIP_NO_TICKET, "", "", customer_key("cy@example.com"), ""),
-        SkippedRow(9, SKIP_FUTURE_DATE, "21/11/2029", "T4", customer_key("cy@example.com"), ""),
+        SkippedRow(6, SKIP_BAD_DATE, "31/02/2026", "T1", customer_key(ANN), "", name_key("Ann Lee")),
+        SkippedRow(7, SKIP_NO_EMAIL, "bob at example", "T2", "", "2026-11-21T10:30:00", name_key("Bob Ray")),
+        SkippedRow(8, SKIP_NO_TICKET, "", "", customer_key("cy@example.com"), "", name_key("Cy Day")),
+        SkippedRow(9, SKIP_FUTURE_DATE, "21/11/2029", "T4", customer_key("cy@example.com"), "", name_key("Cy Day")),
     ]
     assert selection.skipped == Counter({SKIP_BAD_DATE: 1, SKIP_NO_EMAIL: 1, SKIP_NO_TICKET: 1, SKIP_FUTURE_DATE: 1})
     assert selection.closed_rows == 4 and selection.rows_read == 4
@@ -352,7 +358,7 @@ def test_a_row_before_the_window_does_not_end_the_reading_and_a_dated_recall_is_
             ["Cy", "Day", "cy@example.com", "T3", "Closed", "21/11/2026"]]
     assert [t.ticket_id for t in select(rows).tickets] == ["T3"]
     recall = {"T1": (Recall("", "2026-11-02"),), "T2": (Recall("", "2026-11-04"),)}
-    assert [t.ticket_id for t in select(rows, recall=recall).tickets] == ["T1", "T3"]
+    assert sorted(t.ticket_id for t in select(rows, recall=recall).tickets) == ["T1", "T3"]
 
 
 def test_a_date_exactly_a_day_ahead_is_kept_and_a_minute_later_is_not():

@@ -145,7 +145,9 @@ def test_a_refused_delegation_stops_the_run_naming_it(tmp_path, gmail):
     gmail.refuse_delegation = True
     result = run(tmp_path, "--send-with", "gmail", "-testmode", "no", env=gmail.env())
     assert result.returncode == 2 and "domain-wide delegation" in result.stderr
-    assert gmail.sent == [] and read_state(tmp_path / "s.json")["rejected"] == {}
+    assert result.stderr.count("domain-wide delegation") == 1   # found when the destination opens: said once
+    assert gmail.server.requests and not any("send" in r.path for r in gmail.server.requests)   # nobody attempted
+    assert read_state(tmp_path / "s.json") == {"last_run_date": SINCE}
     check = run(tmp_path, "--check", "--send-with", "gmail", env=gmail.env())
     assert check.returncode == 2 and "domain-wide delegation" in check.stdout
 
@@ -211,6 +213,7 @@ class Microsoft:
         self.sent: list[email.message.EmailMessage] = []
         self.token_requests: list[dict] = []
         self.roles = ["Mail.Send"]
+        self.rbac = False   # Exchange Online's RBAC for Applications lets the app send as the mailbox
         self.token_error: dict | None = None
         self.answer = lambda message, index: Reply(202, body=b"")
         self.server.respond = self.respond
@@ -233,6 +236,10 @@ class Microsoft:
                                     "token_type": "Bearer"})
         assert path == "/v1.0/users/support@example.com/sendMail", path
         assert received.headers["content-type"] == "text/plain"
+        if not received.body:  # a request that sends nothing: Graph says whether the app may send as the mailbox
+            if "Mail.Send" in self.roles or self.rbac:
+                return json_reply(400, {"error": {"code": "ErrorMimeContentInvalidBase64String", "message": "Invalid"}})
+            return json_reply(403, {"error": {"code": "ErrorAccessDenied", "message": "Access is denied."}})
         message = email.message_from_bytes(base64.b64decode(received.body), policy=email.policy.default)
         reply = self.answer(message, len(self.sent))
         if reply.status == 202:
@@ -298,8 +305,9 @@ def test_microsoft365_with_a_certificate_credential(tmp_path, microsoft):
 def test_a_refused_token_stops_the_run_naming_the_setting(tmp_path, microsoft, error, setting):
     microsoft.token_error = error
     result = run(tmp_path, "-testmode", "no", env=microsoft.env())
-    assert result.returncode == 2 and setting in result.stderr
-    assert microsoft.sent == [] and read_state(tmp_path / "s.json")["rejected"] == {}
+    assert result.returncode == 2 and setting in result.stderr and result.stderr.count(setting) == 1
+    assert not any(r.path.endswith("sendMail") for r in microsoft.server.requests)   # nobody attempted
+    assert read_state(tmp_path / "s.json") == {"last_run_date": SINCE} and "not attempted" not in result.stdout
     assert SECRET not in result.stdout + result.stderr
 
 
@@ -335,13 +343,20 @@ def test_check_gets_a_token_and_checks_mail_send_without_sending(tmp_path, micro
     assert "with Mail.Send" in result.stdout and microsoft.sent == []
     microsoft.roles = ["User.Read.All"]
     result = run(tmp_path, "--check", env=microsoft.env())
-    assert result.returncode == 2 and "no Mail.Send permission" in result.stdout
+    assert result.returncode == 2 and "RBAC for Applications" in result.stdout and "admin consent" not in result.stdout
+    microsoft.rbac = True   # the scoped grant: no role in the token, and Graph lets the app send as the mailbox
+    result = run(tmp_path, "--check", env=microsoft.env())
+    assert result.returncode == 0 and "RBAC for Applications" in result.stdout and microsoft.sent == []
+    result = run(tmp_path, "-testmode", "no", env=microsoft.env())
+    assert result.returncode == 0 and len(microsoft.sent) == 3
 
 
 def test_microsoft365_settings_are_checked_at_start_and_test_mode_contacts_nothing(tmp_path, microsoft):
     result = run(tmp_path, "-testmode", "no", env=microsoft.env(M365_TENANT_ID=None))
     assert result.returncode == 2 and "M365_TENANT_ID" in result.stderr
     result = run(tmp_path, "-testmode", "no", env=microsoft.env(M365_CERTIFICATE=str(tmp_path / "r.csv")))
+    assert result.returncode == 2 and "set only one" in result.stderr
+    result = run(tmp_path, "-testmode", "no", env=microsoft.env(M365_CLIENT_SECRET=None))
     assert result.returncode == 2 and "one credential" in result.stderr
     result = run(tmp_path, "-testmode", "yes", env=microsoft.env())
     assert result.returncode == 0 and microsoft.server.requests == []

@@ -57,9 +57,9 @@ def customer(email, *days, name="Ann Lee"):
 def test_a_pending_customer_dated_before_the_others_holds_last_run_date_at_its_day():
     early, late = customer("a@example.com", date(2026, 11, 21)), customer("b@example.com", date(2026, 11, 25))
     start = date(2026, 11, 20)
-    assert next_last_run_date(start, [early, late], pending=[early]) == date(2026, 11, 21)
-    assert next_last_run_date(start, [early, late], pending=[]) == date(2026, 11, 25)
-    assert next_last_run_date(start, [early, late], pending=[late]) == date(2026, 11, 25)
+    assert next_last_run_date(start, [early, late], pending=[early], today=date.max) == date(2026, 11, 21)
+    assert next_last_run_date(start, [early, late], pending=[], today=date.max) == date(2026, 11, 25)
+    assert next_last_run_date(start, [early, late], pending=[late], today=date.max) == date(2026, 11, 25)
 
 
 @pytest.mark.parametrize("pending_kind", ["deferred", "not attempted"])

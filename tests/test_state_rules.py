@@ -22,7 +22,7 @@ from state_file import (
     state_to_json,
     write_state_text,
 )
-from ticket_core import ClosedTicket, Customer, RunState, customer_key
+from ticket_core import ClosedTicket, Customer, RunState, customer_key, name_key
 
 TODAY = date(2026, 11, 27)
 KEY = "k" * 64
@@ -173,7 +173,7 @@ def test_the_writer_records_a_refusal_in_both_files_and_a_withdrawal_restores_th
     writer.record_rejection(ann, TODAY, "HTTP 422 bad")
     saved = load_state(path, TODAY)
     assert saved.rejected[ann.key] == {"day": TODAY.isoformat(), "reason": "HTTP 422 bad",
-                                       "tickets": {"T1": "2026-10-30", "T2": "2026-11-25"}}
+                                       "tickets": {"T1": "2026-10-30", "T2": "2026-11-25"}, "name": name_key("Ann Lee")}
     assert saved.held == {}
     with (tmp_path / "rejected.csv").open(encoding="utf-8-sig", newline="") as handle:
         assert list(csv.reader(handle))[1:] == [[TODAY.isoformat(), "ann@example.com", "Ann Lee", "T2", "HTTP 422 bad"]]
