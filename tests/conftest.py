@@ -412,3 +412,23 @@ def run_story(script: ScriptedDestination, *args: str):
 
     settings = parse_args([*args, "-webhook_url", "http://127.0.0.1:9/unused"], ROOT, "test", environment={})
     return process_ticket.run(replace(settings, destination=script.destination(), destination_settings=None))
+
+
+@pytest.fixture
+def gmail():
+    """The Gmail API and Google's token endpoint, on 127.0.0.1 (mail_standins.GmailApi)."""
+    from mail_standins import GmailApi
+
+    api = GmailApi()
+    yield api
+    api.close()
+
+
+@pytest.fixture
+def microsoft(certificates):
+    """Microsoft's identity platform and Graph over HTTPS on 127.0.0.1 (mail_standins.Microsoft)."""
+    from mail_standins import Microsoft
+
+    fake = Microsoft(certificates)
+    yield fake
+    fake.close()

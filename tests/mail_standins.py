@@ -1,0 +1,150 @@
+"""Stand-ins for the Gmail API (with Google's token endpoint) and Microsoft's identity platform with
+Graph, served on 127.0.0.1 for the real google-api-python-client and msal; and a CLI run helper."""
+
+import base64
+import email
+import email.policy
+import json
+from datetime import date, datetime, timedelta, timezone
+from urllib.parse import parse_qs, unquote, urlsplit
+
+from conftest import Reply, WebhookServer, clean_env, run_cli, write_csv, write_state
+
+TODAY = date.today()
+RECENT = (TODAY - timedelta(days=3)).strftime("%d/%m/%Y")
+SINCE = (TODAY - timedelta(days=10)).strftime("%d/%m/%Y")
+ROWS = [["Jane", "Doe", "jane@example.com", "1001", "Closed", RECENT],
+        ["John", "Roe", "john@example.com", "2001", "Closed", RECENT],
+        ["Ann", "Lee", "ann@example.com", "3001", "Closed", RECENT]]
+FROM = "Support <support@example.com>"
+TENANT, CLIENT, SECRET = "contoso.onmicrosoft.com", "11111111-2222-3333-4444-555555555555", "client-s3cret-value"
+
+
+def json_reply(status: int, body: dict, headers: dict | None = None) -> Reply:
+    return Reply(status, {"Content-Type": "application/json", **(headers or {})}, body=json.dumps(body).encode())
+
+
+def run(tmp_path, *extra, env, rows=ROWS, state=True):
+    report = write_csv(tmp_path / "r.csv", rows)
+    state_path = tmp_path / "s.json"
+    if state and not state_path.exists():
+        write_state(state_path, {"last_run_date": SINCE})
+    return run_cli("--report", str(report), "--state-file", str(state_path), "--from", FROM, "--retries", "1",
+                   "--credentials", str(tmp_path / "credential.json"), "--token", str(tmp_path / "token.json"),
+                   *extra, env=env)
+
+
+# ---------------------------------------------------------------- Gmail
+
+def write_user_token(path, scopes, expiry=None):
+    expiry = expiry or datetime.now(timezone.utc) + timedelta(hours=1)
+    path.write_text(json.dumps({"token": "ya29.valid-token", "refresh_token": "refresh-1",
+                                "client_id": "id.apps.googleusercontent.com", "client_secret": "not-a-secret",
+                                "scopes": scopes, "expiry": expiry.strftime("%Y-%m-%dT%H:%M:%SZ")}))
+    return path
+
+
+class GmailApi:
+    """users.messages.send, and Google's token endpoint for service accounts; `answer(raw message, index)`."""
+
+    def __init__(self):
+        self.server = WebhookServer()
+        self.sent: list[email.message.EmailMessage] = []
+        self.tokens: list[dict] = []
+        self.refuse_delegation = False
+        self.answer = lambda message, index: json_reply(200, {"id": f"m{index}", "labelIds": ["SENT"]})
+        self.server.respond = self.respond
+
+    def respond(self, received, index):
+        path = urlsplit(received.path).path
+        if path == "/token":
+            if self.refuse_delegation:
+                return json_reply(401, {"error": "unauthorized_client",
+                                        "error_description": "Client is unauthorized to retrieve access tokens"})
+            form = parse_qs(received.body.decode())
+            if form["grant_type"][0] == "refresh_token":
+                return json_reply(200, {"access_token": "ya29.refreshed", "expires_in": 3600, "token_type": "Bearer"})
+            assertion = form["assertion"][0].split(".")[1]
+            self.tokens.append(json.loads(base64.urlsafe_b64decode(assertion + "=" * (-len(assertion) % 4))))
+            return json_reply(200, {"access_token": "ya29.service", "expires_in": 3600, "token_type": "Bearer"})
+        assert path == "/gmail/v1/users/me/messages/send", path
+        raw = json.loads(received.body)["raw"]
+        message = email.message_from_bytes(base64.urlsafe_b64decode(raw), policy=email.policy.default)
+        reply = self.answer(message, len(self.sent))
+        if reply.status == 200:
+            self.sent.append(message)
+        return reply
+
+    def env(self, **extra):
+        return clean_env(GMAIL_API_ENDPOINT=self.server.root, **extra)
+
+    def close(self):
+        self.server.close()
+
+
+
+
+def write_service_account(path, gmail):
+    """A service account key whose token endpoint is the local Gmail fake's."""
+    from test_google import write_service_account as service_account_key
+
+    return service_account_key(path, gmail.server.root + "token")
+
+
+def access_token(roles):
+    def part(data):
+        return base64.urlsafe_b64encode(json.dumps(data).encode()).decode().rstrip("=")
+    return f"{part({'alg': 'none'})}.{part({'roles': roles, 'aud': 'https://graph.microsoft.com'})}.sig"
+
+
+class Microsoft:
+    """Entra ID's token endpoint (with its OpenID configuration) and Graph's sendMail, over HTTPS."""
+
+    def __init__(self, certificates):
+        ca, cert, key = certificates
+        self.ca = ca
+        self.server = WebhookServer(tls=(cert, key))
+        self.sent: list[email.message.EmailMessage] = []
+        self.token_requests: list[dict] = []
+        self.roles = ["Mail.Send"]
+        self.rbac = False   # Exchange Online's RBAC for Applications lets the app send as the mailbox
+        self.token_error: dict | None = None
+        self.answer = lambda message, index: Reply(202, body=b"")
+        self.server.respond = self.respond
+
+    @property
+    def host(self) -> str:
+        return f"localhost:{self.server.httpd.server_address[1]}"
+
+    def respond(self, received, index):
+        path = unquote(urlsplit(received.path).path)
+        base = f"https://{self.host}/{TENANT}"
+        if path.endswith("/.well-known/openid-configuration"):
+            return json_reply(200, {"token_endpoint": f"{base}/oauth2/v2.0/token", "issuer": f"{base}/v2.0",
+                                    "authorization_endpoint": f"{base}/oauth2/v2.0/authorize"})
+        if path.endswith("/oauth2/v2.0/token"):
+            self.token_requests.append({key: values[0] for key, values in parse_qs(received.body.decode()).items()})
+            if self.token_error:
+                return json_reply(400, self.token_error)
+            return json_reply(200, {"access_token": access_token(self.roles), "expires_in": 3600,
+                                    "token_type": "Bearer"})
+        assert path == "/v1.0/users/support@example.com/sendMail", path
+        assert received.headers["content-type"] == "text/plain"
+        if not received.body:  # a request that sends nothing: Graph says whether the app may send as the mailbox
+            if "Mail.Send" in self.roles or self.rbac:
+                return json_reply(400, {"error": {"code": "ErrorMimeContentInvalidBase64String", "message": "Invalid"}})
+            return json_reply(403, {"error": {"code": "ErrorAccessDenied", "message": "Access is denied."}})
+        message = email.message_from_bytes(base64.b64decode(received.body), policy=email.policy.default)
+        reply = self.answer(message, len(self.sent))
+        if reply.status == 202:
+            self.sent.append(message)
+        return reply
+
+    def env(self, **extra):
+        settings = {"M365_TENANT_ID": TENANT, "M365_CLIENT_ID": CLIENT, "M365_CLIENT_SECRET": SECRET,
+                    "M365_AUTHORITY_HOST": self.host, "M365_GRAPH_ENDPOINT": f"https://{self.host}",
+                    "REQUESTS_CA_BUNDLE": str(self.ca), "SEND_WITH": "microsoft365", **extra}
+        return clean_env(**{key: value for key, value in settings.items() if value is not None})
+
+    def close(self):
+        self.server.close()
