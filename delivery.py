@@ -102,7 +102,7 @@ def _host_of(url: str) -> str:
 _SENDING_LIMIT = re.compile(
     r"\b5\.4\.5\b.*\b(quota|limit)|\b(quota|limit)\b.*\b5\.4\.5\b|\b5\.1\.90\b|SubmissionQuotaExceeded|"
     r"\b5\.7\.23[23]\b|dailyLimitExceeded|rate[ -]?limit exceeded\W+retry after|"
-    r"\b(daily|sending|recipient|message)s?\b[\w -]{0,24}\b(limit|quota)\b|\bquota\b[\w -]{0,24}\bexceeded",
+    r"\b(daily|sending|recipient)s?\b[\w -]{0,24}\b(limit|quota)\b|\bquota\b[\w -]{0,24}\bexceeded",
     re.IGNORECASE)
 _RESUME_AT = re.compile(r"retry after\s+(\S+(?:\s\d\d:\d\d(?::\d\d)?)?)", re.IGNORECASE)
 

@@ -91,7 +91,7 @@ def classify(status: int, headers, content: bytes) -> Answer:
         return Answer(STOP, f"{GMAIL_LABEL} answered {code} ({whole}): {NOT_ENABLED_ADVICE}", code)
     if 200 <= status < 300:
         return Answer(DELIVERED, f"{code}, id {_sent_id(content)}", code)
-    rate_refusal = status == 403 and set(reasons) & set(RATE_REASONS) and "dailyLimitExceeded" not in reasons
+    rate_refusal = status == 403 and set(reasons) & {*RATE_REASONS, "dailyLimitExceeded"}  # a limit, not a scope
     shared = http_answer(429 if rate_refusal else status, headers, GMAIL_LABEL, said)
     if shared is not None:
         return shared

@@ -27,6 +27,9 @@ _SENDER_REFUSED = re.compile(r"\b5\.1\.[78]\b|\bsender\b", re.IGNORECASE)
 LOGIN_ADVICE = "check SMTP_USERNAME / SMTP_PASSWORD (an app password for Gmail)"
 
 
+_RATE_WORDS = re.compile(r"\brate\b|too (much|many) (mail|messages)|try again later|throttl", re.IGNORECASE)
+
+
 class SmtpConfigError(Exception):
     """The SMTP settings are unusable: exit 2 before any traffic."""
 
@@ -398,7 +401,7 @@ class SmtpChannel:
             if code == 530:
                 raise _AttemptOverError(Answer(STOP, f"{label} wants a login before sending ({code} {answer_text(reply)}): "
                                                      "set SMTP_USERNAME and SMTP_PASSWORD", str(code)))
-            self._refused("refused the sender (MAIL FROM) with", code, reply, stop_on_5xx=True)
+            self._refused("answered MAIL FROM (the sender) with", code, reply, stop_on_5xx=True)
         code, reply = connection.rcpt(mail.recipient)
         if code not in (250, 251):
             connection.rset()
@@ -425,6 +428,8 @@ class SmtpChannel:
         """A reply that is not a yes: 421 and 4xx are retried; a 5xx rejects this customer, or
         (greeting, sender) stops the run."""
         detail = f"{self.route.label} {what} {code} {answer_text(reply)}"
+        if 400 <= code < 500 and _RATE_WORDS.search(answer_text(reply)):  # not a refused sender: slow down, try again
+            detail = f"{self.route.label} is limiting the rate of sending ({code} {answer_text(reply)})"
         if 500 <= code < 600:
             raise _AttemptOverError(Answer(STOP if stop_on_5xx else REJECTED, detail, str(code)))
         raise _AttemptOverError(Answer(RETRY, detail, str(code)))
