@@ -109,9 +109,10 @@ def build_parser(version: str) -> argparse.ArgumentParser:
     send.add_argument("--retries", type=bounded(int, 0, 10), default=3, metavar="N",
                       help="extra attempts per message on temporary failures, waiting 1 s, 2 s, 4 s... up to 60 s; "
                            "every destination (default: 3)")
-    send.add_argument("--subject", metavar="TEXT", help="email subject")
-    send.add_argument("--body-template", metavar="PATH",
-                      help="string.Template file: $first_name $full_name $ticket_count $ticket_lines")
+    placeholders = " ".join(f"${name}" for name in TEMPLATE_FIELDS)
+    send.add_argument("--subject", metavar="TEXT", help=f"email subject; may hold the placeholders {placeholders} "
+                                                        "($$ for a literal $)")
+    send.add_argument("--body-template", metavar="PATH", help=f"string.Template file with {placeholders}")
     send.add_argument("--html-template", metavar="PATH",
                       help="HTML body, string.Template: the same placeholders, HTML-escaped, and $ticket_list")
     send.add_argument("--ticket-url", metavar="TEMPLATE",
@@ -221,6 +222,11 @@ def parse_args(argv: list[str] | None, script_dir: Path, version: str,
             raise UsageError(f"--date-format {error}; use a strptime format such as %d/%m/%Y") from None
     if args.subject is not None and not args.subject.isprintable():
         raise UsageError("--subject must be one line of printable text")
+    if args.subject is not None:
+        try:
+            check_body_template(Template(args.subject))
+        except ValueError as error:
+            raise UsageError(f"--subject: {error}") from None
     body_template = load_template(absolute(args.body_template), "--body-template") if args.body_template else None
     html_template = load_template(absolute(args.html_template), "--html-template") if args.html_template else None
     preview_dir = absolute(args.preview_dir)
@@ -345,8 +351,8 @@ def check_addresses(args: argparse.Namespace, environment: Mapping[str, str],
 
     from_text = args.from_address or environment.get("SMTP_FROM") or ""
     if destination is not None and destination.needs_sender and not from_text.strip():
-        raise UsageError(f"--from is required with {destination.name} (the sender, e.g. \"Support <support@example.com>\"; "
-                         "or set SMTP_FROM)")
+        raise UsageError(f"--from is required with {destination.name}: the mailbox the emails come from, e.g. "
+                         "--from \"Support <support@example.com>\" (in run_settings.env: SMTP_FROM)")
     try:
         cc = tuple(parse_mailbox(text, "--cc")[1] for text in args.cc)
         reply_to = parse_mailbox(args.reply_to, "--reply-to") if args.reply_to else None

@@ -52,6 +52,7 @@ class Content:
     html_template: Template | None = None
     cc: tuple[str, ...] = ()
     ticket_url: str | None = None       # an http(s) URL with {ticket} where the (URL-encoded) id goes
+    subject_prefix: str = ""            # "[TEST] " on a --send-test-to email
 
 
 def ticket_link(content: Content, ticket_id: str) -> str:
@@ -128,13 +129,18 @@ def render_html(customer: Customer, html_template: Template, content: Content = 
     return html_template.substitute(values, ticket_list="<ul>\n" + "\n".join(items) + "\n</ul>")
 
 
-def subject_for(customer: Customer, subject: str | None = None) -> str:
-    return subject or (DEFAULT_SUBJECT_ONE if len(customer.tickets) == 1 else DEFAULT_SUBJECT_MANY)
+def subject_for(customer: Customer, content: Content = Content()) -> str:
+    """--subject with its placeholders filled (those of the body templates), else the default subject."""
+    if content.subject:
+        subject = Template(content.subject).substitute(template_values(customer, content))
+    else:
+        subject = DEFAULT_SUBJECT_ONE if len(customer.tickets) == 1 else DEFAULT_SUBJECT_MANY
+    return content.subject_prefix + one_line(subject)
 
 
 def build_payload(customer: Customer, content: Content = Content()) -> dict:
     email = {
-        "subject": subject_for(customer, content.subject),
+        "subject": subject_for(customer, content),
         "to_address": [customer.email],
         "cc_address": list(content.cc),
         "body": render_body(customer, content),
@@ -299,7 +305,7 @@ def build_email(customer: Customer, content: Content, sender: Sender | None, now
         message["Cc"] = _WrittenHeader("Cc", ",\n ".join(content.cc))
     if sender is not None and sender.reply_to:
         message["Reply-To"] = _WrittenHeader("Reply-To", mailbox_text(*sender.reply_to))
-    message["Subject"] = header_text(subject_for(customer, content.subject))
+    message["Subject"] = header_text(subject_for(customer, content))
     message["Date"] = format_datetime((now or datetime.now()).astimezone())
     if sender is not None:
         message["Message-ID"] = f"<{message_digest(customer)}@{sender.domain}>"

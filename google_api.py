@@ -30,7 +30,7 @@ from time_bounds import TooSlowError, run_within
 
 SCOPES = ["https://www.googleapis.com/auth/spreadsheets.readonly"]   # what reading the sheet needs
 GMAIL_SEND = "https://www.googleapis.com/auth/gmail.send"           # what --send-with gmail needs
-CONSENT_SCOPES = [*SCOPES, GMAIL_SEND]                                # what `python google_api.py` asks for
+CONSENT_SCOPES = [*SCOPES, GMAIL_SEND]                                # `python google_api.py --gmail` asks for both
 SCRIPT_DIR = Path(__file__).resolve().parent
 SHEET_RETRIES = 4
 PAGE_CELLS = 250_000  # cells per values.get: Google advises payloads of about 2 MB; a page is retried on its own
@@ -133,9 +133,10 @@ def load_credentials(credentials_path: Path, token_path: Path):
 
 def authorise_interactively(credentials_path: Path, token_path: Path, open_browser: bool,
                             need_gmail: bool = False) -> Credentials:
-    """The one-off consent (Google's quickstart flow), for reading sheets and sending with Gmail:
-    reuse a valid or refreshable token (one without the gmail.send scope only when `need_gmail` is
-    not asked), else ask."""
+    """The one-off consent (Google's quickstart flow): reading sheets, and sending with Gmail only when
+    `need_gmail` (a team that only reads the sheet is never asked to let the job send email); reuse a
+    valid or refreshable token (one without the gmail.send scope only when `need_gmail` is not asked),
+    else ask."""
     from google_auth_oauthlib.flow import InstalledAppFlow
     from oauthlib.oauth2.rfc6749.errors import OAuth2Error
 
@@ -154,7 +155,7 @@ def authorise_interactively(credentials_path: Path, token_path: Path, open_brows
     # The user may untick "send email" (Google's granular consent): a token for fewer scopes is still
     # saved (it reads the sheet), instead of oauthlib's "Scope has changed" traceback.
     os.environ.setdefault("OAUTHLIB_RELAX_TOKEN_SCOPE", "1")
-    flow = InstalledAppFlow.from_client_secrets_file(str(credentials_path), CONSENT_SCOPES)
+    flow = InstalledAppFlow.from_client_secrets_file(str(credentials_path), CONSENT_SCOPES if need_gmail else SCOPES)
     try:
         credentials = flow.run_local_server(port=0, open_browser=open_browser)
     except webbrowser.Error:
@@ -401,8 +402,13 @@ def check_sheet_access(sheet_id: str, *, credentials_path: Path, token_path: Pat
 
 
 def _first_line(error: Exception) -> str:
-    text = str(error.args[0] if error.args else error)
-    return text.splitlines()[0] if text else type(error).__name__
+    """The provider's own words of an error, never a Python tuple or dict: google-auth's RefreshError
+    carries ('invalid_grant: ...', {...the answer...})."""
+    first = error.args[0] if error.args else error
+    if isinstance(first, dict):
+        first = first.get("error_description") or first.get("error") or type(error).__name__
+    text = str(first)
+    return text.splitlines()[0] if text.strip() else type(error).__name__
 
 
 # ---------------------------------------------------------------- the auth check
@@ -427,6 +433,14 @@ def count_data_rows(rows: list[list]) -> int:
     return len(filled) - (1 if filled and is_header_row(filled[0], {}) else 0)
 
 
+def delegation_steps(info: dict) -> str:
+    """What a Google Workspace admin authorises so that a service account may send as a mailbox:
+    its numeric client id and the scopes, under domain-wide delegation."""
+    return (f"To send with Gmail as a Workspace mailbox, an admin authorises domain-wide delegation: Google Admin "
+            f"console > Security > Access and data control > API controls > Manage domain-wide delegation > Add new, "
+            f"client ID {info.get('client_id', '(the client_id in the key file)')}, OAuth scopes: {GMAIL_SEND}")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="google_api.py", allow_abbrev=False,
                                      description="Authorise with Google once and check that the sheet can be read.")
@@ -434,20 +448,24 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("-range", "--range", dest="range", default="Sheet1", help="A1 range (default: Sheet1)")
     parser.add_argument("--no-browser", action="store_true", help="print the consent URL instead of opening it")
     parser.add_argument("--gmail", action="store_true",
-                        help="ask again when the saved token cannot send with Gmail (for --send-with gmail)")
+                        help="also ask to send email as you with Gmail (for --send-with gmail; also when SEND_WITH=gmail); "
+                             "for a service account, print what domain-wide delegation needs")
     parser.add_argument("--credentials", default=str(SCRIPT_DIR / "credential.json"), help="default: credential.json")
     parser.add_argument("--token", default=str(SCRIPT_DIR / "token.json"), help="default: token.json")
     args = parser.parse_args(argv)
     credentials_path, token_path = Path(args.credentials).absolute(), Path(args.token).absolute()
+    need_gmail = args.gmail or os.environ.get("SEND_WITH", "").strip().lower() == "gmail"
     try:
         info = read_credential_file(credentials_path) if credentials_path.exists() or not token_path.exists() else {}
         if info.get("type") == "service_account":
             credentials = load_credentials(credentials_path, token_path)
             account = credentials.service_account_email
             print(f"Service account {account}: no consent needed; share the sheet with this address.")
+            if need_gmail:
+                print(delegation_steps(info))
         else:
             credentials = authorise_interactively(credentials_path, token_path, open_browser=not args.no_browser,
-                                                  need_gmail=args.gmail)
+                                                  need_gmail=need_gmail)
             account = ""
             print(f"Authorised; token saved to {token_path}")
         if args.sheet_id:

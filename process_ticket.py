@@ -23,7 +23,15 @@ from pathlib import Path
 
 from cli_options import UsageError, parse_args
 from run_output import FILE_ONLY, ErrorLines, format_customer_table, format_summary, setup_logging
-from state_file import StateError, StateWriter, acquire_lock, load_state, prepare_state_folder, save_state
+from state_file import (
+    StateError,
+    StateWriter,
+    acquire_lock,
+    load_state,
+    prepare_state_folder,
+    rejected_csv_path,
+    save_state,
+)
 from ticket_core import (
     Customer,
     ReportError,
@@ -84,6 +92,7 @@ class RunReport:
     previews: int | None = None  # .eml files written by --preview-dir
     test_send: str = ""          # what --send-test-to did
     preview_dir: Path | None = None
+    rejected_csv: Path | None = None  # where refusals are listed for a person (beside the state file)
     stop_reason: str = ""
     stop_exit_code: int = 0
 
@@ -240,6 +249,7 @@ def run(settings) -> RunReport:
                            held_back=held_back_count(owed, state.held), held_waiting=len(held),
                            held_before=len(state.held),
                            old_last_run_date=start, test_mode=settings.test_mode, max_emails=settings.max_emails,
+                           rejected_csv=rejected_csv_path(settings.state_file),
                            first_run=not settings.since and not settings.state_file.exists())
         for customer in deferred:
             log.info("deferred %s (%s): emailed on %s, fewer than %d days ago; it waits", customer.email,
@@ -408,7 +418,7 @@ def send_test(settings, first: list[Customer]) -> str:
         return "nothing sent: nobody would be emailed in this run"
     customer = first[0]
     stand_in = customer._replace(email=settings.send_test_to)   # its own ids: the real email is not a duplicate
-    test_settings = replace(settings, content=replace(settings.content, cc=()))
+    test_settings = replace(settings, content=replace(settings.content, cc=(), subject_prefix="[TEST] "))
     route, message_for = open_route(test_settings)
     try:
         results = deliver_all(route, [stand_in], DeliveryPolicy(workers=1, timeout=settings.timeout,
@@ -437,8 +447,8 @@ def send_all(settings, customers: list[Customer], state: RunState, today: date, 
 
     def refused(customer: Customer, reason: str) -> None:
         writer.record_rejection(customer, today, reason)
-        log.warning("rejected %s (%s): %s; not retried (see rejected.csv, --retry-rejected)",
-                    customer.email, ", ".join(customer.ticket_ids), reason)
+        log.warning("rejected %s (%s): %s; not retried (see %s, --retry-rejected)",
+                    customer.email, ", ".join(customer.ticket_ids), reason, rejected_csv_path(settings.state_file))
 
     def withdrawn(customers: list[Customer]) -> None:
         try:

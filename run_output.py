@@ -131,7 +131,8 @@ def format_summary(report) -> str:
     new = format_day(report.new_last_run_date) if report.new_last_run_date else old
     skipped_total = sum(report.skipped.values())
     reasons = ", ".join(f"{reason} {report.skipped[reason]}" for reason in SKIP_REASONS if report.skipped.get(reason))
-    held = f", {report.held_rejected} rejected earlier (see rejected.csv)" if report.held_rejected else ""
+    listed = report.rejected_csv or "rejected.csv"
+    held = f", {report.held_rejected} rejected earlier (see {listed})" if report.held_rejected else ""
     rows = [
         ("Rows read", str(report.rows_read)),
         (f"Closed since {old}", f"{report.new_tickets} new, {report.already_notified} already notified{held}"),
@@ -144,7 +145,7 @@ def format_summary(report) -> str:
         ("Customers deferred", f"{len(report.deferred)}" + (" (emailed too recently; they wait)" if report.deferred else "")),
         ("Customers failed", f"{len(report.failed)}" + (" (pending for the next run)" if report.failed else "")),
     ]
-    rows.append(("Customers rejected", f"{len(report.rejected)}" + (" (refused for good; see rejected.csv)"
+    rows.append(("Customers rejected", f"{len(report.rejected)}" + (f" (refused for good; see {listed})"
                                                                     if report.rejected else "")))
     if report.waiting:
         rows.append(("Customers waiting", f"{len(report.waiting)} (past --max-emails {report.max_emails}; they go "

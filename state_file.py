@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import logging
 import os
 import stat
 import sys
@@ -15,7 +16,15 @@ from datetime import date, datetime
 from pathlib import Path
 
 from report_dates import check_day_range, format_day, parse_day
-from ticket_core import Customer, RunState, delivery_entries, held_settled_by, rejection_entry, without_delivered
+from ticket_core import (
+    Customer,
+    RunState,
+    customer_key,
+    delivery_entries,
+    held_settled_by,
+    rejection_entry,
+    without_delivered,
+)
 
 
 class StateError(Exception):
@@ -272,6 +281,21 @@ def remove_rejected_csv_lines(path: Path, lines: list[list[str]]) -> None:
                          "delete their lines from it by hand") from None
 
 
+def remove_rejected_csv_customers(path: Path, keys: set[str]) -> None:
+    """rejected.csv without the lines of these customers (by customer key), replaced atomically."""
+    try:
+        with path.open(encoding="utf-8-sig", newline="") as handle:
+            rows = list(csv.reader(handle))
+    except FileNotFoundError:
+        return
+    except (OSError, UnicodeDecodeError, csv.Error) as error:
+        raise StateError(f"cannot take the delivered customers out of {path} ({_reason(error)}); delete their lines "
+                         "by hand") from None
+    kept = [row for row in rows[1:] if len(row) < 2 or customer_key(row[1].removeprefix("'")) not in keys]
+    if len(kept) < len(rows) - 1:
+        remove_rejected_csv_lines(path, [row for row in rows[1:] if row not in kept])
+
+
 # ---------------------------------------------------------------- saving during delivery
 
 class StateWriter:
@@ -302,13 +326,20 @@ class StateWriter:
             self.state.last_emailed[key] = emailed_on
             self._notified_text[key] = _entry_text((key, notified))
             self._emailed_text[key] = _entry_text((key, emailed_on))
+            cleared: list[str] = []
             if self.state.rejected:
                 remaining = without_delivered(self.state.rejected, customer)
                 if remaining is not None:
+                    cleared = [key for key in self.state.rejected if key not in remaining]
                     self.state.rejected = remaining
             self._settle_held(customer)
             mine = self._changed()
         self._save_including(mine)
+        if cleared:  # delivered at last (--retry-rejected): its lines leave rejected.csv, which lists the open ones
+            try:
+                remove_rejected_csv_customers(rejected_csv_path(self.path), set(cleared))
+            except StateError as error:
+                logging.getLogger("ticket_notifier").warning("%s", error)
 
     def record_rejection(self, customer: Customer, today: date, reason: str) -> None:
         """Record that `customer` was refused for good: a line in rejected.csv, then the state.

@@ -766,7 +766,9 @@ def still_held(held: Mapping[str, dict], customers: Iterable[Customer]) -> dict[
     """The held entries left once these customers are emailed: what a live run would leave held."""
     remaining = dict(held)
     for customer in customers:
-        remaining = held_settled_by(remaining, customer) or remaining
+        settled = held_settled_by(remaining, customer)
+        if settled is not None:
+            remaining = settled
     return remaining
 
 

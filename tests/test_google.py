@@ -351,7 +351,7 @@ def test_auth_check_consent_flow_saves_an_owner_only_token(api, tmp_path):
     try:
         consent_url = next(word for line in process.stdout for word in line.split() if word.startswith("http"))
         query = parse_qs(urlsplit(consent_url).query)
-        assert consent_url.startswith(api.root + "auth?") and query["scope"] == [" ".join(google_api.CONSENT_SCOPES)]
+        assert consent_url.startswith(api.root + "auth?") and query["scope"] == [" ".join(google_api.SCOPES)]  # no Gmail
         # The browser, after the user said yes: Google redirects back to the local port.
         urllib.request.urlopen(f"{query['redirect_uri'][0]}?state={query['state'][0]}&code=the-code", timeout=10).read()
         rest, errors = process.communicate(timeout=60)
