@@ -263,7 +263,7 @@ def parse_args(argv: list[str] | None, script_dir: Path, version: str,
         state_file=(absolute(args.state_file) or script_dir / "last_run_date.json").resolve(),
         credentials=absolute(args.credentials) or script_dir / "credential.json",
         token=absolute(args.token) or script_dir / "token.json", api_key=api_key,
-        sheets_endpoint=environment.get("SHEETS_API_ENDPOINT", "").strip() or None, log_file=absolute(args.log_file),
+        sheets_endpoint=sheets_endpoint(environment), log_file=absolute(args.log_file),
         ping_url=ping_url, check=args.check, quiet=args.quiet, verbose=args.verbose, notes=tuple(notes),
         secrets=tuple(secrets_of(environment, destination, destination_settings, api_key, ping_url)))
 
@@ -279,6 +279,17 @@ def max_emails_setting(args: argparse.Namespace, environment: Mapping[str, str])
         return bounded(int, 1, 10_000_000)(text)
     except argparse.ArgumentTypeError as error:
         raise UsageError(f"MAX_EMAILS {error}") from None
+
+
+def sheets_endpoint(environment: Mapping[str, str]) -> str | None:
+    """SHEETS_API_ENDPOINT, checked like every endpoint setting (https; http only to this machine)."""
+    from url_rules import UrlError, check_endpoint
+
+    endpoint = environment.get("SHEETS_API_ENDPOINT", "").strip() or None
+    try:
+        return check_endpoint(endpoint, "SHEETS_API_ENDPOINT") if endpoint else None
+    except UrlError as error:
+        raise UsageError(str(error)) from None
 
 
 def check_ticket_url(template: str | None) -> str | None:

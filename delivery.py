@@ -80,7 +80,8 @@ def http_answer(status: int, headers, label: str, said: str = "") -> Answer | No
                             "check the destination's URL or endpoint setting (a send is never redirected)", code)
     if status in RETRY_STATUSES:
         return Answer(RETRY, f"{label} answered {code}" + (f": {said}" if said else ""), code,
-                      retry_after=retry_after_seconds(headers.get("Retry-After") or headers.get("retry-after")))
+                      retry_after=retry_after_seconds(headers.get("Retry-After") or headers.get("retry-after")),
+                      said=f"{code}: {said}" if said else code)
     return None
 
 
@@ -114,14 +115,15 @@ def as_sending_limit(answer: Answer) -> Answer:
     if answer.kind in (DELIVERED, FEWER, LIMIT):
         return answer
     beyond_wait = answer.retry_after is not None and answer.retry_after > RETRY_AFTER_MAX_SECONDS
-    if beyond_wait or _SENDING_LIMIT.search(answer.detail):
-        return Answer(LIMIT, answer.detail, answer.code, retry_after=answer.retry_after)
+    if beyond_wait or _SENDING_LIMIT.search(answer.said or answer.detail):
+        return Answer(LIMIT, f"the sending limit ({answer.said or answer.detail})", answer.code,
+                      retry_after=answer.retry_after, said=answer.said)
     return answer
 
 
 def resume_time(answer: Answer, now: float | None = None) -> str:
     """When the provider says sending can resume ('' when it does not say)."""
-    found = _RESUME_AT.search(answer.detail)
+    found = _RESUME_AT.search(answer.said or answer.detail)
     if found:
         return found.group(1).rstrip(".,;)")
     if answer.retry_after is not None:
@@ -133,7 +135,8 @@ def resume_time(answer: Answer, now: float | None = None) -> str:
 def limit_line(label: str, sent: int, answer: Answer, waiting: int) -> str:
     """The one line a run that met a sending limit ends with."""
     when = resume_time(answer)
-    return (f"sending limit reached at {label} after {sent} email(s) in this run ({answer.detail}); {waiting} "
+    said = f"it answered {answer.said}" if answer.said else answer.detail.removeprefix("the sending limit (")[:-1]
+    return (f"sending limit reached at {label} after {sent} email(s) in this run ({said}); {waiting} "
             f"customer(s) wait for the next run, none rejected; "
             + (f"the provider says sending can resume {when}" if when else "the provider did not say when sending "
                "can resume (a daily limit counts the last 24 hours)")
@@ -156,6 +159,7 @@ class Answer:
     #                           spot a destination that refuses everyone alike
     retry_after: float | None = None   # seconds the destination asked us to wait
     unreachable: bool = False          # no connection at all: refused, no such name, no connection in time
+    said: str = ""                     # the destination's own words (code and text), when the route has them
 
 
 class Channel(Protocol):

@@ -125,6 +125,16 @@ def _google_error(content: bytes, whole: bool = False) -> tuple[str, list[str]]:
 
 # ---------------------------------------------------------------- the destination
 
+def _configure(environment) -> GmailSettings:
+    from url_rules import UrlError, check_endpoint
+
+    endpoint = environment.get("GMAIL_API_ENDPOINT", "").strip() or None
+    try:
+        return GmailSettings(check_endpoint(endpoint, "GMAIL_API_ENDPOINT") if endpoint else None)
+    except UrlError as error:
+        raise SettingError(str(error)) from None
+
+
 def _open(run) -> GmailRoute:
     import google_api
 
@@ -168,6 +178,6 @@ DESTINATION = Destination(
     name="gmail", summary="sent as the --from mailbox through the Gmail API (the Google credential, OAuth)",
     env_keys=("GMAIL_API_ENDPOINT",), secret_keys=(), add_options=lambda group: None,
     named=lambda options, environment: False,
-    configure=lambda options, environment: GmailSettings(environment.get("GMAIL_API_ENDPOINT", "").strip() or None),
+    configure=lambda options, environment: _configure(environment),
     secrets=lambda settings: [], open=_open_proven,
     message_for=emails_for, check_live=_check_live, needs_sender=True)

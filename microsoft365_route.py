@@ -12,7 +12,7 @@ from urllib.parse import quote
 from customer_message import emails_for
 from delivery import REJECTED, RETRY, STOP, Answer, answer_text, http_answer
 from destinations import Destination, SettingError
-from url_rules import WEB_PORTS, UrlError, ca_bundle, parse_url
+from url_rules import WEB_PORTS, UrlError, ca_bundle, check_endpoint, parse_url
 
 AUTHORITY_HOST = "login.microsoftonline.com"
 GRAPH_ENDPOINT = "https://graph.microsoft.com"
@@ -102,22 +102,44 @@ class M365Route:
         """The app-only access token; an M365ConfigError naming the setting to fix when refused."""
         import requests
 
-        with self._lock:
-            try:
-                if self.app is None:
-                    self.app = self._application()
-                result = self.app.acquire_token_for_client(scopes=self.scope)
-            except requests.exceptions.RequestException as error:
-                raise ConnectionError(f"cannot reach {self.settings.authority_host} ({type(error).__name__})") from None
-            except ValueError as error:  # msal: an authority it cannot use (no such tenant, say)
-                raise M365ConfigError(f"the identity platform does not know the tenant ({answer_text(str(error))[:160]}): "
-                                      "check M365_TENANT_ID (and M365_AUTHORITY_HOST for a national cloud)") from None
+        from time_bounds import TooSlowError, run_within
+
+        host = self.settings.authority_host
+        # Bounded as a whole (a token endpoint that trickles its answer), and never waited on by the
+        # attempts after a stuck one: they wait at most the same time for the lock, then say so.
+        if not self._lock.acquire(timeout=self.timeout + 1):
+            raise ConnectionError(f"{host} gave no token within {self.timeout:g}s (an earlier request is still waiting)")
+        try:
+            result = run_within(self.timeout + 1, self._acquire)
+        except TooSlowError:
+            raise ConnectionError(f"{host} gave no complete answer within {self.timeout:g}s") from None
+        except requests.exceptions.SSLError:
+            raise ConnectionError(f"TLS with {host} failed: its certificate is not trusted here (set REQUESTS_CA_BUNDLE "
+                                  "to your CA bundle)") from None
+        except requests.exceptions.RequestException as error:
+            raise ConnectionError(f"cannot reach {host} ({type(error).__name__})") from None
+        except ValueError as error:  # msal: an authority it cannot use, or an answer that is not JSON (a proxy's page)
+            if "json" in type(error).__name__.lower() or "Expecting value" in str(error):
+                raise ConnectionError(f"{host} answered with a page that is not the identity platform's (a proxy or "
+                                      "firewall?)") from None
+            raise M365ConfigError(f"the identity platform does not know the tenant ({answer_text(str(error))[:160]}): "
+                                  "check M365_TENANT_ID (and M365_AUTHORITY_HOST for a national cloud)") from None
+        except Exception as error:  # noqa: BLE001 (msal's own errors: a 5xx from the token endpoint, say)
+            raise ConnectionError(f"{host} failed to give a token ({type(error).__name__}: "
+                                  f"{answer_text(str(error))[:120]})") from None
+        finally:
+            self._lock.release()
         if "access_token" in result:
             return result["access_token"]
         description = answer_text(str(result.get("error_description") or result.get("error") or "no token"))
         fix = next((fix for code, fix in AADSTS_FIXES.items() if code in description),
                    "check M365_TENANT_ID, M365_CLIENT_ID and M365_CLIENT_SECRET / M365_CERTIFICATE")
         raise M365ConfigError(f"Microsoft's identity platform gave no token ({description.split(' Trace ID')[0]}): {fix}")
+
+    def _acquire(self) -> dict:
+        if self.app is None:
+            self.app = self._application()
+        return self.app.acquire_token_for_client(scopes=self.scope)
 
     def _application(self):
         import msal
@@ -240,8 +262,7 @@ def _configure(options, environment) -> M365Settings:
         raise SettingError(f"M365_CERTIFICATE {settings.certificate} is not a file")
     try:
         parse_url(f"https://{settings.authority_host}/", "M365_AUTHORITY_HOST", WEB_PORTS)
-        if not parse_url(settings.graph_endpoint, "M365_GRAPH_ENDPOINT", WEB_PORTS).scheme == "https":
-            raise SettingError("M365_GRAPH_ENDPOINT must be an https:// URL")
+        check_endpoint(settings.graph_endpoint, "M365_GRAPH_ENDPOINT")
     except UrlError as error:
         raise SettingError(str(error)) from None
     return settings

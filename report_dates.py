@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Callable, Sequence
 from datetime import date, datetime, timedelta, timezone
@@ -198,24 +199,66 @@ def _swapped(fmt: str) -> str:
     return fmt.replace("%d", "\0").replace("%m", "%d").replace("\0", "%m")
 
 
+_AM_PM = re.compile(r"[AP]\.?M", re.IGNORECASE)
+
+
 def _reads(fmt: str, text: str) -> bool:
+    """Whether strptime reads `text` with `fmt`. Asked about 30 times for every unreadable date (the
+    month-first check), so a form that cannot match is ruled out first (AM/PM, month names), and a
+    numeric form is matched with its compiled regex (_strptime_regex), several times faster."""
+    if "%p" in fmt and not _AM_PM.search(text) or ("%b" in fmt or "%B" in fmt) and text.isdigit():
+        return False
+    numeric = _numeric_form(fmt)
     try:
-        datetime.strptime(text, fmt)
-    except ValueError:
+        if numeric is None:
+            datetime.strptime(text, fmt)
+            return True
+        found = numeric.regex.match(text)
+        if found is None or found.end() != len(text):
+            return False
+        datetime(*numeric.arguments((*map(int, found.groups()), *_STRPTIME_DEFAULTS)))
+    except (ValueError, OverflowError):
         return False
     return True
+
+
+@functools.lru_cache(maxsize=256)
+def _numeric_form(fmt: str) -> _NumericFormat | None:
+    return _strptime_regex(fmt)
 
 
 def month_first_form(formats: Sequence[str], text: str) -> str:
     """The whole format that reads `text` once its day and month are swapped ('' if none): the sign
     of a month-first report. The formats in use are tried, and each with a 12-hour clock (AM/PM);
     a text that also reads day-first in such a form is ambiguous, not a sign."""
-    for fmt in _with_clock_variants([fmt for fmt in formats if "%d" in fmt and "%m" in fmt]):
+    pairs, could_read_swapped = _month_first_forms(tuple(formats))
+    if not could_read_swapped(text):  # nearly every unreadable date: one regex, not thirty strptime calls
+        return ""
+    for fmt, swapped in pairs:
         if _reads(fmt, text):
             return ""
-        if _reads(_swapped(fmt), text):
-            return _swapped(fmt)
+        if _reads(swapped, text):
+            return swapped
     return ""
+
+
+@functools.lru_cache(maxsize=32)
+def _month_first_forms(formats: tuple[str, ...]) -> tuple[list[tuple[str, str]], Callable[[str], bool]]:
+    """The (form, form with day and month swapped) pairs month_first_form tries, and a quick test that
+    is False only when no swapped form can read a text: the numeric ones as one regex, the others
+    (AM/PM, month names) by what they need."""
+    pairs = [(fmt, _swapped(fmt)) for fmt in _with_clock_variants([fmt for fmt in formats if "%d" in fmt and "%m" in fmt])]
+    numeric = [_numeric_form(swapped) for _, swapped in pairs]
+    others = [swapped for (_, swapped), form in zip(pairs, numeric, strict=True) if form is None]
+    combined = re.compile("|".join(f"(?:{form.regex.pattern})" for form in numeric if form is not None) or "(?!)",
+                          re.IGNORECASE)
+
+    def could_read_swapped(text: str) -> bool:
+        if combined.fullmatch(text):
+            return True
+        return any(not ("%p" in fmt and not _AM_PM.search(text)) and not (("%b" in fmt or "%B" in fmt) and text.isdigit())
+                   for fmt in others)
+    return pairs, could_read_swapped
 
 
 # Forms a report's dates are often in, besides the defaults: offered as the fix for a date column

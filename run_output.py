@@ -83,15 +83,44 @@ def setup_logging(log_file: Path | None, verbose: bool, quiet: bool, secrets: Se
     console.addFilter(lambda record: not getattr(record, "file_only", False))
     logger.addHandler(console)
     if log_file:
-        from logging.handlers import RotatingFileHandler  # only here: it slows every start by a tenth
+        _QuietWhenFull = _file_handler_class()  # noqa: N806 (a class; only here: it slows every start by a tenth)
 
         log_file.parent.mkdir(parents=True, exist_ok=True)
-        to_file = RotatingFileHandler(log_file, maxBytes=LOG_FILE_BYTES, backupCount=LOG_FILE_BACKUPS, encoding="utf-8")
+        to_file = _QuietWhenFull(log_file, maxBytes=LOG_FILE_BYTES, backupCount=LOG_FILE_BACKUPS, encoding="utf-8")
         to_file.setLevel(logging.DEBUG if verbose else logging.INFO)
         to_file.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
         logger.addHandler(to_file)
     logger.setLevel(min(handler.level for handler in logger.handlers))  # what no handler takes is not even formatted
+    # No library's own record reaches the terminal through Python's last-resort handler (msal logs an
+    # identity platform's raw answer, which may echo the client secret): the root keeps them all.
+    root = logging.getLogger()
+    if not any(isinstance(handler, logging.NullHandler) for handler in root.handlers):
+        root.addHandler(logging.NullHandler())
     return logger
+
+
+LOG_INCOMPLETE = {"written": True}   # False once the log file stopped taking writes (a full disk)
+
+
+def log_is_complete() -> bool:
+    return LOG_INCOMPLETE["written"]
+
+
+def _file_handler_class():
+    from logging.handlers import RotatingFileHandler
+
+    class QuietWhenFull(RotatingFileHandler):
+        """The log file: when it stops taking writes (a full disk), one warning on stderr instead of a
+        traceback per record; the run goes on and its summary says the log is incomplete."""
+
+        def handleError(self, record: logging.LogRecord) -> None:  # noqa: N802 (logging's name)
+            if LOG_INCOMPLETE["written"]:
+                LOG_INCOMPLETE["written"] = False
+                error = sys.exc_info()[1]
+                print(f"warning: the log file {self.baseFilename} stopped taking writes "
+                      f"({getattr(error, 'strerror', None) or error}); the run goes on, the log is incomplete",
+                      file=sys.stderr)
+    return QuietWhenFull
 
 
 def format_table(headers: Sequence[str], columns: Sequence[Sequence[str]], indent: str = "  ") -> str:
@@ -169,6 +198,8 @@ def format_summary(report) -> str:
                                   "the first live run needs --since DD/MM/YYYY"))
     saved = " (test mode: not saved)" if report.test_mode else " (test send: not saved)" if report.test_send else ""
     rows.append(("last_run_date", f"{old} -> {new}{saved}"))
+    if not log_is_complete():
+        rows.append(("Log file", "incomplete: it stopped taking writes during the run (a full disk?)"))
     width = max(len(label) for label, _ in rows)
     title = "Summary (TEST MODE)" if report.test_mode else "Summary"
     return "\n".join([title, *(f"  {label.ljust(width)}  {value}" for label, value in rows)])

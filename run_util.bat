@@ -30,7 +30,8 @@ copy /b run_util.bom + run_settings.env "%UTF8_COPY%" > nul
 for /f "usebackq eol=# tokens=1,* delims==" %%A in ("%UTF8_COPY%") do for %%V in (%KNOWN%) do if /i "%%A"=="%%V" set "%%V=%%B"
 for /f "usebackq eol=# tokens=1,2 delims==" %%A in ("%UTF8_COPY%") do call :check_known "%%A" "%%B"
 del "%UTF8_COPY%"
-if not defined TESTMODE set "TESTMODE=no"
+rem An empty TESTMODE is test mode: only TESTMODE=no runs live.
+if not defined TESTMODE set "TESTMODE=yes"
 
 rem Output in UTF-8 whatever the console code page, so every customer name fits in the log.
 set "PYTHONUTF8=1"

@@ -18,10 +18,19 @@ settings="$here/run_settings.env"
 [ -f "$settings" ] || fail "$settings not found: copy run_settings.env.example to run_settings.env and fill it in"
 SHEET_ID="" SHEET_RANGE="" REPORT_FILE="" TESTMODE="" EXTRA_ARGS=""
 # Read KEY=VALUE lines literally (no shell expansion: URLs and secrets may hold & $ and !), as UTF-8.
+number=0
 while IFS= read -r line || [ -n "$line" ]; do
+  number=$((number + 1))
   line=${line%$'\r'}
   line=${line#$'\xef\xbb\xbf'}
   case "$line" in ''|'#'*) continue ;; esac
+  case "$line" in
+    *=*) ;;
+    *) # never echoed: a secret wrapped onto a line of its own would be printed and logged
+      echo "warning: line $number of $settings is not KEY=VALUE (ignored; not shown, it may hold a secret)" \
+        | tee -a "$run_log" >&2
+      continue ;;
+  esac
   key=${line%%=*}
   value=${line#*=}
   case "$key" in
@@ -40,6 +49,7 @@ extra_args=()
 while IFS= read -r -d '' argument; do extra_args+=("$argument"); done < <(printf '%s' "$EXTRA_ARGS" | xargs -r printf '%s\0')
 
 python=${PYTHON:-"$here/venv/bin/python"}
+process_ticket="$here/process_ticket.py"
 command -v "$python" >/dev/null 2>&1 || fail "$python not found: create the virtual environment first, see README"
 
 if [ -n "$REPORT_FILE" ]; then
@@ -48,20 +58,22 @@ if [ -n "$REPORT_FILE" ]; then
 else
   source_args=(-sheetid "$SHEET_ID" -range "${SHEET_RANGE:-Sheet1}")
 fi
-# Which mode runs: TESTMODE from the settings, unless an argument of this script says otherwise (last one wins).
-mode=${TESTMODE:-no}
+# Which mode runs: TESTMODE from the settings (empty: test mode; only "no" is live), unless an argument
+# of this script or EXTRA_ARGS says otherwise, in any spelling the job accepts (last one wins).
+[ -n "$TESTMODE" ] || TESTMODE=yes
+mode=$TESTMODE
 previous=""
 for argument in "${extra_args[@]}" "$@"; do
   case "$previous" in -testmode|--testmode) mode=$argument ;; esac
-  case "$argument" in --testmode=*) mode=${argument#*=} ;; esac
+  case "$argument" in -testmode=*|--testmode=*) mode=${argument#*=} ;; esac
   previous=$argument
 done
-case "$(printf '%s' "$mode" | tr '[:upper:]' '[:lower:]')" in
-  yes|true|1) mode_line="TEST MODE (TESTMODE=yes in run_settings.env, or -testmode yes): nothing is sent or saved; set TESTMODE=no for live runs" ;;
-  *) mode_line="LIVE run: emails are sent and last_run_date.json is updated" ;;
+case "$(printf '%s' "$mode" | tr '[:upper:]' '[:lower:]' | tr -d '[:space:]')" in
+  no|false|0) mode_line="LIVE run: emails are sent and last_run_date.json is updated" ;;
+  *) mode_line="TEST MODE (TESTMODE=yes in run_settings.env, or -testmode yes): nothing is sent or saved; set TESTMODE=no for live runs" ;;
 esac
 echo "run_util.sh: $mode_line" >> "$run_log"
-command=("$python" "$here/process_ticket.py" "${source_args[@]}" -testmode "${TESTMODE:-no}"
+command=("$python" "$process_ticket" "${source_args[@]}" -testmode "$TESTMODE"
          --log-file "$here/logs/process_ticket.log" "${extra_args[@]}" "$@")
 if [ -t 1 ] || [ -t 2 ]; then  # run by hand: show the run on the terminal too
   echo "run_util.sh: $mode_line" >&2

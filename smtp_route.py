@@ -236,8 +236,8 @@ class SmtpChannel:
         except smtplib.SMTPResponseException as error:  # a refusal smtplib raised itself (DATA, STARTTLS)
             temporary = not 500 <= error.smtp_code < 600
             self._drop(generation, polite=temporary)
-            return Answer(RETRY if temporary else REJECTED, f"{label} answered {error.smtp_code} "
-                          f"{answer_text(error.smtp_error)}", str(error.smtp_code))
+            said = f"{error.smtp_code} {answer_text(error.smtp_error)}"
+            return Answer(RETRY if temporary else REJECTED, f"{label} answered {said}", str(error.smtp_code), said=said)
         except _SlowServer:
             unreachable = self.connection is None
             self._drop(generation)
@@ -401,7 +401,7 @@ class SmtpChannel:
             if code == 530:
                 raise _AttemptOverError(Answer(STOP, f"{label} wants a login before sending ({code} {answer_text(reply)}): "
                                                      "set SMTP_USERNAME and SMTP_PASSWORD", str(code)))
-            self._refused("answered MAIL FROM (the sender) with", code, reply, stop_on_5xx=True)
+            self._refused("refused the sender (MAIL FROM) with", code, reply, stop_on_5xx=True)
         code, reply = connection.rcpt(mail.recipient)
         if code not in (250, 251):
             connection.rset()
@@ -427,12 +427,13 @@ class SmtpChannel:
     def _refused(self, what: str, code: int, reply: bytes, stop_on_5xx: bool = False) -> None:
         """A reply that is not a yes: 421 and 4xx are retried; a 5xx rejects this customer, or
         (greeting, sender) stops the run."""
-        detail = f"{self.route.label} {what} {code} {answer_text(reply)}"
+        said = f"{code} {answer_text(reply)}"
+        detail = f"{self.route.label} {what} {said}"
         if 400 <= code < 500 and _RATE_WORDS.search(answer_text(reply)):  # not a refused sender: slow down, try again
-            detail = f"{self.route.label} is limiting the rate of sending ({code} {answer_text(reply)})"
+            detail = f"{self.route.label} is limiting the rate of sending ({said})"
         if 500 <= code < 600:
-            raise _AttemptOverError(Answer(STOP if stop_on_5xx else REJECTED, detail, str(code)))
-        raise _AttemptOverError(Answer(RETRY, detail, str(code)))
+            raise _AttemptOverError(Answer(STOP if stop_on_5xx else REJECTED, detail, str(code), said=said))
+        raise _AttemptOverError(Answer(RETRY, detail, str(code), said=said))
 
     def _reply(self, code: int, reply: bytes, what: str) -> None:
         if code != 250:

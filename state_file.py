@@ -122,7 +122,11 @@ class _Checker:
 def state_to_json(state: RunState) -> str:
     """The state file's text: one top-level key per line, last_run_date first."""
     return _state_text(state.last_run_date, map(_entry_text, state.notified.items()),
-                       map(_entry_text, state.last_emailed.items()), state.rejected, state.held)
+                       map(_entry_text, state.last_emailed.items()), _json(state.rejected), _json(state.held))
+
+
+def _json(value: object) -> str:
+    return json.dumps(value, ensure_ascii=False)
 
 
 def _entry_text(item: tuple[str, object]) -> str:
@@ -130,17 +134,18 @@ def _entry_text(item: tuple[str, object]) -> str:
     return f"{json.dumps(key)}: {json.dumps(value, ensure_ascii=False)}"
 
 
-def _state_text(last_run_date: date, notified: Iterable[str], last_emailed: Iterable[str], rejected: dict,
-                held: dict) -> str:
+def _state_text(last_run_date: date, notified: Iterable[str], last_emailed: Iterable[str], rejected: str,
+                held: str) -> str:
     return (f'{{\n  "last_run_date": {json.dumps(format_day(last_run_date))},\n'
             f'  "notified": {{{", ".join(notified)}}},\n'
             f'  "last_emailed": {{{", ".join(last_emailed)}}},\n'
-            f'  "rejected": {json.dumps(rejected, ensure_ascii=False)},\n'
-            f'  "held": {json.dumps(held, ensure_ascii=False)}\n}}\n')
+            f'  "rejected": {rejected},\n'
+            f'  "held": {held}\n}}\n')
 
 
 def load_state(path: Path, today: date | None = None) -> RunState | None:
     """The saved state, or None when there is no state file yet."""
+    check_regular_file(path)
     try:
         text = path.read_text(encoding="utf-8-sig")
     except FileNotFoundError:
@@ -148,6 +153,20 @@ def load_state(path: Path, today: date | None = None) -> RunState | None:
     except (OSError, UnicodeDecodeError) as error:
         raise StateError(f"cannot read the state file {path}: {_reason(error)}") from None
     return state_from_json(text, f"the state file {path}", today)
+
+
+def check_regular_file(path: Path) -> None:
+    """A state path that exists must be a regular file: reading a pipe or a device would wait for ever,
+    and a folder cannot be replaced. Checked without opening it."""
+    try:
+        mode = path.stat().st_mode
+    except FileNotFoundError:
+        return
+    except OSError as error:
+        raise StateError(f"cannot read the state file {path}: {_reason(error)}") from None
+    if not stat.S_ISREG(mode):
+        kind = "a folder" if stat.S_ISDIR(mode) else "a pipe" if stat.S_ISFIFO(mode) else "not a regular file"
+        raise StateError(f"the state file {path} is {kind}: pass --state-file with the path of a file")
 
 
 def save_state(path: Path, state: RunState) -> None:
@@ -316,6 +335,7 @@ class StateWriter:
         self._rejected_before: dict[str, dict | None] = {}     # each refused customer's entry before this run
         self._state_lock = threading.Lock()
         self._save_lock = threading.Lock()
+        self._encoded_cache: dict[str, tuple[object, str]] = {}
 
     def record(self, customer: Customer, today: date) -> None:
         """Record a delivery to `customer` and return once a save that includes it is on disk.
@@ -379,6 +399,16 @@ class StateWriter:
         if remaining is not None:
             self.state.held = remaining
 
+    def _encoded(self, name: str) -> str:
+        """The rejected or held list as JSON, encoded again only when it changed (each change makes a
+        new dict): a save costs what changed, not the size of the lists."""
+        value = getattr(self.state, name)
+        seen, text = self._encoded_cache.get(name, (None, ""))
+        if seen is not value:
+            text = _json(value)
+            self._encoded_cache[name] = (value, text)
+        return text
+
     def _changed(self) -> int:
         self._changes += 1
         return self._changes
@@ -389,7 +419,7 @@ class StateWriter:
                 return
             with self._state_lock:
                 text = _state_text(self.state.last_run_date, self._notified_text.values(), self._emailed_text.values(),
-                                   self.state.rejected, self.state.held)
+                                   self._encoded("rejected"), self._encoded("held"))
                 covered = self._changes
             write_state_text(self.path, text)
             self._saved_changes = covered

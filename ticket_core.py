@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import re
 import unicodedata
@@ -187,9 +188,9 @@ def recall_matches(recalls: Iterable[Recall], moment: datetime, email_key: str, 
             continue
         if recall.customer_key and row_customer == recall.customer_key:
             return BY_ADDRESS
-        if recall.name_key and row_name == recall.name_key and email_key:
+        if recall.name_key and row_name == recall.name_key:
             found = BY_NAME
-        elif not recall.customer_key and not recall.name_key and email_key and not found:
+        elif not recall.customer_key and not recall.name_key and not found:
             found = BY_ANY
     return found
 
@@ -299,14 +300,15 @@ def select_closed_tickets(rows: Iterable[Sequence[object]], since: date, now: da
                                                 names_of[name_cells(row)][1])
             if not recalled_by:
                 continue
-            if recalled_by != BY_ADDRESS:  # by name or by id alone: told apart once every row is read
+            if recalled_by != BY_ADDRESS and address_of[row[i_email]][1]:  # by name or id: told apart at the end
                 first_name, full_name = names_of[name_cells(row)]
                 subject = None if i_subject is None else cell_text(row[i_subject])
                 email, key = address_of[row[i_email]]
                 not_yet_told.append((row_number, key, _new_ticket((email, cell_text(row[i_ticket]), status, closed_at,
                                                                    has_time, first_name, full_name, subject))))
                 continue
-            selection.recalled.add(cell_text(row[i_ticket]))
+            if recalled_by == BY_ADDRESS:
+                selection.recalled.add(cell_text(row[i_ticket]))
         if closed_at > latest:
             skip(row_number, SKIP_FUTURE_DATE, raw_date, row)
             continue
@@ -323,7 +325,7 @@ def select_closed_tickets(rows: Iterable[Sequence[object]], since: date, now: da
         first_name, full_name = names_of[name_cells(row)]
         subject = None if i_subject is None else cell_text(row[i_subject])
         tickets[ticket_id] = _new_ticket((email, ticket_id, status, closed_at, has_time, first_name, full_name, subject))
-    _take_unambiguous_recalls(not_yet_told, selection)
+    _take_unambiguous_recalls(not_yet_told, selection, recall)
     selection.rows_read = row_number - first_row_number + 1 - blank_rows
     selection.closed_rows = closed_rows
     selection.skipped.update(row.reason for row in skipped_rows)
@@ -381,13 +383,22 @@ def _recall_of(row: Sequence[object], closed_at: datetime, recall: Mapping[str, 
     return recall_matches(recall[ticket_id], closed_at, email_key, name) if ticket_id in recall else ""
 
 
-def _take_unambiguous_recalls(rows: list[tuple[int, str, ClosedTicket]], selection: Selection) -> None:
+def _take_unambiguous_recalls(rows: list[tuple[int, str, ClosedTicket]], selection: Selection,
+                              recall: Mapping[str, tuple[Recall, ...]]) -> None:
     """Tickets recalled by name under a corrected address (or by id alone, for an entry of an older
     version) join their customer when one address claims them; when rows of several addresses
-    do, nobody can tell whose ticket it is: it stays held and the warning names the rows."""
+    do, nobody can tell whose ticket it is: it stays held and the warning names the rows. A claim
+    by name is no claim when the recalled customer's own address holds the ticket in this report."""
     claims: dict[str, list[tuple[int, str, ClosedTicket]]] = {}
     for claim in rows:
-        claims.setdefault(claim[2].ticket_id, []).append(claim)
+        ticket = claim[2]
+        holders = {customer_key(key) for key, tickets in selection.by_email.items() if ticket.ticket_id in tickets}
+        matched = [one for one in recall[ticket.ticket_id] if (one.name_key and one.name_key == name_key(ticket.full_name))
+                   or not (one.customer_key or one.name_key)]
+        if matched and all(one.customer_key in holders for one in matched if one.customer_key) and \
+                any(one.customer_key for one in matched):
+            continue
+        claims.setdefault(ticket.ticket_id, []).append(claim)
     for ticket_id, found in claims.items():
         if len({key for _, key, _ in found}) > 1:
             selection.ambiguous.add(ticket_id)
@@ -545,6 +556,7 @@ def customer_key(email: str) -> str:
     return hashlib.sha256(address_key(email).encode("utf-8")).hexdigest()
 
 
+@functools.lru_cache(maxsize=4096)  # a report repeats its names: each is hashed once
 def name_key(name: str) -> str:
     """How the state knows a customer's name without holding it (a corrected address keeps the
     name): a short SHA-256 of the name, spaces squeezed and case ignored; '' when there is none."""
@@ -785,7 +797,7 @@ def rejection_entry(state: RunState, customer: Customer, today: date, reason: st
     name, so that --retry-rejected finds the customer under a corrected address)."""
     earlier = state.rejected.get(customer.key, {}).get("tickets", {})
     tickets = {**earlier, **{ticket.ticket_id: ticket.closed_date for ticket in customer.tickets}}
-    name = customer.full_name or customer.tickets[-1].full_name
+    name = customer.full_name or (customer.tickets[-1].full_name if customer.tickets else "")
     return customer.key, {"day": today.isoformat(), "reason": reason, "tickets": tickets, "name": name_key(name)}
 
 

@@ -115,3 +115,15 @@ def url_secrets(url: str, default_ports: dict[str, int]) -> list[str]:
         return parse_url(url, "", default_ports).secrets()
     except UrlError:
         return [url]
+
+
+def check_endpoint(url: str, setting: str) -> str:
+    """An API root set in the environment (SHEETS_API_ENDPOINT, GMAIL_API_ENDPOINT, M365_GRAPH_ENDPOINT):
+    an https URL, plain http only to this machine, so that no token ever travels in clear text.
+    The URL as given; UrlError naming the setting."""
+    checked = parse_url(url, setting, WEB_PORTS)
+    if checked.scheme != "https" and not checked.is_loopback:
+        raise UrlError(f"{setting} must be an https:// URL (plain http only to this machine): a token would travel "
+                       "in clear text")
+    return url
+

@@ -287,12 +287,14 @@ def test_google_and_webhook_traffic_go_through_the_proxy_from_the_environment(ap
     sheets_proxy, webhook_proxy = ForwardProxy(api.httpd.server_address[1]), ForwardProxy(webhook.httpd.server_address[1])
     try:
         # Hosts that do not resolve here: only a proxy can reach them.
-        env = clean_env(SHEETS_API_ENDPOINT="http://sheets.proxied.test/", GOOGLE_API_KEY="k",
+        # Only a proxy can reach these: nothing listens on 127.0.0.2:80 (plain http is allowed only to this
+        # machine, section 22), and the webhook's host does not resolve.
+        env = clean_env(SHEETS_API_ENDPOINT="http://127.0.0.2/", GOOGLE_API_KEY="k",
                         HTTP_PROXY=sheets_proxy.url)
         env_webhook = {**env, "HTTP_PROXY": webhook_proxy.url}
         result = run_cli("-sheetid", SHEET_ID, "--state-file", str(tmp_path / "s.json"), "-testmode", "yes", env=env)
         assert result.returncode == 0, result.stderr
-        assert [line.rsplit(" ", 1)[0] for line in sheets_proxy.request_lines] == ["CONNECT sheets.proxied.test:80"]
+        assert [line.rsplit(" ", 1)[0] for line in sheets_proxy.request_lines] == ["CONNECT 127.0.0.2:80"]
         assert "Would email 3 customers" in result.stdout
         result = run_cli("--report", str(write_report(tmp_path)), "--state-file", str(tmp_path / "s.json"),
                          "-webhook_url", "http://hooks.proxied.test/notify", "--allow-http", "-testmode", "no",

@@ -195,11 +195,12 @@ def test_a_ticket_skipped_for_its_address_is_emailed_once_the_row_is_fixed(tmp_p
     first = live(week1, state, webhook.url)
     assert first.returncode == 0 and webhook.emails() == ["bob@example.com"]
     saved = read_state(state)
-    assert list(saved["held"]) == ["T1"] and saved["last_run_date"] == DAY[12]   # the held ticket does not hold it
+    assert [entry["ticket"] for entry in saved["held"].values()] == ["T1"]
+    assert saved["last_run_date"] == DAY[12]   # the held ticket does not hold it
     assert "Held for later runs      1 (fix their address or date" in first.stdout
     still_broken = live(week1, state, webhook.url)
     assert still_broken.returncode == 0 and webhook.emails() == ["bob@example.com"]
-    assert list(read_state(state)["held"]) == ["T1"] and "row 2 skipped" in still_broken.stderr
+    assert [entry["ticket"] for entry in read_state(state)["held"].values()] == ["T1"] and "row 2 skipped" in still_broken.stderr
     week3 = write_csv(tmp_path / "w3.csv", [row("ann@example.com", "T1", DAY[15]), row("bob@example.com", "T2", DAY[12])])
     fixed = live(week3, state, webhook.url)
     assert fixed.returncode == 0, fixed.stderr
@@ -215,7 +216,7 @@ def test_a_ticket_skipped_for_its_date_is_emailed_once_the_date_is_fixed_and_onl
     state = write_state(tmp_path / "s.json", {"last_run_date": DAY[20]})
     live(write_csv(tmp_path / "w1.csv", [row("ann@example.com", "T1", "32/13/2026"), row("b@example.com", "T2", DAY[12]),
                                          row("c@example.com", "T3", DAY[12])]), state, webhook.url)
-    assert customer_key("ann@example.com") == read_state(state)["held"]["T1"]["customer"]
+    assert customer_key("ann@example.com") == next(iter(read_state(state)["held"].values()))["customer"]
     fixed = write_csv(tmp_path / "w2.csv", [row("ann@example.com", "T1", DAY[18]), row("zed@example.com", "T1", DAY[19]),
                                             row("b@example.com", "T2", DAY[12]), row("c@example.com", "T3", DAY[12])])
     result = live(fixed, state, webhook.url)

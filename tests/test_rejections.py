@@ -55,7 +55,7 @@ def test_a_refusing_status_rejects_that_customer_once_and_the_run_moves_on(setup
     webhook.respond = refusing(status)
     result = live(report, state, webhook.url)
     assert result.returncode == 1
-    assert "Customers rejected       1 (refused for good; see rejected.csv)" in result.stdout
+    assert f"Customers rejected       1 (refused for good; see {state.with_name('rejected.csv')})" in result.stdout
     assert f"rejected bad@example.com (2): HTTP {status}: no such mailbox" in result.stderr
     assert sorted(webhook.emails()) == ["bad@example.com", "fine@example.com", "ok@example.com"]
     saved = read_state(state)
