@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import http.client
 import json
 import logging
 import os
@@ -188,11 +189,52 @@ def gmail_credentials(credentials_path: Path, token_path: Path, sender: str):
 
 def build_gmail(credentials, timeout: float, endpoint: str | None = None):
     """The Gmail client; `endpoint` (GMAIL_API_ENDPOINT) replaces the API root (a proxy or a local test server)."""
-    plain = httplib2.Http(timeout=timeout, ca_certs=ca_bundle())
+    plain = _BoundedHttp(timeout=timeout, ca_certs=ca_bundle())
     plain.follow_redirects = False  # a send is never redirected: a 3xx is an answer (section 21)
     http = google_auth_httplib2.AuthorizedHttp(credentials, http=plain)
     options = {"api_endpoint": endpoint} if endpoint else None
     return build("gmail", "v1", http=http, client_options=options, cache_discovery=False, static_discovery=True)
+
+
+MAX_ANSWER_BYTES = 64 * 1024   # of a Gmail answer: the rest is never read
+
+
+class _CappedResponse(http.client.HTTPResponse):
+    """An answer whose body is read up to MAX_ANSWER_BYTES: an answer that never ends cannot fill the
+    memory. A longer one is cut and its connection dropped (never reused with bytes left on it)."""
+
+    def read(self, amt: int | None = None) -> bytes:
+        if amt is not None:
+            return super().read(amt)
+        data = super().read(MAX_ANSWER_BYTES + 1)
+        if len(data) > MAX_ANSWER_BYTES:
+            self.cut = True
+            self.close()
+            return data[:MAX_ANSWER_BYTES]
+        return data
+
+
+class _CappedHTTPS(httplib2.HTTPSConnectionWithTimeout):
+    response_class = _CappedResponse
+
+
+class _CappedHTTP(httplib2.HTTPConnectionWithTimeout):
+    response_class = _CappedResponse
+
+
+class _BoundedHttp(httplib2.Http):
+    """httplib2 for the Gmail API: answers capped at MAX_ANSWER_BYTES; a connection that carried a cut
+    answer is closed, not reused."""
+
+    def request(self, uri, method="GET", body=None, headers=None, redirections=httplib2.DEFAULT_MAX_REDIRECTS,
+                connection_type=None):
+        kind = connection_type or (_CappedHTTPS if uri.lower().startswith("https:") else _CappedHTTP)
+        response, content = super().request(uri, method, body, headers, redirections, kind)
+        if len(content or b"") >= MAX_ANSWER_BYTES:
+            for connection in list(self.connections.values()):
+                connection.close()
+            self.connections.clear()
+        return response, content
 
 
 def granted_gmail_scope(credentials) -> str:

@@ -54,13 +54,22 @@ def _credential(settings: M365Settings) -> str | dict:
         raise M365ConfigError(f"cannot read M365_CERTIFICATE {settings.certificate}: {error.strerror or error}") from None
     from cryptography import x509
     from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
 
     try:
         certificate = x509.load_pem_x509_certificate(pem)
         key = serialization.load_pem_private_key(pem, password=None)
+    except TypeError:  # cryptography: "Password was not given but private key is encrypted"
+        raise M365ConfigError("M365_CERTIFICATE's private key is encrypted: write it without a password (for example "
+                              "openssl pkey -in key.pem -out plain-key.pem, then put it with the certificate in one "
+                              "PEM file readable by the job's account only)") from None
     except ValueError:
         raise M365ConfigError("M365_CERTIFICATE must be a PEM file holding the private key (unencrypted) and its "
                               "certificate") from None
+    if not isinstance(key, rsa.RSAPrivateKey):
+        raise M365ConfigError(f"M365_CERTIFICATE holds a {type(key).__name__.removeprefix('_').replace('PrivateKey', '')} "
+                              "key; Microsoft's identity platform signs with RS256 or PS256: make an RSA key (2048 bits "
+                              "or more) and register its certificate with the app")
     key_pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
                                 serialization.NoEncryption()).decode()
     return {"private_key": key_pem, "thumbprint": certificate.fingerprint(hashes.SHA1()).hex(),  # noqa: S303 (Entra's thumbprint)
@@ -260,6 +269,11 @@ def _configure(options, environment) -> M365Settings:
         raise SettingError("--send-with microsoft365 needs one credential: M365_CLIENT_SECRET or M365_CERTIFICATE")
     if settings.certificate and not Path(settings.certificate).is_file():
         raise SettingError(f"M365_CERTIFICATE {settings.certificate} is not a file")
+    if settings.certificate:
+        try:
+            _credential(settings)  # a key the job cannot use is found at start, in every mode
+        except M365ConfigError as error:
+            raise SettingError(str(error)) from None
     try:
         parse_url(f"https://{settings.authority_host}/", "M365_AUTHORITY_HOST", WEB_PORTS)
         check_endpoint(settings.graph_endpoint, "M365_GRAPH_ENDPOINT")
@@ -301,7 +315,16 @@ def _check_live(run) -> str:
 
 
 def _secrets(settings: M365Settings) -> list[str]:
-    return [settings.client_secret]
+    """The client secret, and the certificate's private key should any message ever quote it."""
+    secrets = [settings.client_secret]
+    if settings.certificate:
+        try:
+            credential = _credential(settings)
+        except M365ConfigError:
+            return secrets
+        if isinstance(credential, dict):
+            secrets += [line for line in credential["private_key"].splitlines() if len(line) > 40]
+    return secrets
 
 
 DESTINATION = Destination(

@@ -144,6 +144,7 @@ class SmtpRoute:
         self.label = self.url.label
         self.timeout = timeout
         self.context = tls_context()
+        self.tls_used = self.url.scheme == "smtps"  # STARTTLS sets it too (for --check's words)
         self._warned_cc: set[str] = set()
         self._lock = threading.Lock()
         self.first_login = threading.Lock()   # held by the connection that proves the login
@@ -210,12 +211,16 @@ class SmtpChannel:
 
         def conversation() -> Answer:
             connection, _ = self._connection(generation)
-            if not self.route.username and sender:
+            if sender:  # MAIL and RCPT, then RSET: a server that refuses either without a login says so now
                 code, reply = connection.mail(sender)
-                if code == 530 or (500 <= code < 600 and "auth" in answer_text(reply).lower()):
-                    return Answer(STOP, f"{self.route.label} wants a login ({code} {answer_text(reply)}): set "
-                                        "SMTP_USERNAME and SMTP_PASSWORD", str(code))
+                if code == 250:
+                    code, reply = connection.rcpt(sender)
                 connection.rset()
+                if code not in (250, 251):
+                    advice = ("check the login and that it may send as --from" if self.route.username
+                              else "set SMTP_USERNAME and SMTP_PASSWORD")
+                    return Answer(STOP, f"{self.route.label} would not take an email from {sender} ({code} "
+                                        f"{answer_text(reply)}): {advice}", str(code))
             return Answer(DELIVERED, "ok")
         answer = call_within(self.route.timeout + 1, lambda: self._answer_of(conversation, generation))
         if answer is None:
@@ -231,11 +236,11 @@ class SmtpChannel:
             return conversation()
         except _AttemptOverError as over:
             if over.answer.kind != REJECTED:  # after a refused recipient or message the connection is fine
-                self._drop(generation, polite=over.answer.kind == RETRY)
+                self._drop(generation, polite=True)  # QUIT, on a stop too (a lost connection counts in fail2ban)
             return over.answer
         except smtplib.SMTPResponseException as error:  # a refusal smtplib raised itself (DATA, STARTTLS)
             temporary = not 500 <= error.smtp_code < 600
-            self._drop(generation, polite=temporary)
+            self._drop(generation, polite=True)
             said = f"{error.smtp_code} {answer_text(error.smtp_error)}"
             return Answer(RETRY if temporary else REJECTED, f"{label} answered {said}", str(error.smtp_code), said=said)
         except _SlowServer:
@@ -339,6 +344,7 @@ class SmtpChannel:
         self._reply(*connection.ehlo(), "EHLO")
         if url.scheme == "smtp":
             if connection.has_extn("starttls"):
+                route.tls_used = True
                 try:
                     connection.starttls(context=route.context)
                 except smtplib.SMTPResponseException as error:
@@ -539,7 +545,9 @@ def _configure(options, environment) -> SmtpSettings:
 
 
 def _secrets(settings: SmtpSettings) -> list[str]:
-    return [settings.password, settings.username, *url_secrets(settings.url, SMTP_PORTS)]
+    """The password, and what the URL must not show; the user name is not a secret (with the usual
+    set-up it is the --from address, and an error about the sender must be able to name it)."""
+    return [settings.password, *(value for value in url_secrets(settings.url, SMTP_PORTS) if value != settings.username)]
 
 
 def _open(run) -> SmtpRoute:
@@ -563,12 +571,13 @@ def _check_live(run) -> str:
     if answer.kind != DELIVERED:
         raise CheckFailedError(answer.detail)
     login = "logged in" if route.username else "no login (a relay that trusts this host)"
-    return f"SMTP server {route.label} answers: EHLO, TLS verified, {login}"
+    tls = "TLS verified" if route.tls_used else "no TLS (this machine only)"
+    return f"SMTP server {route.label} answers: EHLO, {tls}, {login}, MAIL and RCPT accepted (then RSET, nothing sent)"
 
 
 DESTINATION = Destination(
     name="smtp", summary="each customer's email handed to an SMTP server",
-    env_keys=("SMTP_URL", "SMTP_USERNAME", "SMTP_PASSWORD"), secret_keys=("SMTP_URL", "SMTP_USERNAME", "SMTP_PASSWORD"),
+    env_keys=("SMTP_URL", "SMTP_USERNAME", "SMTP_PASSWORD"), secret_keys=("SMTP_URL", "SMTP_PASSWORD"),
     add_options=_add_options, named=lambda options, environment: bool(_url(options, environment)),
     configure=_configure, secrets=_secrets, open=_open, message_for=emails_for, check_live=_check_live,
     needs_sender=True)

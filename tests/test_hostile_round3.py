@@ -189,3 +189,108 @@ def test_an_empty_testmode_is_test_mode(app):
 def test_a_settings_line_the_wrapper_cannot_read_is_named_by_its_number_never_echoed(app):
     result, log = wrapper(app, "REPORT_FILE=examples/weekly_report.csv\nTESTMODE=yes\nSMTP_PASSWORD: hunter2-secret\n")
     assert "line 3" in result.stderr + log and "hunter2-secret" not in result.stderr + result.stdout + log
+
+
+# ---------------------------------------------------------------- every route reads at most 64 kB
+
+def test_a_gmail_answer_that_never_ends_is_read_up_to_64_kb(tmp_path):
+    import resource
+
+    from conftest import RawServer
+    from mail_standins import write_user_token
+
+    import google_api
+
+    def endless(connection, server):
+        connection.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n\r\n")
+        chunk = b"x" * 65536
+        deadline = time.monotonic() + 8
+        while not server.stopped.is_set() and time.monotonic() < deadline:
+            connection.sendall(chunk)
+
+    server = RawServer(endless)
+    try:
+        write_user_token(tmp_path / "token.json", google_api.CONSENT_SCOPES)
+        root = server.url.removesuffix("hook")
+        result = run(tmp_path, "--send-with", "gmail", "-testmode", "no", "--timeout", "3", "--retries", "0", "-v",
+                     env=clean_env(GMAIL_API_ENDPOINT=root), rows=[["Ann", "Lee", "ann@example.com", "1", "Closed", DAY]])
+    finally:
+        server.close()
+    assert result.returncode == 0, result.stderr   # a 200 is delivered, whatever its body; its body was cut
+    assert resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss < 400_000   # KB: nowhere near the answer's size
+
+
+def test_the_capped_response_keeps_64_kb_and_drops_the_rest():
+    import io
+
+    import google_api
+
+    class Socket:
+        def __init__(self, data):
+            self.data = io.BytesIO(data)
+
+        def makefile(self, mode):
+            return self.data
+
+    body = b"y" * (200 * 1024)
+    response = google_api._CappedResponse(Socket(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % len(body) + body))
+    response.begin()
+    assert len(response.read()) == google_api.MAX_ANSWER_BYTES and response.isclosed()
+
+
+# ---------------------------------------------------------------- a certificate the job cannot use
+
+def certificate_file(tmp_path, key, encryption=None):
+    from datetime import datetime, timezone
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.x509.oid import NameOID
+
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "notifier")])
+    now = datetime.now(timezone.utc)
+    certificate = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+                   .serial_number(x509.random_serial_number()).not_valid_before(now - timedelta(days=1))
+                   .not_valid_after(now + timedelta(days=30)).sign(key, hashes.SHA256()))
+    pem = tmp_path / "app.pem"
+    pem.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                      encryption or serialization.NoEncryption())
+                    + certificate.public_bytes(serialization.Encoding.PEM))
+    return pem
+
+
+@pytest.mark.parametrize("kind", ["encrypted", "ec"])
+def test_a_certificate_the_job_cannot_use_is_a_usage_error_at_start_in_every_mode(tmp_path, kind):
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec, rsa
+
+    if kind == "encrypted":
+        pem = certificate_file(tmp_path, rsa.generate_private_key(public_exponent=65537, key_size=2048),
+                               serialization.BestAvailableEncryption(b"pass-phrase"))
+        said = "is encrypted"
+    else:
+        pem = certificate_file(tmp_path, ec.generate_private_key(ec.SECP256R1()))
+        said = "RS256"
+    report = write_csv(tmp_path / "r.csv", [["Ann", "Lee", "ann@example.com", "1", "Closed", DAY]])
+    env = clean_env(SEND_WITH="microsoft365", M365_TENANT_ID="t", M365_CLIENT_ID="c", M365_CERTIFICATE=str(pem))
+    for mode in (("-testmode", "yes"), ("--check",)):
+        result = run_cli("--report", str(report), "--from", "s@example.com", *mode, env=env)
+        shown = result.stdout + result.stderr
+        assert result.returncode == 2 and said in shown and "Traceback" not in shown and "unexpected" not in shown
+
+
+# ---------------------------------------------------------------- SMTP --check as Postfix answers
+
+def test_check_tries_rcpt_and_fails_on_postfix_s_delayed_reject_naming_the_login_settings(tmp_path, smtp_server):
+    recorder, port = smtp_server("plain", auth_require_tls=False)
+    recorder.rcpt_reply = lambda address, attempt: "554 5.7.1 <client>: Client host rejected: Access denied"
+    report = write_csv(tmp_path / "r.csv", [["Ann", "Lee", "ann@example.com", "1", "Closed", DAY]])
+    args = ("--check", "--report", str(report), "--state-file", str(tmp_path / "s.json"),
+            "--smtp-url", f"smtp://127.0.0.1:{port}", "--from", "support@example.com")
+    result = run_cli(*args, env=clean_env())
+    assert result.returncode == 2 and "SMTP_USERNAME and SMTP_PASSWORD" in result.stdout
+    assert "Client host rejected" in result.stdout and recorder.messages == []
+    recorder.rcpt_reply = lambda address, attempt: None
+    result = run_cli(*args, env=clean_env())
+    assert result.returncode == 0 and "no TLS" in result.stdout and "TLS verified" not in result.stdout
+    assert recorder.messages == [] and recorder.rcpt_attempts   # RCPT tried, then RSET: nothing sent
