@@ -225,7 +225,7 @@ def test_text_a_person_reads_stays_readable_in_the_state_file(tmp_path):
 
 def test_a_state_file_that_cannot_be_read_or_is_dated_after_the_run_s_today_is_named(tmp_path):
     (tmp_path / "dir.json").mkdir()
-    with pytest.raises(StateError, match=r"^cannot read the state file .*dir\.json: Is a directory$"):
+    with pytest.raises(StateError, match=r"^the state file .*dir\.json is a folder: pass --state-file with the path of a file$"):
         load_state(tmp_path / "dir.json", TODAY)
     (tmp_path / "s.json").write_text('{"last_run_date": "01/12/2026"}')
     with pytest.raises(StateError, match=r"^the state file .*s\.json: \"last_run_date\" '01/12/2026' is not usable"):
