@@ -565,6 +565,7 @@ def name_key(name: str) -> str:
 
 
 _closed_at = attrgetter("closed_at")
+_ticket_id = attrgetter("ticket_id")
 _tickets = attrgetter("tickets")
 _last = itemgetter(-1)
 _names = attrgetter("first_name", "full_name")
@@ -776,8 +777,13 @@ def held_back_count(customers: Iterable[Customer], held: Mapping[str, dict]) -> 
 
 def still_held(held: Mapping[str, dict], customers: Iterable[Customer]) -> dict[str, dict]:
     """The held entries left once these customers are emailed: what a live run would leave held."""
+    if not held:
+        return {}
     remaining = dict(held)
+    held_ids = {held_ticket(key, entry) for key, entry in held.items()}
     for customer in customers:
+        if held_ids.isdisjoint(map(_ticket_id, customer.tickets)):  # nearly every customer: looked at in C
+            continue
         settled = held_settled_by(remaining, customer)
         if settled is not None:
             remaining = settled
@@ -843,12 +849,14 @@ def next_held(held: Mapping[str, dict], newly_held: Mapping[str, dict], customer
     each keeps the day it was first held, and is forgotten HELD_KEEP_DAYS after it."""
     if not held and not newly_held:
         return {}
+    wanted = {entry["ticket"] for entry in newly_held.values()}
     usable = set()
     for customer in customers if newly_held else ():
         for ticket in customer.tickets:
-            usable.add((customer.key, ticket.ticket_id))
-            if name_key(ticket.full_name):
-                usable.add((name_key(ticket.full_name), ticket.ticket_id))
+            if ticket.ticket_id in wanted:  # only the ids just skipped (a large report has hundreds of thousands)
+                usable.add((customer.key, ticket.ticket_id))
+                if name_key(ticket.full_name):
+                    usable.add((name_key(ticket.full_name), ticket.ticket_id))
     merged = dict(held)
     for key, entry in newly_held.items():
         if (entry["customer"], entry["ticket"]) not in usable and (entry["name"], entry["ticket"]) not in usable:
