@@ -146,6 +146,8 @@ class DateParser:
                         return moment, True
                     continue
                 if numeric is None:
+                    if ("%b" in fmt or "%B" in fmt) and not _MONTH_WORD.search(text):
+                        continue  # no month name in it: strptime would fail, slowly
                     return local_time(datetime.strptime(text, fmt)), has_time  # %z: a zone, made local
                 found = numeric.regex.match(text)  # as strptime: from the start, then nothing left over
                 if found is not None and found.end() == len(text):
@@ -200,13 +202,14 @@ def _swapped(fmt: str) -> str:
 
 
 _AM_PM = re.compile(r"[AP]\.?M", re.IGNORECASE)
+_MONTH_WORD = re.compile(r"[^\W\d_]{3}")   # a month's name or abbreviation: three letters at least
 
 
 def _reads(fmt: str, text: str) -> bool:
     """Whether strptime reads `text` with `fmt`. Asked about 30 times for every unreadable date (the
     month-first check), so a form that cannot match is ruled out first (AM/PM, month names), and a
     numeric form is matched with its compiled regex (_strptime_regex), several times faster."""
-    if "%p" in fmt and not _AM_PM.search(text) or ("%b" in fmt or "%B" in fmt) and text.isdigit():
+    if "%p" in fmt and not _AM_PM.search(text) or ("%b" in fmt or "%B" in fmt) and not _MONTH_WORD.search(text):
         return False
     numeric = _numeric_form(fmt)
     try:
@@ -252,12 +255,13 @@ def _month_first_forms(formats: tuple[str, ...]) -> tuple[list[tuple[str, str]],
     others = [swapped for (_, swapped), form in zip(pairs, numeric, strict=True) if form is None]
     combined = re.compile("|".join(f"(?:{form.regex.pattern})" for form in numeric if form is not None) or "(?!)",
                           re.IGNORECASE)
+    with_am_pm = any("%p" in fmt for fmt in others)
+    with_month_name = any("%b" in fmt or "%B" in fmt for fmt in others)
+    with_other = any("%p" not in fmt and "%b" not in fmt and "%B" not in fmt for fmt in others)
 
     def could_read_swapped(text: str) -> bool:
-        if combined.fullmatch(text):
-            return True
-        return any(not ("%p" in fmt and not _AM_PM.search(text)) and not (("%b" in fmt or "%B" in fmt) and text.isdigit())
-                   for fmt in others)
+        return bool(combined.fullmatch(text) or with_other or with_am_pm and _AM_PM.search(text)
+                    or with_month_name and _MONTH_WORD.search(text))
     return pairs, could_read_swapped
 
 

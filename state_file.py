@@ -22,6 +22,7 @@ from ticket_core import (
     customer_key,
     delivery_entries,
     held_settled_by,
+    held_ticket,
     rejection_entry,
     without_delivered,
 )
@@ -336,6 +337,7 @@ class StateWriter:
         self._state_lock = threading.Lock()
         self._save_lock = threading.Lock()
         self._encoded_cache: dict[str, tuple[object, str]] = {}
+        self._held_ids_cache: tuple[object, set[str]] = (None, set())
 
     def record(self, customer: Customer, today: date) -> None:
         """Record a delivery to `customer` and return once a save that includes it is on disk.
@@ -395,9 +397,20 @@ class StateWriter:
         remove_rejected_csv_lines(rejected_csv_path(self.path), lines)
 
     def _settle_held(self, customer: Customer) -> None:
-        remaining = held_settled_by(self.state.held, customer) if self.state.held else None
+        if not self.state.held or self._held_ids().isdisjoint(ticket.ticket_id for ticket in customer.tickets):
+            return  # nearly every delivery: none of its tickets is held (looked up, not scanned)
+        remaining = held_settled_by(self.state.held, customer)
         if remaining is not None:
             self.state.held = remaining
+
+    def _held_ids(self) -> set[str]:
+        """The held tickets' ids, worked out again only when the held list changed (a new dict)."""
+        held = self.state.held
+        seen, ids = self._held_ids_cache
+        if seen is not held:
+            ids = {held_ticket(key, entry) for key, entry in held.items()}
+            self._held_ids_cache = (held, ids)
+        return ids
 
     def _encoded(self, name: str) -> str:
         """The rejected or held list as JSON, encoded again only when it changed (each change makes a

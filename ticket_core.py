@@ -552,6 +552,7 @@ class Customer(NamedTuple):
         return self.tickets[0].closed_at
 
 
+@functools.lru_cache(maxsize=65536)  # a report repeats its addresses
 def customer_key(email: str) -> str:
     return hashlib.sha256(address_key(email).encode("utf-8")).hexdigest()
 
