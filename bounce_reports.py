@@ -128,3 +128,63 @@ def _returned_message_ids(message: Message) -> tuple[str, ...]:
     add(message.get("In-Reply-To"))
     add(message.get("References"))
     return tuple(ids)
+
+
+# ---------------------------------------------------------------- what the reports change
+
+@dataclass
+class BounceOutcome:
+    """What the reports read in one run did, for the summary and rejected.csv."""
+    bounced: list[tuple[str, list[str], str]]   # (address, ticket ids, reason): refused for good
+    returned: list[tuple[str, list[str], str]]  # sent again: the failure was the sending mailbox's limit
+    delayed: list[tuple[str, str]]              # (address, status): logged only
+
+
+def bounce_effects(state, reports, today):
+    """The state once `reports` are applied, and what they did (pure).
+
+    A report names an email of the job by its Message-ID (state.sent); one that names none is left
+    alone. For the customer the email went to (a failed --cc copy is not the customer's bounce):
+    a permanent failure about the address or mailbox records its tickets as rejected ("bounced:
+    status diagnostic") and holds them for the same customer under a corrected address (the row's
+    name); a failure about the sender's limits makes them pending again (sent once more); a delay
+    is only reported. The email is then forgotten, so a report read twice changes nothing, and a
+    report about an older email never touches a newer one to a corrected address."""
+    from dataclasses import replace
+
+    from ticket_core import customer_key, held_key
+
+    sent, notified, emailed = dict(state.sent), dict(state.notified), dict(state.last_emailed)
+    rejected, held = dict(state.rejected), dict(state.held)
+    outcome = BounceOutcome([], [], [])
+    for report in reports:
+        key = next((found for found in report.message_ids if found in sent), None)
+        if key is None:
+            continue
+        email = sent[key]
+        about = [status for status in report.recipients if customer_key(status.recipient) == email["customer"]]
+        final = next((status for status in about if status.action == FAILED and status.status.startswith("5")), None)
+        if final is None:
+            outcome.delayed += [(status.recipient, status.status) for status in about if status.action == DELAYED]
+            continue
+        customer, tickets = email["customer"], email["tickets"]
+        del sent[key]
+        if final.about_the_sender:  # not the customer's fault: pending again, whatever the window says
+            mine = {ticket: closed for ticket, closed in notified.get(customer, {}).items() if ticket not in tickets}
+            notified = {**notified, customer: mine} if mine else {k: v for k, v in notified.items() if k != customer}
+            emailed.pop(customer, None)
+            for ticket, closed in tickets.items():
+                held[held_key(ticket, customer, email["name"])] = {
+                    "ticket": ticket, "day": today.isoformat(), "reason": f"returned: {final.status}",
+                    "customer": customer, "name": email["name"], "closed": closed}
+            outcome.returned.append((final.recipient, list(tickets), final.reason))
+            continue
+        earlier = rejected.get(customer, {}).get("tickets", {})
+        rejected[customer] = {"day": today.isoformat(), "reason": final.reason, "tickets": {**earlier, **tickets},
+                              "name": email["name"]}
+        for ticket, closed in tickets.items() if email["name"] else ():  # sent once to a corrected address
+            held[held_key(ticket, "", email["name"])] = {
+                "ticket": ticket, "day": today.isoformat(), "reason": "bounced", "customer": "", "name": email["name"],
+                "closed": closed}
+        outcome.bounced.append((final.recipient, list(tickets), final.reason))
+    return replace(state, sent=sent, notified=notified, last_emailed=emailed, rejected=rejected, held=held), outcome

@@ -98,6 +98,9 @@ def build_parser(version: str) -> argparse.ArgumentParser:
     send.add_argument("--max-emails", type=bounded(int, 1, 10_000_000), metavar="N",
                       help="a live run emails at most N customers; the others wait for the next run, oldest ticket "
                            "first (default: $MAX_EMAILS, else no cap): keeps a large week under a mailbox's daily limit")
+    send.add_argument("--read-bounces", action="store_true",
+                      help="gmail and microsoft365: before sending, read the delivery reports in the sending mailbox "
+                           "(default: $READ_BOUNCES); smtp reads them whenever IMAP_URL is set")
     send.add_argument("-testmode", "--testmode", dest="test_mode", type=yes_no, default=False, metavar="yes|no",
                       help="yes: show what would be sent, send nothing, write nothing (default: no)")
     send.add_argument("--min-days-between-emails", type=bounded(int, 0, 3650), default=7, metavar="N",
@@ -142,7 +145,7 @@ def build_parser(version: str) -> argparse.ArgumentParser:
 
 
 # Environment keys the job reads besides the destinations' own (run_settings.env may set them too).
-GENERAL_KEYS = ("SEND_WITH", "SMTP_FROM", "GOOGLE_API_KEY", "PING_URL", "SHEETS_API_ENDPOINT", "MAX_EMAILS")
+GENERAL_KEYS = ("SEND_WITH", "SMTP_FROM", "GOOGLE_API_KEY", "PING_URL", "SHEETS_API_ENDPOINT", "MAX_EMAILS", "READ_BOUNCES")
 
 
 @dataclass(frozen=True)
@@ -162,6 +165,7 @@ class Settings:
     content: Content
     max_per_minute: float | None
     max_emails: int | None                   # at most this many customers emailed per run; the others wait
+    read_bounces: bool                       # --read-bounces / READ_BOUNCES=yes (gmail, microsoft365)
     test_mode: bool
     min_days_between_emails: int
     workers: int
@@ -256,6 +260,7 @@ def parse_args(argv: list[str] | None, script_dir: Path, version: str,
         destination=destination, destination_settings=destination_settings, sender=sender,
         content=Content(args.subject, body_template, html_template, cc, check_ticket_url(args.ticket_url)),
         max_per_minute=args.max_per_minute, max_emails=max_emails_setting(args, environment),
+        read_bounces=args.read_bounces or environment.get("READ_BOUNCES", "").strip().lower() in TRUE_WORDS,
         send_test_to=check_test_address(args),
         test_mode=args.test_mode, min_days_between_emails=args.min_days_between_emails, workers=args.workers,
         timeout=args.timeout, retries=args.retries, preview_dir=preview_dir,

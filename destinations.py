@@ -47,6 +47,11 @@ class Destination:
     check_live: Callable[[Any], str]
     needs_sender: bool = False                     # --from is required (in test mode too)
     max_in_flight: int | None = None               # at most this many messages at once, whatever --workers says
+    # Bounces: whether this run reads them; the reports that arrived since a cursor (or a first day),
+    # and the cursor after them; --check's proof that the mailbox can be read (SettingError).
+    reads_bounces: Callable[[Any], bool] = lambda run: False
+    read_bounces: Callable[[Any, dict, Any], tuple[list[bytes], dict]] | None = None
+    check_bounces: Callable[[Any], str] | None = None
 
 
 def all_destinations() -> tuple[Destination, ...]:

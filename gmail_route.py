@@ -174,10 +174,78 @@ def _check_live(run) -> str:
     return f"Gmail: {granted} to send as {run.sender.from_address}"
 
 
+READ_ANSWER_BYTES = 4 * 1024 * 1024   # a report read whole (its returned message may carry attachments)
+
+
+def _mailbox_reader(run):
+    """The Gmail client with the scopes to read the mailbox (gmail.readonly); SettingError naming it."""
+    import google_api
+
+    try:
+        credentials = google_api.gmail_credentials(run.credentials, run.token, run.sender.from_address, read=True)
+    except google_api.GoogleSetupError as error:
+        raise SettingError(str(error)) from None
+    return google_api.build_gmail(credentials, run.timeout, run.destination_settings.endpoint, READ_ANSWER_BYTES)
+
+
+def _read_bounces(run, cursor: dict, since) -> tuple[list[bytes], dict]:
+    """The messages that arrived in the sending mailbox after the cursor (the newest internalDate read,
+    in ms) or since the day `since`: users.messages.list, then users.messages.get(format=raw). Reads only."""
+    import calendar
+
+    import google.auth.exceptions
+    from googleapiclient.errors import HttpError
+
+    after = int(cursor.get("after_ms", 0)) or calendar.timegm(since.timetuple()) * 1000
+    try:
+        messages = _mailbox_reader(run).users().messages()
+        ids, page = [], None
+        while True:
+            listed = messages.list(userId="me", q=f"after:{after // 1000}", pageToken=page, maxResults=100).execute(
+                num_retries=2)
+            ids += [item["id"] for item in listed.get("messages", [])]
+            page = listed.get("nextPageToken")
+            if not page:
+                break
+        raws, newest = [], after
+        for message_id in ids:
+            message = messages.get(userId="me", id=message_id, format="raw").execute(num_retries=2)
+            received = int(message.get("internalDate", 0))
+            if received <= after:
+                continue
+            newest = max(newest, received)
+            raw = message.get("raw", "")
+            raws.append(base64.urlsafe_b64decode(raw + "=" * (-len(raw) % 4)))
+    except HttpError as error:
+        if error.resp.status in (401, 403):
+            message, _ = _google_error(error.content)
+            raise SettingError(f"{GMAIL_LABEL} does not let this credential read the mailbox ({message}): grant "
+                               "gmail.readonly (python google_api.py --gmail --read-bounces; for a service account, "
+                               "in its domain-wide delegation)") from None
+        raise OSError(f"{GMAIL_LABEL} answered HTTP {error.resp.status}") from None
+    except google.auth.exceptions.RefreshError as error:
+        said = answer_text(str(error.args[0] if error.args else error))
+        raise SettingError(f"Google refused a token to read the mailbox ({said}): grant gmail.readonly") from None
+    return raws, {"after_ms": newest}
+
+
+def _check_bounces(run) -> str:
+    """--check: the mailbox can be read (users.getProfile needs gmail.readonly), no message read."""
+    from googleapiclient.errors import HttpError
+
+    try:
+        profile = _mailbox_reader(run).users().getProfile(userId="me").execute(num_retries=1)
+    except HttpError as error:
+        raise SettingError(f"{GMAIL_LABEL} does not let this credential read the mailbox (HTTP {error.resp.status}): "
+                           "grant gmail.readonly") from None
+    return f"bounces: Gmail lets this credential read {profile.get('emailAddress', run.sender.from_address)} (nothing read)"
+
+
 DESTINATION = Destination(
     name="gmail", summary="sent as the --from mailbox through the Gmail API (the Google credential, OAuth)",
     env_keys=("GMAIL_API_ENDPOINT",), secret_keys=(), add_options=lambda group: None,
     named=lambda options, environment: False,
     configure=lambda options, environment: _configure(environment),
     secrets=lambda settings: [], open=_open_proven,
-    message_for=emails_for, check_live=_check_live, needs_sender=True)
+    message_for=emails_for, check_live=_check_live, needs_sender=True,
+    reads_bounces=lambda run: run.read_bounces, read_bounces=_read_bounces, check_bounces=_check_bounces)

@@ -31,6 +31,7 @@ from time_bounds import TooSlowError, run_within
 
 SCOPES = ["https://www.googleapis.com/auth/spreadsheets.readonly"]   # what reading the sheet needs
 GMAIL_SEND = "https://www.googleapis.com/auth/gmail.send"           # what --send-with gmail needs
+GMAIL_READONLY = "https://www.googleapis.com/auth/gmail.readonly"   # what reading bounces needs besides
 CONSENT_SCOPES = [*SCOPES, GMAIL_SEND]                                # `python google_api.py --gmail` asks for both
 SCRIPT_DIR = Path(__file__).resolve().parent
 SHEET_RETRIES = 4
@@ -133,7 +134,7 @@ def load_credentials(credentials_path: Path, token_path: Path):
 
 
 def authorise_interactively(credentials_path: Path, token_path: Path, open_browser: bool,
-                            need_gmail: bool = False) -> Credentials:
+                            need_gmail: bool | str = False) -> Credentials:
     """The one-off consent (Google's quickstart flow): reading sheets, and sending with Gmail only when
     `need_gmail` (a team that only reads the sheet is never asked to let the job send email); reuse a
     valid or refreshable token (one without the gmail.send scope only when `need_gmail` is not asked),
@@ -142,7 +143,8 @@ def authorise_interactively(credentials_path: Path, token_path: Path, open_brows
     from oauthlib.oauth2.rfc6749.errors import OAuth2Error
 
     credentials = load_user_token(token_path)
-    if credentials and need_gmail and GMAIL_SEND not in (credentials.scopes or ()):
+    wanted = [GMAIL_SEND, GMAIL_READONLY] if need_gmail == "read" else [GMAIL_SEND] if need_gmail else []
+    if credentials and any(scope not in (credentials.scopes or ()) for scope in wanted):
         print("the saved token does not allow sending with Gmail: asking for consent again", file=sys.stderr)
         credentials = None
     if credentials and credentials.valid:
@@ -156,7 +158,8 @@ def authorise_interactively(credentials_path: Path, token_path: Path, open_brows
     # The user may untick "send email" (Google's granular consent): a token for fewer scopes is still
     # saved (it reads the sheet), instead of oauthlib's "Scope has changed" traceback.
     os.environ.setdefault("OAUTHLIB_RELAX_TOKEN_SCOPE", "1")
-    flow = InstalledAppFlow.from_client_secrets_file(str(credentials_path), CONSENT_SCOPES if need_gmail else SCOPES)
+    scopes = [*CONSENT_SCOPES, GMAIL_READONLY] if need_gmail == "read" else CONSENT_SCOPES if need_gmail else SCOPES
+    flow = InstalledAppFlow.from_client_secrets_file(str(credentials_path), scopes)
     try:
         credentials = flow.run_local_server(port=0, open_browser=open_browser)
     except webbrowser.Error:
@@ -170,13 +173,15 @@ def authorise_interactively(credentials_path: Path, token_path: Path, open_brows
 
 # ---------------------------------------------------------------- sending with Gmail
 
-def gmail_credentials(credentials_path: Path, token_path: Path, sender: str):
-    """Credentials that may send as `sender`: a service account's, delegated to that mailbox
-    (domain-wide delegation: the token is made for it, its JWT `sub`), or the saved user token,
-    which must hold the gmail.send scope. Raises GoogleSetupError saying how to grant it."""
+def gmail_credentials(credentials_path: Path, token_path: Path, sender: str, read: bool = False):
+    """Credentials that may send as `sender` (and, with `read`, read its mailbox for bounces): a
+    service account's, delegated to that mailbox (domain-wide delegation: the token is made for it,
+    its JWT `sub`), or the saved user token, which must hold the scopes. Raises GoogleSetupError
+    saying how to grant them."""
+    scopes = [GMAIL_SEND, GMAIL_READONLY] if read else [GMAIL_SEND]
     if credentials_path.exists() and read_credential_file(credentials_path).get("type") == "service_account":
         try:
-            return service_account.Credentials.from_service_account_file(str(credentials_path), scopes=[GMAIL_SEND],
+            return service_account.Credentials.from_service_account_file(str(credentials_path), scopes=scopes,
                                                                          subject=sender)
         except (ValueError, KeyError) as error:
             raise GoogleSetupError(f"the service account key {credentials_path} is not usable ({error})") from None
@@ -184,12 +189,17 @@ def gmail_credentials(credentials_path: Path, token_path: Path, sender: str):
     if GMAIL_SEND not in (credentials.scopes or ()):
         raise GoogleSetupError(f"the saved token {token_path} does not allow sending email (no gmail.send scope): run "
                                "`python google_api.py --gmail` and allow 'Send email on your behalf' (nothing was sent)")
+    if read and GMAIL_READONLY not in (credentials.scopes or ()):
+        raise GoogleSetupError(f"the saved token {token_path} cannot read the mailbox for bounces (no gmail.readonly "
+                               "scope): run `python google_api.py --gmail --read-bounces` (nothing was sent)")
     return credentials
 
 
-def build_gmail(credentials, timeout: float, endpoint: str | None = None):
-    """The Gmail client; `endpoint` (GMAIL_API_ENDPOINT) replaces the API root (a proxy or a local test server)."""
+def build_gmail(credentials, timeout: float, endpoint: str | None = None, max_answer: int | None = None):
+    """The Gmail client; `endpoint` (GMAIL_API_ENDPOINT) replaces the API root (a proxy or a local test server).
+    Answers are read up to MAX_ANSWER_BYTES (`max_answer` for reading whole messages)."""
     plain = _BoundedHttp(timeout=timeout, ca_certs=ca_bundle())
+    plain.max_answer = max_answer or MAX_ANSWER_BYTES
     plain.follow_redirects = False  # a send is never redirected: a 3xx is an answer (section 21)
     http = google_auth_httplib2.AuthorizedHttp(credentials, http=plain)
     options = {"api_endpoint": endpoint} if endpoint else None
@@ -200,37 +210,39 @@ MAX_ANSWER_BYTES = 64 * 1024   # of a Gmail answer: the rest is never read
 
 
 class _CappedResponse(http.client.HTTPResponse):
-    """An answer whose body is read up to MAX_ANSWER_BYTES: an answer that never ends cannot fill the
-    memory. A longer one is cut and its connection dropped (never reused with bytes left on it)."""
+    """An answer whose body is read up to `limit` bytes (MAX_ANSWER_BYTES): an answer that never ends
+    cannot fill the memory. A longer one is cut and its connection dropped (never reused)."""
+    limit = MAX_ANSWER_BYTES
 
     def read(self, amt: int | None = None) -> bytes:
         if amt is not None:
             return super().read(amt)
-        data = super().read(MAX_ANSWER_BYTES + 1)
-        if len(data) > MAX_ANSWER_BYTES:
+        data = super().read(self.limit + 1)
+        if len(data) > self.limit:
             self.cut = True
             self.close()
-            return data[:MAX_ANSWER_BYTES]
+            return data[:self.limit]
         return data
 
 
-class _CappedHTTPS(httplib2.HTTPSConnectionWithTimeout):
-    response_class = _CappedResponse
-
-
-class _CappedHTTP(httplib2.HTTPConnectionWithTimeout):
-    response_class = _CappedResponse
+def _capped_connections(limit: int) -> tuple[type, type]:
+    """httplib2 connection classes whose answers are read up to `limit` bytes."""
+    response = type("CappedResponse", (_CappedResponse,), {"limit": limit})
+    return (type("CappedHTTPS", (httplib2.HTTPSConnectionWithTimeout,), {"response_class": response}),
+            type("CappedHTTP", (httplib2.HTTPConnectionWithTimeout,), {"response_class": response}))
 
 
 class _BoundedHttp(httplib2.Http):
-    """httplib2 for the Gmail API: answers capped at MAX_ANSWER_BYTES; a connection that carried a cut
-    answer is closed, not reused."""
+    """httplib2 for the Gmail API: answers capped at `max_answer` bytes; a connection that carried a
+    cut answer is closed, not reused."""
+    max_answer = MAX_ANSWER_BYTES
 
     def request(self, uri, method="GET", body=None, headers=None, redirections=httplib2.DEFAULT_MAX_REDIRECTS,
                 connection_type=None):
-        kind = connection_type or (_CappedHTTPS if uri.lower().startswith("https:") else _CappedHTTP)
+        secure, plain = _capped_connections(self.max_answer)
+        kind = connection_type or (secure if uri.lower().startswith("https:") else plain)
         response, content = super().request(uri, method, body, headers, redirections, kind)
-        if len(content or b"") >= MAX_ANSWER_BYTES:
+        if len(content or b"") >= self.max_answer:
             for connection in list(self.connections.values()):
                 connection.close()
             self.connections.clear()
@@ -480,7 +492,8 @@ def delegation_steps(info: dict) -> str:
     its numeric client id and the scopes, under domain-wide delegation."""
     return (f"To send with Gmail as a Workspace mailbox, an admin authorises domain-wide delegation: Google Admin "
             f"console > Security > Access and data control > API controls > Manage domain-wide delegation > Add new, "
-            f"client ID {info.get('client_id', '(the client_id in the key file)')}, OAuth scopes: {GMAIL_SEND}")
+            f"client ID {info.get('client_id', '(the client_id in the key file)')}, OAuth scopes: {GMAIL_SEND} "
+            f"(and {GMAIL_READONLY} to read bounces back)")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -492,11 +505,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--gmail", action="store_true",
                         help="also ask to send email as you with Gmail (for --send-with gmail; also when SEND_WITH=gmail); "
                              "for a service account, print what domain-wide delegation needs")
+    parser.add_argument("--read-bounces", action="store_true",
+                        help="with --gmail: also ask to read the mailbox (gmail.readonly), to read bounces back "
+                             "(also when READ_BOUNCES=yes)")
     parser.add_argument("--credentials", default=str(SCRIPT_DIR / "credential.json"), help="default: credential.json")
     parser.add_argument("--token", default=str(SCRIPT_DIR / "token.json"), help="default: token.json")
     args = parser.parse_args(argv)
     credentials_path, token_path = Path(args.credentials).absolute(), Path(args.token).absolute()
-    need_gmail = args.gmail or os.environ.get("SEND_WITH", "").strip().lower() == "gmail"
+    need_gmail: bool | str = args.gmail or os.environ.get("SEND_WITH", "").strip().lower() == "gmail"
+    if need_gmail and (args.read_bounces or os.environ.get("READ_BOUNCES", "").strip().lower() in ("yes", "true", "1")):
+        need_gmail = "read"  # the sending mailbox's delivery reports are read too: gmail.readonly
     try:
         info = read_credential_file(credentials_path) if credentials_path.exists() or not token_path.exists() else {}
         if info.get("type") == "service_account":

@@ -314,6 +314,77 @@ def _check_live(run) -> str:
         raise CheckFailedError(str(error)) from None
 
 
+MAIL_READ = "Mail.Read"
+READ_ANSWER_BYTES = 4 * 1024 * 1024   # a report read whole (its returned message may carry attachments)
+
+
+def _graph_get(route: M365Route, url: str, token: str) -> tuple[int, bytes]:
+    import requests
+
+    try:
+        response = route.session.get(url, timeout=route.timeout, allow_redirects=False, stream=True,
+                                     headers={"Authorization": f"Bearer {token}"})
+        body = response.raw.read(READ_ANSWER_BYTES, decode_content=True) or b""
+        response.close()
+    except requests.exceptions.RequestException as error:
+        raise OSError(f"cannot reach {route.label} ({type(error).__name__})") from None
+    if response.status_code in (401, 403):
+        raise SettingError(f"{route.label} does not let the app read {route.sender}'s mailbox (HTTP {response.status_code} "
+                           f"{_graph_error(body)}): give it {MAIL_READ} for this mailbox as for {MAIL_SEND} "
+                           "(RBAC for Applications, the role \"Application Mail.Read\"; see docs/microsoft365.md)")
+    if response.status_code != 200:
+        raise OSError(f"{route.label} answered HTTP {response.status_code} {_graph_error(body)}")
+    return response.status_code, body
+
+
+def _read_bounces(run, cursor: dict, since) -> tuple[list[bytes], dict]:
+    """The inbox messages received after the cursor (the newest receivedDateTime read) or since the day
+    `since`, ten a page as Graph pages them (@odata.nextLink), each as MIME ($value). Reads only."""
+    from urllib.parse import quote as quoted
+
+    route = M365Route(run.destination_settings, run.sender.from_address, run.timeout)
+    try:
+        try:
+            token = route.token()
+        except M365ConfigError as error:
+            raise SettingError(str(error)) from None
+        after = str(cursor.get("after", "")) or f"{since.isoformat()}T00:00:00Z"
+        base = f"{run.destination_settings.graph_endpoint}/v1.0/users/{quote(route.sender)}"
+        url = (f"{base}/mailFolders/inbox/messages?$select=id,receivedDateTime&$orderby=receivedDateTime"
+               f"&$top=10&$filter=receivedDateTime%20gt%20{quoted(after)}")
+        found: list[tuple[str, str]] = []
+        while url:
+            _, body = _graph_get(route, url, token)
+            page = json.loads(body)
+            found += [(item["id"], item.get("receivedDateTime", "")) for item in page.get("value", [])]
+            url = page.get("@odata.nextLink") or ""
+            if url and not url.startswith(run.destination_settings.graph_endpoint):
+                raise OSError(f"{route.label} pointed the next page elsewhere; the rest is read next run")
+        raws = [_graph_get(route, f"{base}/messages/{quoted(message_id, safe='')}/$value", token)[1]
+                for message_id, _ in found]
+        newest = max((received for _, received in found), default=after)
+        return raws, {"after": newest}
+    finally:
+        route.shutdown()
+
+
+def _check_bounces(run) -> str:
+    """--check: the inbox can be listed (Mail.Read), no message read."""
+    route = M365Route(run.destination_settings, run.sender.from_address, min(run.timeout, 15))
+    try:
+        try:
+            token = route.token()
+        except M365ConfigError as error:
+            raise SettingError(str(error)) from None
+        _graph_get(route, f"{run.destination_settings.graph_endpoint}/v1.0/users/{quote(route.sender)}"
+                          "/mailFolders/inbox?$select=id", token)
+    except OSError as error:
+        raise SettingError(str(error)) from None
+    finally:
+        route.shutdown()
+    return f"bounces: {route.label} lets the app read {route.sender}'s inbox (nothing read)"
+
+
 def _secrets(settings: M365Settings) -> list[str]:
     """The client secret, and the certificate's private key should any message ever quote it."""
     secrets = [settings.client_secret]
@@ -335,5 +406,6 @@ DESTINATION = Destination(
     add_options=lambda group: None, named=lambda options, environment: False,
     configure=_configure, secrets=_secrets, open=_open, message_for=emails_for,
     check_live=_check_live, needs_sender=True,
-    max_in_flight=4)  # Graph allows 4 requests at once per mailbox and answers 429 past that
+    max_in_flight=4,  # Graph allows 4 requests at once per mailbox and answers 429 past that
+    reads_bounces=lambda run: run.read_bounces, read_bounces=_read_bounces, check_bounces=_check_bounces)
 

@@ -27,10 +27,12 @@ from state_file import (
     StateError,
     StateWriter,
     acquire_lock,
+    append_rejected_csv,
     load_state,
     prepare_state_folder,
     rejected_csv_path,
     save_state,
+    spreadsheet_safe,
 )
 from ticket_core import (
     Customer,
@@ -81,6 +83,7 @@ class RunReport:
     would_notify: list[Customer] = field(default_factory=list)
     deferred: list[Customer] = field(default_factory=list)
     waiting: list[Customer] = field(default_factory=list)   # past --max-emails: they go out in the next run
+    bounced: list[tuple[str, list[str], str]] = field(default_factory=list)  # reports read this run: (address, ids, reason)
     max_emails: int | None = None
     failed: list[tuple[Customer, str]] = field(default_factory=list)
     rejected: list[tuple[Customer, str]] = field(default_factory=list)
@@ -100,7 +103,7 @@ class RunReport:
     def exit_code(self) -> int:
         if self.stop_exit_code == 2:
             return 2
-        return 1 if self.failed or self.not_attempted or self.rejected or self.stop_reason else 0
+        return 1 if self.failed or self.not_attempted or self.rejected or self.bounced or self.stop_reason else 0
 
 
 INTERRUPTED = "interrupted; what was delivered is recorded, the rest stays pending"
@@ -226,6 +229,9 @@ def run(settings) -> RunReport:
         if lock is not None:
             prepare_state_folder(settings.state_file)
         state = starting_state(settings, today)
+        bounced = read_bounces(settings, state, today) if records and reads_bounces(settings) else None
+        if bounced is not None:
+            state, bounce_outcome = bounced
         start = state.last_run_date
         recall = merged_recalls(recalls_of_held(state.held),
                                 recalls_of_rejected(state.rejected) if settings.retry_rejected else {})
@@ -251,6 +257,8 @@ def run(settings) -> RunReport:
                            old_last_run_date=start, test_mode=settings.test_mode, max_emails=settings.max_emails,
                            rejected_csv=rejected_csv_path(settings.state_file),
                            first_run=not settings.since and not settings.state_file.exists())
+        if bounced is not None:
+            report.bounced = bounce_outcome.bounced
         for customer in deferred:
             log.info("deferred %s (%s): emailed on %s, fewer than %d days ago; it waits", customer.email,
                      ", ".join(customer.ticket_ids), state.last_emailed.get(customer.key), settings.min_days_between_emails)
@@ -275,6 +283,53 @@ def run(settings) -> RunReport:
     finally:
         if lock is not None:
             lock.release()
+
+
+def reads_bounces(settings) -> bool:
+    destination = settings.destination
+    return destination is not None and destination.read_bounces is not None and destination.reads_bounces(settings)
+
+
+def read_bounces(settings, state: RunState, today: date):
+    """Before sending: the delivery reports that came back to the sending mailbox since the last read,
+    applied to the state (bounced customers rejected and held for a corrected address, those
+    returned for the sender's limits pending again), saved with how far the mailbox was read, and
+    each bounce in rejected.csv. (state, outcome). A mailbox that cannot be read for a setting is
+    exit 2 before anyone is emailed; one that cannot be reached now is a warning."""
+    from bounce_reports import bounce_effects, read_report
+    from destinations import SettingError
+
+    destination = settings.destination
+    earliest = min((date.fromisoformat(entry["day"]) for entry in state.sent.values()), default=today)
+    cursor = state.bounce_cursor.get(destination.name, {})
+    try:
+        raws, cursor = destination.read_bounces(settings, cursor, earliest)
+    except SettingError as error:
+        raise ConfigError(str(error)) from None
+    except Exception as error:  # noqa: BLE001 (an unreachable mailbox must not keep the week's emails back)
+        if type(error).__name__ == "BounceSetupError":
+            raise ConfigError(str(error)) from None
+        log.warning("the bounces could not be read this time (%s); they are read next run",
+                    getattr(error, "strerror", None) or error)
+        return None
+    reports = [report for report in map(read_report, raws) if report is not None]
+    state, outcome = bounce_effects(state, reports, today)
+    state = replace(state, bounce_cursor={**state.bounce_cursor, destination.name: cursor})
+    save_state(settings.state_file, state)
+    csv_path = rejected_csv_path(settings.state_file)
+    for address, tickets, reason in outcome.bounced:
+        append_rejected_csv(csv_path, [spreadsheet_safe(cell) for cell in (today.isoformat(), address, "",
+                                                                           " ".join(tickets), reason)])
+        log.warning("bounced %s (%s): %s; held until the report gives a corrected address (see %s)", address,
+                    ", ".join(tickets), reason, csv_path)
+    for address, tickets, reason in outcome.returned:
+        log.warning("returned for the sending mailbox's limit, %s (%s): %s; it is sent again", address,
+                    ", ".join(tickets), reason)
+    for address, status in outcome.delayed:
+        log.info("delayed, %s: %s (the server goes on trying; nothing to do yet)", address, status)
+    log.info("read %d message(s) from the bounce mailbox, %d delivery report(s) of this job's emails", len(raws),
+             len(outcome.bounced) + len(outcome.returned) + len(outcome.delayed))
+    return state, outcome
 
 
 def starting_state(settings, today: date) -> RunState:
@@ -441,8 +496,12 @@ def send_all(settings, customers: list[Customer], state: RunState, today: date, 
     route, message_for = open_route(settings)
     writer = StateWriter(settings.state_file, state)
 
+    keep_sent = reads_bounces(settings)
+    if keep_sent:
+        from customer_message import message_digest
+
     def remember(customer: Customer) -> None:
-        writer.record(customer, today)
+        writer.record(customer, today, message_digest(customer) if keep_sent else "")
         log.info("delivered to %s (%s)", customer.email, ", ".join(customer.ticket_ids))
 
     def refused(customer: Customer, reason: str) -> None:

@@ -11,6 +11,9 @@ def check_all(settings) -> int:
               ("destination", lambda: check_destination(settings)),
               ("report", lambda: check_source(settings)),
               ("state", lambda: check_state(settings))]
+    destination = settings.destination
+    if destination is not None and destination.check_bounces is not None and destination.reads_bounces(settings):
+        checks.insert(2, ("bounces", lambda: check_bounces(settings)))
     if settings.ping_url:
         from heartbeat import check_ping_url
         checks.append(("heartbeat", lambda: f"pings go to {check_ping_url(settings.ping_url).label} (none sent now)"))
@@ -37,6 +40,16 @@ def check_destination(settings) -> str:
     if settings.test_mode:
         return "none set (test mode sends nothing)"
     raise CheckFailedError("no destination: set WEBHOOK_URL (or -webhook_url) or SMTP_URL (or --smtp-url), or --send-with")
+
+
+def check_bounces(settings) -> str:
+    """The mailbox the delivery reports come back to can be read (login or permission); no message read."""
+    from destinations import SettingError
+
+    try:
+        return settings.destination.check_bounces(settings)
+    except SettingError as error:
+        raise CheckFailedError(str(error)) from None
 
 
 def check_source(settings) -> str:

@@ -176,6 +176,10 @@ def format_summary(report) -> str:
     ]
     rows.append(("Customers rejected", f"{len(report.rejected)}" + (f" (refused for good; see {listed})"
                                                                     if report.rejected else "")))
+    if report.bounced:
+        rows.append(("Bounced since the last run", f"{len(report.bounced)} ("
+                     + ", ".join(printable(address) for address, _, _ in report.bounced[:5])
+                     + (", ..." if len(report.bounced) > 5 else "") + f"; see {listed})"))
     if report.waiting:
         rows.append(("Customers waiting", f"{len(report.waiting)} (past --max-emails {report.max_emails}; they go "
                                           "out in the next run, oldest ticket first)"))

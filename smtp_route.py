@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import re
 import smtplib
@@ -9,7 +10,7 @@ import socket
 import ssl
 import threading
 from dataclasses import dataclass
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 from customer_message import OutgoingMail, emails_for
 from delivery import DELIVERED, FEWER, REJECTED, RETRY, STOP, Answer, answer_text
@@ -520,6 +521,87 @@ class SmtpSettings:
     url: str
     username: str
     password: str
+    imap_url: str = ""        # IMAP_URL: the mailbox the bounces come back to (bounces are read when set)
+    imap_password: str = ""   # IMAP_PASSWORD, else SMTP_PASSWORD
+
+
+IMAP_PORTS = {"imaps": 993, "imap": 143}
+IMAP_MESSAGE_BYTES = 256 * 1024   # of each report read: headers and the returned headers come first
+
+
+class BounceSetupError(Exception):
+    """The mailbox the bounces come back to cannot be read (login, permission, TLS): exit 2 at start."""
+
+
+def check_imap_url(url: str) -> tuple[CheckedUrl, str]:
+    """IMAP_URL, imaps://user@host[:993][/MAILBOX]; imap:// only to this machine. (url, mailbox)."""
+    try:
+        checked = parse_url(url, "IMAP_URL", IMAP_PORTS)
+    except UrlError as error:
+        raise SettingError(str(error)) from None
+    if ":" in urlsplit(url.strip()).netloc.rpartition("@")[0]:
+        raise SettingError("IMAP_URL holds a password: remove it and set IMAP_PASSWORD in the environment instead")
+    if checked.scheme == "imap" and not checked.is_loopback:
+        raise SettingError("IMAP_URL must be imaps:// (TLS) for a host other than this machine: the password would "
+                           "travel unencrypted")
+    if not checked.username:
+        raise SettingError("IMAP_URL needs the mailbox's user name: imaps://user@host:993/INBOX")
+    mailbox = unquote(urlsplit(url.strip()).path.lstrip("/")) or "INBOX"
+    return checked, mailbox
+
+
+def read_imap_reports(settings: SmtpSettings, cursor: dict, since, timeout: float,
+                      probe: bool = False) -> tuple[list[bytes], dict]:
+    """The messages that arrived in the bounce mailbox since `cursor` (its UIDVALIDITY and last UID),
+    or since the day `since` on a first read, and the cursor after them. Only reads: EXAMINE and
+    BODY.PEEK, nothing is flagged, moved or deleted. Raises BounceSetupError (login, TLS) or OSError."""
+    import imaplib
+
+    from time_bounds import TooSlowError, run_within
+
+    url, mailbox = check_imap_url(settings.imap_url)
+
+    def read() -> tuple[list[bytes], dict]:
+        if url.scheme == "imaps":
+            connection = imaplib.IMAP4_SSL(url.host, url.port, ssl_context=tls_context(), timeout=timeout)
+        else:
+            connection = imaplib.IMAP4(url.host, url.port, timeout=timeout)
+        try:
+            try:
+                connection.login(url.username, settings.imap_password)
+            except imaplib.IMAP4.error as error:
+                raise BounceSetupError(f"{url.label} refused the IMAP login of {url.username} "
+                                       f"({answer_text(str(error))}): check IMAP_URL and IMAP_PASSWORD") from None
+            status, _ = connection.select(_quoted(mailbox), readonly=True)  # EXAMINE
+            if status != "OK":
+                raise BounceSetupError(f"{url.label} has no mailbox {mailbox!r}: check the path of IMAP_URL")
+            validity = str((connection.response("UIDVALIDITY")[1] or [b""])[0].decode())
+            if probe:  # --check: the login and the mailbox are proven, nothing is read
+                return [], {}
+            last = int(cursor.get("uid", 0)) if str(cursor.get("uidvalidity", "")) == validity else 0
+            criteria = f"UID {last + 1}:*" + ("" if last else f" SINCE {since.strftime('%d-%b-%Y')}")
+            _, found = connection.uid("SEARCH", None, criteria)
+            uids = sorted(uid for uid in map(int, (found[0] or b"").split()) if uid > last)
+            raws = []
+            for uid in uids:
+                _, data = connection.uid("FETCH", str(uid), f"(BODY.PEEK[]<0.{IMAP_MESSAGE_BYTES}>)")
+                raws += [part[1] for part in data if isinstance(part, tuple) and len(part) > 1]
+            return raws, {"uidvalidity": validity, "uid": max(uids, default=last)}
+        finally:
+            with contextlib.suppress(Exception):
+                connection.logout()
+
+    try:
+        return run_within(timeout * 4 + 1, read)
+    except TooSlowError:
+        raise OSError(f"{url.label} gave no complete answer in time") from None
+    except ssl.SSLError as error:
+        raise BounceSetupError(f"TLS with {url.label} failed ({error.reason or error}): set SSL_CERT_FILE to your CA "
+                               "bundle, or check the port of IMAP_URL") from None
+
+
+def _quoted(mailbox: str) -> str:
+    return '"' + mailbox.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
 def _add_options(group) -> None:
@@ -541,13 +623,37 @@ def _configure(options, environment) -> SmtpSettings:
         _, username = check_smtp_url(url, environment.get("SMTP_USERNAME"), password)
     except SmtpConfigError as error:
         raise SettingError(str(error)) from None
-    return SmtpSettings(url, username, password)
+    imap_url = environment.get("IMAP_URL", "").strip()
+    imap_password = environment.get("IMAP_PASSWORD") or password
+    if imap_url:
+        check_imap_url(imap_url)
+        if not imap_password:
+            raise SettingError("IMAP_URL is set but neither IMAP_PASSWORD nor SMTP_PASSWORD: set IMAP_PASSWORD")
+    return SmtpSettings(url, username, password, imap_url, imap_password)
+
+
+def _read_bounces(run, cursor: dict, since) -> tuple[list[bytes], dict]:
+    return read_imap_reports(run.destination_settings, cursor, since, run.timeout)
+
+
+def _check_bounces(run) -> str:
+    """--check: log in to the bounce mailbox and EXAMINE it, reading no message."""
+    own = run.destination_settings
+    url, mailbox = check_imap_url(own.imap_url)
+    try:
+        read_imap_reports(own, {}, None, min(run.timeout, 15), probe=True)
+    except BounceSetupError as error:
+        raise SettingError(str(error)) from None
+    except OSError as error:
+        raise SettingError(f"cannot reach {url.label} ({error.strerror or error}): check IMAP_URL") from None
+    return f"bounces: {url.label} lets {url.username} read {mailbox} (nothing read)"
 
 
 def _secrets(settings: SmtpSettings) -> list[str]:
-    """The password, and what the URL must not show; the user name is not a secret (with the usual
+    """The passwords, and what the URL must not show; the user name is not a secret (with the usual
     set-up it is the --from address, and an error about the sender must be able to name it)."""
-    return [settings.password, *(value for value in url_secrets(settings.url, SMTP_PORTS) if value != settings.username)]
+    return [settings.password, settings.imap_password,
+            *(value for value in url_secrets(settings.url, SMTP_PORTS) if value != settings.username)]
 
 
 def _open(run) -> SmtpRoute:
@@ -577,7 +683,9 @@ def _check_live(run) -> str:
 
 DESTINATION = Destination(
     name="smtp", summary="each customer's email handed to an SMTP server",
-    env_keys=("SMTP_URL", "SMTP_USERNAME", "SMTP_PASSWORD"), secret_keys=("SMTP_URL", "SMTP_PASSWORD"),
+    env_keys=("SMTP_URL", "SMTP_USERNAME", "SMTP_PASSWORD", "IMAP_URL", "IMAP_PASSWORD"),
+    secret_keys=("SMTP_URL", "SMTP_PASSWORD", "IMAP_PASSWORD"),
     add_options=_add_options, named=lambda options, environment: bool(_url(options, environment)),
     configure=_configure, secrets=_secrets, open=_open, message_for=emails_for, check_live=_check_live,
-    needs_sender=True)
+    needs_sender=True, reads_bounces=lambda run: bool(run.destination_settings.imap_url),
+    read_bounces=_read_bounces, check_bounces=_check_bounces)

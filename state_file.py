@@ -24,6 +24,7 @@ from ticket_core import (
     held_settled_by,
     held_ticket,
     rejection_entry,
+    sent_entry,
     without_delivered,
 )
 
@@ -59,7 +60,9 @@ def state_from_json(text: str, source: str = "state file", today: date | None = 
     last_emailed = check.days("last_emailed", data.get("last_emailed", {}), moment=False)
     rejected = check.nested("rejected", data.get("rejected", {}), check.rejected_entry)
     held = check.nested("held", data.get("held", {}), check.held_entry)
-    return RunState(last_run_date, notified, last_emailed, rejected, held)
+    sent = check.nested("sent", data.get("sent", {}), check.sent_entry)
+    cursors = check.nested("bounces", data.get("bounces", {}), check.cursor)
+    return RunState(last_run_date, notified, last_emailed, rejected, held, sent, cursors)
 
 
 class _Checker:
@@ -106,6 +109,22 @@ class _Checker:
         self.days(f"{where}.tickets", entry.get("tickets"), moment=True)
         return entry
 
+    def sent_entry(self, where: str, entry: object) -> dict:
+        entry = self.mapping(where, entry)
+        self.day(f"{where}.day", entry.get("day"), moment=False)
+        for name in ("customer", "name"):
+            if not isinstance(entry.get(name), str):
+                raise self.fail(f"{where}.{name}", "is not text")
+        self.days(f"{where}.tickets", entry.get("tickets"), moment=True)
+        return entry
+
+    def cursor(self, where: str, value: object) -> dict:
+        """How far a mailbox was read: text or whole numbers, each the destination's own."""
+        for key, item in self.mapping(where, value).items():
+            if not isinstance(item, (str, int)) or isinstance(item, bool):
+                raise self.fail(f"{where}.{key}", "is not text or a number")
+        return value  # type: ignore[return-value]
+
     def held_entry(self, where: str, entry: object) -> dict:
         entry = self.mapping(where, entry)
         self.day(f"{where}.day", entry.get("day"), moment=False)
@@ -123,7 +142,8 @@ class _Checker:
 def state_to_json(state: RunState) -> str:
     """The state file's text: one top-level key per line, last_run_date first."""
     return _state_text(state.last_run_date, map(_entry_text, state.notified.items()),
-                       map(_entry_text, state.last_emailed.items()), _json(state.rejected), _json(state.held))
+                       map(_entry_text, state.last_emailed.items()), _json(state.rejected), _json(state.held),
+                       map(_entry_text, state.sent.items()), _json(state.bounce_cursor))
 
 
 def _json(value: object) -> str:
@@ -136,12 +156,16 @@ def _entry_text(item: tuple[str, object]) -> str:
 
 
 def _state_text(last_run_date: date, notified: Iterable[str], last_emailed: Iterable[str], rejected: str,
-                held: str) -> str:
+                held: str, sent: Iterable[str] = (), cursors: str = "{}") -> str:
+    """The state file's text; "sent" and "bounces" only when bounces are read (a file without them
+    reads as before)."""
+    sent_text = ", ".join(sent)
+    extra = (f',\n  "sent": {{{sent_text}}}' if sent_text else "") + (f',\n  "bounces": {cursors}' if cursors != "{}" else "")
     return (f'{{\n  "last_run_date": {json.dumps(format_day(last_run_date))},\n'
             f'  "notified": {{{", ".join(notified)}}},\n'
             f'  "last_emailed": {{{", ".join(last_emailed)}}},\n'
             f'  "rejected": {rejected},\n'
-            f'  "held": {held}\n}}\n')
+            f'  "held": {held}{extra}\n}}\n')
 
 
 def load_state(path: Path, today: date | None = None) -> RunState | None:
@@ -327,7 +351,8 @@ class StateWriter:
     def __init__(self, path: Path, state: RunState) -> None:
         self.path = path
         self.state = RunState(state.last_run_date, dict(state.notified), dict(state.last_emailed), dict(state.rejected),
-                              dict(state.held))
+                              dict(state.held), dict(state.sent), dict(state.bounce_cursor))
+        self._sent_text = dict(zip(state.sent, map(_entry_text, state.sent.items()), strict=True))
         self._notified_text = dict(zip(state.notified, map(_entry_text, state.notified.items()), strict=True))
         self._emailed_text = dict(zip(state.last_emailed, map(_entry_text, state.last_emailed.items()), strict=True))
         self._changes = 0
@@ -339,15 +364,19 @@ class StateWriter:
         self._encoded_cache: dict[str, tuple[object, str]] = {}
         self._held_ids_cache: tuple[object, set[str]] = (None, set())
 
-    def record(self, customer: Customer, today: date) -> None:
-        """Record a delivery to `customer` and return once a save that includes it is on disk.
-        Raises StateError."""
+    def record(self, customer: Customer, today: date, message_key: str = "") -> None:
+        """Record a delivery to `customer` and return once a save that includes it is on disk; with
+        `message_key` (its Message-ID's local part, while bounces are read) the email is kept to
+        match a report. Raises StateError."""
         with self._state_lock:
             key, notified, emailed_on = delivery_entries(self.state, customer, today)
             self.state.notified[key] = notified
             self.state.last_emailed[key] = emailed_on
             self._notified_text[key] = _entry_text((key, notified))
             self._emailed_text[key] = _entry_text((key, emailed_on))
+            if message_key:
+                self.state.sent[message_key] = sent_entry(customer, today)
+                self._sent_text[message_key] = _entry_text((message_key, self.state.sent[message_key]))
             cleared: list[str] = []
             if self.state.rejected:
                 remaining = without_delivered(self.state.rejected, customer)
@@ -432,7 +461,8 @@ class StateWriter:
                 return
             with self._state_lock:
                 text = _state_text(self.state.last_run_date, self._notified_text.values(), self._emailed_text.values(),
-                                   self._encoded("rejected"), self._encoded("held"))
+                                   self._encoded("rejected"), self._encoded("held"), self._sent_text.values(),
+                                   self._encoded("bounce_cursor"))
                 covered = self._changes
             write_state_text(self.path, text)
             self._saved_changes = covered

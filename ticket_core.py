@@ -682,6 +682,7 @@ def cap_emails(customers: list[Customer], most: int | None) -> tuple[list[Custom
 
 REJECTED_KEEP_DAYS = 90
 HELD_KEEP_DAYS = 90
+SENT_KEEP_DAYS = 90
 
 
 @dataclass
@@ -694,6 +695,10 @@ class RunState:
     last_emailed: dict[str, str] = field(default_factory=dict)
     rejected: dict[str, dict] = field(default_factory=dict)
     held: dict[str, dict] = field(default_factory=dict)  # held_key -> {"ticket", "day", "reason", "customer", "name", "closed"}
+    # The emails sent while bounces are read: Message-ID's local part -> {"customer", "name", "day", "tickets"},
+    # kept SENT_KEEP_DAYS; and how far each destination's mailbox was read.
+    sent: dict[str, dict] = field(default_factory=dict)
+    bounce_cursor: dict[str, dict] = field(default_factory=dict)
 
 
 def held_key(ticket_id: str, customer: str, name: str) -> str:
@@ -878,4 +883,13 @@ def finish_state(state: RunState, new_last_run_date: date, today: date, keep_ema
     last_emailed = {key: day for key, day in state.last_emailed.items() if date.fromisoformat(day) >= horizon}
     rejected_horizon = today - timedelta(days=REJECTED_KEEP_DAYS)
     rejected = {key: entry for key, entry in state.rejected.items() if date.fromisoformat(entry["day"]) >= rejected_horizon}
-    return RunState(new_last_run_date, notified, last_emailed, rejected, state.held)
+    sent_horizon = today - timedelta(days=SENT_KEEP_DAYS)
+    sent = {key: entry for key, entry in state.sent.items() if date.fromisoformat(entry["day"]) >= sent_horizon}
+    return RunState(new_last_run_date, notified, last_emailed, rejected, state.held, sent, state.bounce_cursor)
+
+
+def sent_entry(customer: Customer, today: date) -> dict:
+    """What the state keeps of an email while bounces are read: whose it was, with which tickets."""
+    name = customer.full_name or (customer.tickets[-1].full_name if customer.tickets else "")
+    return {"customer": customer.key, "name": name_key(name), "day": today.isoformat(),
+            "tickets": {ticket.ticket_id: ticket.closed_date for ticket in customer.tickets}}
