@@ -52,6 +52,7 @@ class GmailApi:
         self.sent: list[email.message.EmailMessage] = []
         self.tokens: list[dict] = []
         self.refuse_delegation = False
+        self.inbox: list[tuple[str, int, bytes]] = []   # (id, internalDate in ms, raw message): the sending mailbox
         self.answer = lambda message, index: json_reply(200, {"id": f"m{index}", "labelIds": ["SENT"]})
         self.server.respond = self.respond
 
@@ -67,6 +68,8 @@ class GmailApi:
             assertion = form["assertion"][0].split(".")[1]
             self.tokens.append(json.loads(base64.urlsafe_b64decode(assertion + "=" * (-len(assertion) % 4))))
             return json_reply(200, {"access_token": "ya29.service", "expires_in": 3600, "token_type": "Bearer"})
+        if received.method == "GET":
+            return self.mailbox(path, parse_qs(urlsplit(received.path).query))
         assert path == "/gmail/v1/users/me/messages/send", path
         raw = json.loads(received.body)["raw"]
         message = email.message_from_bytes(base64.urlsafe_b64decode(raw), policy=email.policy.default)
@@ -74,6 +77,24 @@ class GmailApi:
         if reply.status == 200:
             self.sent.append(message)
         return reply
+
+    def mailbox(self, path: str, query: dict):
+        """users.messages.list (q=after:SECONDS, pages of two), users.messages.get (format=raw), getProfile."""
+        if path == "/gmail/v1/users/me/profile":
+            return json_reply(200, {"emailAddress": "support@example.com"})
+        if path == "/gmail/v1/users/me/messages":
+            after = int(query.get("q", ["after:0"])[0].split(":")[1])
+            ids = [message_id for message_id, received, _ in self.inbox if received // 1000 > after - 1]
+            start = int(query.get("pageToken", ["0"])[0])
+            page = {"messages": [{"id": message_id} for message_id in ids[start:start + 2]]}
+            if start + 2 < len(ids):
+                page["nextPageToken"] = str(start + 2)
+            return json_reply(200, page)
+        message_id = path.rsplit("/", 1)[1]
+        found = next(item for item in self.inbox if item[0] == message_id)
+        assert query.get("format") == ["raw"]
+        return json_reply(200, {"id": message_id, "internalDate": str(found[1]),
+                                "raw": base64.urlsafe_b64encode(found[2]).decode()})
 
     def env(self, **extra):
         return clean_env(GMAIL_API_ENDPOINT=self.server.root, **extra)
@@ -108,6 +129,9 @@ class Microsoft:
         self.token_requests: list[dict] = []
         self.roles = ["Mail.Send"]
         self.rbac = False   # Exchange Online's RBAC for Applications lets the app send as the mailbox
+        self.inbox: list[tuple[str, str, bytes]] = []   # (id, receivedDateTime, MIME): the sending mailbox's inbox
+        self.can_read = True   # Mail.Read granted for the mailbox
+        self.pages = 0
         self.token_error: dict | None = None
         self.answer = lambda message, index: Reply(202, body=b"")
         self.server.respond = self.respond
@@ -128,6 +152,8 @@ class Microsoft:
                 return json_reply(400, self.token_error)
             return json_reply(200, {"access_token": access_token(self.roles), "expires_in": 3600,
                                     "token_type": "Bearer"})
+        if received.method == "GET":
+            return self.mailbox(path, parse_qs(urlsplit(received.path).query))
         assert path == "/v1.0/users/support@example.com/sendMail", path
         assert received.headers["content-type"] == "text/plain"
         if not received.body:  # a request that sends nothing: Graph says whether the app may send as the mailbox
@@ -139,6 +165,28 @@ class Microsoft:
         if reply.status == 202:
             self.sent.append(message)
         return reply
+
+    def mailbox(self, path: str, query: dict):
+        """The inbox as Graph pages it (ten a page, @odata.nextLink), each message's MIME ($value)."""
+        if not self.can_read:
+            return json_reply(403, {"error": {"code": "ErrorAccessDenied", "message": "Access is denied."}})
+        base = "/v1.0/users/support@example.com"
+        if path == f"{base}/mailFolders/inbox":
+            return json_reply(200, {"id": "inbox"})
+        if path == f"{base}/mailFolders/inbox/messages":
+            after = query.get("$filter", ["receivedDateTime gt 1970-01-01T00:00:00Z"])[0].rsplit(" ", 1)[1]
+            listed = [item for item in self.inbox if item[1] > after]
+            start = int(query.get("$skip", ["0"])[0])
+            page = {"value": [{"id": message_id, "receivedDateTime": received}
+                              for message_id, received, _ in listed[start:start + 10]]}
+            if start + 10 < len(listed):
+                page["@odata.nextLink"] = (f"https://{self.host}{base}/mailFolders/inbox/messages?$filter="
+                                           f"receivedDateTime%20gt%20{after}&$skip={start + 10}")
+            self.pages += 1
+            return json_reply(200, page)
+        message_id = path.split("/messages/", 1)[1].removesuffix("/$value")
+        return Reply(200, {"Content-Type": "text/plain"}, body=next(raw for item_id, _, raw in self.inbox
+                                                                   if item_id == message_id))
 
     def env(self, **extra):
         settings = {"M365_TENANT_ID": TENANT, "M365_CLIENT_ID": CLIENT, "M365_CLIENT_SECRET": SECRET,

@@ -203,3 +203,81 @@ def test_a_bounce_mailbox_login_refused_stops_before_the_first_customer(tmp_path
                      env=env, timeout=120)
     assert result.returncode == 2 and "IMAP_PASSWORD" in result.stderr and "wrong" not in result.stderr
     assert servers.messages("ann") == [] and read_state(state) == {"last_run_date": SINCE}
+
+
+# ---------------------------------------------------------------- the mail APIs' mailboxes
+
+def message_key(message) -> str:
+    return str(message["Message-ID"]).strip("<>").split("@")[0]
+
+
+def test_gmail_reads_its_mailer_daemon_s_reports_with_gmail_readonly(tmp_path, gmail):
+    import time as clock
+
+    from mail_standins import ROWS, run, write_user_token
+
+    import google_api
+
+    write_user_token(tmp_path / "token.json", [*google_api.CONSENT_SCOPES, google_api.GMAIL_READONLY])
+    env = gmail.env(READ_BOUNCES="yes")
+    first = run(tmp_path, "--send-with", "gmail", "-testmode", "no", env=env)
+    assert first.returncode == 0 and len(gmail.sent) == 3, first.stderr
+    john = next(message for message in gmail.sent if "john@" in str(message["To"]))
+    now_ms = int(clock.time() * 1000) + 1000
+    gmail.inbox = [("n1", now_ms, b"From: a@b.c\r\nSubject: hello\r\n\r\nnot a report\r\n"),
+                   ("r1", now_ms + 1, report("john@example.com", "5.1.1", "550-5.1.1 The email account that you tried "
+                                             "to reach does not exist.", message_key(john), returned="message")),
+                   ("n2", now_ms + 2, b"From: c@d.e\r\nSubject: hi\r\n\r\nstill not\r\n")]
+    second = run(tmp_path, "--send-with", "gmail", "-testmode", "no", env=env)
+    assert second.returncode == 1, second.stderr
+    assert "Bounced since the last run  1 (john@example.com" in second.stdout
+    saved = read_state(tmp_path / "s.json")
+    assert customer_key("john@example.com") in saved["rejected"] and saved["bounces"]["gmail"]["after_ms"] == now_ms + 2
+    third = run(tmp_path, "--send-with", "gmail", "-testmode", "no", env=env)
+    assert third.returncode == 0 and "Bounced" not in third.stdout
+    assert [row for row in ROWS if row[2] == "john@example.com"]
+
+
+def test_gmail_without_gmail_readonly_stops_before_the_first_customer_naming_it(tmp_path, gmail):
+    from mail_standins import run, write_user_token
+
+    import google_api
+
+    write_user_token(tmp_path / "token.json", google_api.CONSENT_SCOPES)
+    result = run(tmp_path, "--send-with", "gmail", "-testmode", "no", "--read-bounces", env=gmail.env())
+    assert result.returncode == 2 and "gmail.readonly" in result.stderr and gmail.sent == []
+
+
+def test_microsoft365_reads_exchange_s_reports_page_by_page_and_a_tenant_limit_sends_again(tmp_path, microsoft):
+    from mail_standins import run
+
+    env = microsoft.env(READ_BOUNCES="yes")
+    first = run(tmp_path, "-testmode", "no", env=env)
+    assert first.returncode == 0 and len(microsoft.sent) == 3, first.stderr
+    by_address = {str(message["To"].addresses[0].addr_spec): message for message in microsoft.sent}
+    noise = [(f"n{n}", f"2099-01-01T00:00:{n:02d}Z", b"Subject: newsletter\r\n\r\nhello\r\n") for n in range(11)]
+    microsoft.inbox = noise + [
+        ("r1", "2099-01-01T00:01:00Z", report("john@example.com", "5.1.10", "550 5.1.10 RESOLVER.ADR.RecipientNotFound; "
+                                              "Recipient not found by SMTP address lookup", message_key(by_address[
+                                                  "john@example.com"]), subject="Undeliverable: closed")),
+        ("r2", "2099-01-01T00:02:00Z", report("ann@example.com", "5.7.233", "550 5.7.233 Your message can't be sent "
+                                              "because your organization has exceeded its external recipient limit",
+                                              message_key(by_address["ann@example.com"]), subject="Undeliverable: x"))]
+    second = run(tmp_path, "-testmode", "no", "--min-days-between-emails", "0", env=env)
+    assert second.returncode == 1, second.stderr
+    assert microsoft.pages >= 2   # thirteen messages, ten a page
+    assert "Bounced since the last run  1 (john@example.com" in second.stdout
+    resent = [m for m in microsoft.sent if "ann@" in str(m["To"])]
+    assert len(resent) == 2   # returned for the tenant's limit: sent once more, by this run
+    saved = read_state(tmp_path / "s.json")
+    assert customer_key("john@example.com") in saved["rejected"] and customer_key("ann@example.com") not in saved["rejected"]
+
+
+def test_microsoft365_without_mail_read_is_found_by_check_and_before_the_first_customer(tmp_path, microsoft):
+    from mail_standins import run
+
+    microsoft.can_read = False
+    check = run(tmp_path, "--check", env=microsoft.env(READ_BOUNCES="yes"))
+    assert check.returncode == 2 and "Mail.Read" in check.stdout
+    result = run(tmp_path, "-testmode", "no", env=microsoft.env(READ_BOUNCES="yes"))
+    assert result.returncode == 2 and "Mail.Read" in result.stderr and microsoft.sent == []
