@@ -9,10 +9,11 @@ from dataclasses import dataclass, replace
 from datetime import date
 from pathlib import Path
 from string import Template
+from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
 from customer_message import HTML_TEMPLATE_FIELDS, TEMPLATE_FIELDS, Content, check_body_template
-from destinations import Destination, SettingError, all_destinations, by_name, environment_keys
+from destinations import Destination, SettingError, all_destinations, by_name, environment_keys, how_to_name_one
 from report_dates import DEFAULT_DATE_FORMATS, check_date_format, check_day_range, parse_day
 from ticket_core import ROLES
 
@@ -256,7 +257,7 @@ def parse_args(argv: list[str] | None, script_dir: Path, version: str,
     return Settings(
         sheet_id=google_sheet_id(args.sheet_id) if args.sheet_id else None, range=sheet_range, report=report,
         closed_statuses=closed_statuses, date_formats=tuple(args.date_format or DEFAULT_DATE_FORMATS),
-        columns=parse_columns(args.column), since=args.since, retry_rejected=args.retry_rejected,
+        columns=MappingProxyType(parse_columns(args.column)), since=args.since, retry_rejected=args.retry_rejected,
         destination=destination, destination_settings=destination_settings, sender=sender,
         content=Content(args.subject, body_template, html_template, cc, check_ticket_url(args.ticket_url)),
         max_per_minute=args.max_per_minute, max_emails=max_emails_setting(args, environment),
@@ -350,8 +351,7 @@ def choose_destination(args: argparse.Namespace, environment: Mapping[str, str])
                              + ", not both (or pick one with --send-with)")
         if not named:
             if not args.test_mode and not args.check:
-                raise UsageError("no destination: pass -webhook_url URL (or set WEBHOOK_URL), --smtp-url URL (or set "
-                                 "SMTP_URL), or --send-with NAME; or use -testmode yes")
+                raise UsageError(f"no destination: pass {how_to_name_one()}; or use -testmode yes")
             return None, None
         chosen = named[0]
     try:

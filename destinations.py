@@ -25,6 +25,10 @@ class SettingError(ValueError):
     """A destination's setting that cannot work: a usage error at start (exit 2), naming it."""
 
 
+class CheckFailedError(Exception):
+    """One --check line that did not pass; the message says what to fix."""
+
+
 @dataclass(frozen=True)
 class Destination:
     """Everything the job knows of one destination.
@@ -46,6 +50,7 @@ class Destination:
     message_for: Callable[[Any], Callable[[Any], Any]]
     check_live: Callable[[Any], str]
     needs_sender: bool = False                     # --from is required (in test mode too)
+    named_by: str = ""                             # how the settings name it without --send-with, for messages
     max_in_flight: int | None = None               # at most this many messages at once, whatever --workers says
     # Bounces: whether this run reads them; the reports that arrived since a cursor (or a first day),
     # and the cursor after them; --check's proof that the mailbox can be read (SettingError).
@@ -60,6 +65,12 @@ def all_destinations() -> tuple[Destination, ...]:
 
 def by_name(name: str) -> Destination:
     return next(destination for destination in all_destinations() if destination.name == name)
+
+
+def how_to_name_one() -> str:
+    """'no destination' advice, made from the list: each destination's URL setting, or --send-with NAME."""
+    named = [destination.named_by for destination in all_destinations() if destination.named_by]
+    return ", ".join(named) + ", or --send-with " + "|".join(d.name for d in all_destinations())
 
 
 def environment_keys() -> tuple[str, ...]:

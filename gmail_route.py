@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 from customer_message import emails_for
 from delivery import DELIVERED, REJECTED, RETRY, STOP, Answer, answer_text, http_answer
-from destinations import Destination, SettingError
+from destinations import CheckFailedError, Destination, SettingError
 
 GMAIL_LABEL = "gmail.googleapis.com:443"
 SCOPE_ADVICE = ("for a user token, run `python google_api.py --gmail` and allow sending email; for a service account, "
@@ -164,7 +164,6 @@ def _open_proven(run) -> GmailRoute:
 
 def _check_live(run) -> str:
     import google_api
-    from run_check import CheckFailedError
 
     try:
         route = _open(run)

@@ -11,7 +11,7 @@ from urllib.parse import quote
 
 from customer_message import emails_for
 from delivery import REJECTED, RETRY, STOP, Answer, answer_text, http_answer
-from destinations import Destination, SettingError
+from destinations import CheckFailedError, Destination, SettingError
 from url_rules import WEB_PORTS, UrlError, ca_bundle, check_endpoint, parse_url
 
 AUTHORITY_HOST = "login.microsoftonline.com"
@@ -302,7 +302,6 @@ def _open(run) -> M365Route:
 
 
 def _check_live(run) -> str:
-    from run_check import CheckFailedError
 
     try:
         route = M365Route(run.destination_settings, run.sender.from_address, min(run.timeout, 15))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from destinations import CheckFailedError, how_to_name_one
 from state_file import StateError, acquire_lock, load_state, write_probe
 
 
@@ -30,16 +31,12 @@ def check_all(settings) -> int:
     return 2 if failed else 0
 
 
-class CheckFailedError(Exception):
-    """One check that did not pass; the message says what to fix."""
-
-
 def check_destination(settings) -> str:
     if settings.destination is not None:
         return settings.destination.check_live(settings)
     if settings.test_mode:
         return "none set (test mode sends nothing)"
-    raise CheckFailedError("no destination: set WEBHOOK_URL (or -webhook_url) or SMTP_URL (or --smtp-url), or --send-with")
+    raise CheckFailedError(f"no destination: set {how_to_name_one()}")
 
 
 def check_bounces(settings) -> str:

@@ -14,7 +14,7 @@ from urllib.parse import unquote, urlsplit
 
 from customer_message import OutgoingMail, emails_for
 from delivery import DELIVERED, FEWER, REJECTED, RETRY, STOP, Answer, answer_text
-from destinations import Destination, SettingError
+from destinations import CheckFailedError, Destination, SettingError
 from time_bounds import call_within
 from url_rules import SMTP_CA_VARIABLES, SMTP_PORTS, CheckedUrl, UrlError, ca_bundle, is_printable_ascii, parse_url, url_secrets
 
@@ -667,7 +667,6 @@ def _open(run) -> SmtpRoute:
 
 def _check_live(run) -> str:
     """EHLO, STARTTLS and AUTH (or, without a login, whether the server wants one); nothing sent."""
-    from run_check import CheckFailedError
 
     try:
         route = _open(run.with_timeout(min(run.timeout, 15)))
@@ -682,7 +681,7 @@ def _check_live(run) -> str:
 
 
 DESTINATION = Destination(
-    name="smtp", summary="each customer's email handed to an SMTP server",
+    name="smtp", named_by="--smtp-url URL (or SMTP_URL)", summary="each customer's email handed to an SMTP server",
     env_keys=("SMTP_URL", "SMTP_USERNAME", "SMTP_PASSWORD", "IMAP_URL", "IMAP_PASSWORD"),
     secret_keys=("SMTP_URL", "SMTP_PASSWORD", "IMAP_PASSWORD"),
     add_options=_add_options, named=lambda options, environment: bool(_url(options, environment)),

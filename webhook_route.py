@@ -13,7 +13,7 @@ import time
 from dataclasses import dataclass
 
 from delivery import REJECTED, RETRY, STOP, Answer, answer_text, http_answer
-from destinations import Destination, SettingError
+from destinations import CheckFailedError, Destination, SettingError
 from url_rules import WEB_PORTS, CheckedUrl, UrlError, ca_bundle, is_printable_ascii, parse_url, url_secrets
 
 MISCONFIGURED_STATUSES = frozenset([401, 403, 404, 405, 410])
@@ -231,7 +231,6 @@ def _check_live(run) -> str:
     """A TCP connection and, for https, a verified TLS handshake: the webhook answers, nothing is posted."""
     import requests
 
-    from run_check import CheckFailedError
 
     url = check_webhook_url(run.destination_settings.url, run.destination_settings.allow_http)
     timeout = min(run.timeout, 15)
@@ -255,7 +254,8 @@ def _check_live(run) -> str:
 
 
 DESTINATION = Destination(
-    name="webhook", summary="a POST of each customer's JSON payload to an email webhook",
+    name="webhook", named_by="-webhook_url URL (or WEBHOOK_URL)",
+    summary="a POST of each customer's JSON payload to an email webhook",
     env_keys=("WEBHOOK_URL", "WEBHOOK_SECRET", "WEBHOOK_AUTHORIZATION"),
     secret_keys=("WEBHOOK_URL", "WEBHOOK_SECRET", "WEBHOOK_AUTHORIZATION"),
     add_options=_add_options, named=lambda options, environment: bool(_url(options, environment)),
