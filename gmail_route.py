@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import json
 import socket
+import ssl
 from dataclasses import dataclass
 
 from customer_message import emails_for
@@ -59,8 +60,14 @@ class GmailChannel:
         except google.auth.exceptions.RefreshError as error:
             return Answer(STOP, f"Google refused a token for sending as {self.route.sender} "
                                 f"({answer_text(str(error))}): {SCOPE_ADVICE}")
+        except ssl.SSLError as error:
+            return Answer(STOP, f"TLS with {GMAIL_LABEL} failed ({error.reason or type(error).__name__}): its certificate "
+                                "is not trusted here; set HTTPLIB2_CA_CERTS (or SSL_CERT_FILE) to your CA bundle")
         except (google.auth.exceptions.TransportError, httplib2.HttpLib2Error, ConnectionRefusedError,
                 socket.gaierror) as error:
+            if "CERTIFICATE_VERIFY_FAILED" in str(error):
+                return Answer(STOP, "TLS with Google's token endpoint failed (certificate not trusted): set "
+                                    "REQUESTS_CA_BUNDLE (or SSL_CERT_FILE) to your CA bundle")
             return Answer(RETRY, f"could not reach {GMAIL_LABEL} ({type(error).__name__}: {answer_text(str(error))[:120]})",
                           unreachable=True)
         except (TimeoutError, OSError) as error:

@@ -295,8 +295,10 @@ def _open(run) -> M365Route:
     except M365ConfigError as error:
         route.shutdown()
         raise SettingError(str(error)) from None
-    except ConnectionError:
-        pass
+    except ConnectionError as error:
+        if "TLS with" in str(error):  # an untrusted certificate is a setting to fix, on the host that has it
+            route.shutdown()
+            raise SettingError(str(error)) from None
     return route
 
 

@@ -294,3 +294,26 @@ def test_check_tries_rcpt_and_fails_on_postfix_s_delayed_reject_naming_the_login
     result = run_cli(*args, env=clean_env())
     assert result.returncode == 0 and "no TLS" in result.stdout and "TLS verified" not in result.stdout
     assert recorder.messages == [] and recorder.rcpt_attempts   # RCPT tried, then RSET: nothing sent
+
+
+# ---------------------------------------------------------------- an untrusted CA, named where it fails
+
+def test_gmail_behind_an_untrusted_certificate_stops_once_with_the_ca_advice(tmp_path, certificates):
+    from conftest import WebhookServer
+    from mail_standins import GmailApi, write_user_token
+
+    import google_api
+
+    ca, cert, key = certificates
+    api = GmailApi()
+    api.server.close()
+    api.server = WebhookServer(tls=(cert, key))
+    api.server.respond = api.respond
+    try:
+        write_user_token(tmp_path / "token.json", google_api.CONSENT_SCOPES)
+        root = f"https://localhost:{api.server.httpd.server_address[1]}/"
+        result = run(tmp_path, "--send-with", "gmail", "-testmode", "no", env=clean_env(GMAIL_API_ENDPOINT=root))
+    finally:
+        api.server.close()
+    assert result.returncode == 2 and "HTTPLIB2_CA_CERTS" in result.stderr
+    assert "Customers not attempted  2" in result.stdout   # found on the first customer, the others never tried
