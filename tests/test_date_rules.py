@@ -129,3 +129,28 @@ def test_a_quoted_sheet_name_of_two_quotes_is_empty_and_a_cell_reads_its_letters
     assert split_a1_range("''!A1:B2")[0] == ""
     assert split_a1_range("'a'!A1")[0] == "a"
     assert a1_bounds("B2:D10") == a1_bounds("b2:d10") and a1_bounds("AX1:AX2") == (1, 50, 2, 50)
+
+
+@pytest.mark.parametrize("form, text, moment", [("%b %d, %Y", "Dec 01, 2026", datetime(2026, 12, 1)),
+                                                ("%B %d %Y", "December 1 2026", datetime(2026, 12, 1)),
+                                                ("%y%m%d", "261201", datetime(2026, 12, 1))])
+def test_forms_the_job_suggests_read_as_strptime_reads_them_never_unexpected(form, text, moment):
+    from report_dates import DateParser
+
+    assert DateParser((form,)).parse(text) == (moment, False)
+
+
+@pytest.mark.skipif(not hasattr(__import__("time"), "tzset"), reason="time.tzset is POSIX")
+def test_a_moment_in_the_daylight_saving_gap_is_made_local_as_the_clock_shows_it(monkeypatch):
+    import time
+
+    from report_dates import parse_iso_moment
+
+    monkeypatch.setenv("TZ", "Europe/London")
+    time.tzset()
+    try:
+        # 01:30 UTC on 29 March 2026 is 02:30 in London (the clocks went from 01:00 to 02:00 GMT/BST).
+        assert parse_iso_moment("2026-03-29T01:30:00Z") == datetime(2026, 3, 29, 2, 30)
+    finally:
+        monkeypatch.delenv("TZ")
+        time.tzset()

@@ -526,3 +526,28 @@ def test_an_opening_withdrawn_keeps_the_job_s_own_refusals_and_lists_each_custom
     assert sorted(results.failed) == [(name, "HTTP 422 bad field") for name in "abc"]
     assert results.rejected == [("e", "not sent: no usable template")] == recorder.rejected
     assert results.stop_exit_code == 2
+
+
+def test_the_rate_limiter_spaces_every_start_evenly_on_its_own_clock(monkeypatch):
+    import delivery
+    from delivery import RateLimiter
+
+    clock = [100.0]
+    monkeypatch.setattr(delivery.time, "monotonic", lambda: clock[0])
+
+    class Stop:
+        def __init__(self):
+            self.waits = []
+
+        def wait(self, seconds):
+            self.waits.append(seconds)
+            clock[0] += seconds
+            return False
+
+        def is_set(self):
+            return False
+
+    limiter, stop = RateLimiter(120), Stop()
+    assert all(limiter.wait(stop) for _ in range(3)) and stop.waits == [0.5, 0.5]   # 120 a minute: one each 0.5 s
+    clock[0] += 10   # a pause longer than the interval: the next start is not held back
+    assert limiter.wait(stop) and stop.waits == [0.5, 0.5]
