@@ -13,7 +13,15 @@ from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
 from customer_message import HTML_TEMPLATE_FIELDS, TEMPLATE_FIELDS, Content, check_body_template
-from destinations import Destination, SettingError, all_destinations, by_name, environment_keys, how_to_name_one
+from destinations import (
+    Destination,
+    SendContext,
+    SettingError,
+    all_destinations,
+    by_name,
+    environment_keys,
+    how_to_name_one,
+)
 from report_dates import DEFAULT_DATE_FORMATS, check_date_format, check_day_range, parse_day
 from ticket_core import ROLES
 
@@ -189,6 +197,11 @@ class Settings:
 
     def with_timeout(self, seconds: float) -> Settings:
         return replace(self, timeout=seconds)
+
+    def send_context(self) -> SendContext:
+        """What the destination is given of the run."""
+        return SendContext(self.destination_settings, self.timeout, self.workers, self.retries, self.content, self.sender,
+                           self.credentials, self.token, self.api_key, self.read_bounces)
 
 
 def read_environment() -> dict[str, str]:

@@ -9,8 +9,12 @@ from __future__ import annotations
 
 import importlib
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from customer_message import Content, Sender
 
 # One line per destination: the module that defines its DESTINATION.
 DESTINATION_MODULES = (
@@ -30,33 +34,50 @@ class CheckFailedError(Exception):
 
 
 @dataclass(frozen=True)
-class Destination:
-    """Everything the job knows of one destination.
+class SendContext:
+    """All a destination is given of the run (never the whole Settings): its own checked settings,
+    how each attempt is bounded, what the emails say and who sends them, and the Google credential
+    files (Gmail sends with the credential that reads the sheet)."""
+    destination_settings: Any          # the value this destination's `configure` returned
+    timeout: float                     # one attempt as a whole, token calls included
+    workers: int
+    retries: int
+    content: Content
+    sender: Sender | None
+    credentials: Path
+    token: Path
+    api_key: str | None
+    read_bounces: bool                 # --read-bounces / READ_BOUNCES
 
-    `named` says whether the options and environment name this destination (its URL is set);
-    `configure` checks them and returns the destination's own frozen settings (SettingError);
-    `open` gives the run's Route (delivery.Route); `message_for` makes one customer's message for
-    it; `check_live` is --check's line (raises run_check.CheckFailedError); `secrets` are the
-    values the log filter hides."""
+    def with_timeout(self, seconds: float) -> SendContext:
+        return replace(self, timeout=seconds)
+
+
+@dataclass(frozen=True)
+class Destination:
+    """Everything the job knows of one destination. At start it reads only the command line and
+    the environment (`named`, `configure`, `secrets`); when it sends, checks or reads bounces it
+    is given a SendContext, never the whole Settings. A route answers each attempt with a
+    delivery.Answer; what an answer means for the run is decided in delivery, once."""
     name: str
     summary: str                                   # for --help
     env_keys: tuple[str, ...]                      # the settings file keys / environment variables it reads
     secret_keys: tuple[str, ...]                   # those whose values are secret
     add_options: Callable[[Any], None]             # its own options, on an argparse group
-    named: Callable[[Any, Mapping[str, str]], bool]
-    configure: Callable[[Any, Mapping[str, str]], Any]
-    secrets: Callable[[Any], list[str]]
-    open: Callable[[Any], Any]
-    message_for: Callable[[Any], Callable[[Any], Any]]
-    check_live: Callable[[Any], str]
+    named: Callable[[Any, Mapping[str, str]], bool]  # (options, environment): its URL is set
+    configure: Callable[[Any, Mapping[str, str]], Any]  # (options, environment) -> its own frozen settings
+    secrets: Callable[[Any], list[str]]            # (its own settings) -> values the log filter hides
+    open: Callable[[SendContext], Any]             # -> a delivery.Route
+    message_for: Callable[[SendContext], Callable[[Any], Any]]  # -> customer -> the message one attempt sends
+    check_live: Callable[[SendContext], str]       # --check's line; raises CheckFailedError
     needs_sender: bool = False                     # --from is required (in test mode too)
     named_by: str = ""                             # how the settings name it without --send-with, for messages
     max_in_flight: int | None = None               # at most this many messages at once, whatever --workers says
     # Bounces: whether this run reads them; the reports that arrived since a cursor (or a first day),
     # and the cursor after them; --check's proof that the mailbox can be read (SettingError).
-    reads_bounces: Callable[[Any], bool] = lambda run: False
-    read_bounces: Callable[[Any, dict, Any], tuple[list[bytes], dict]] | None = None
-    check_bounces: Callable[[Any], str] | None = None
+    reads_bounces: Callable[[SendContext], bool] = lambda run: False
+    read_bounces: Callable[[SendContext, dict, Any], tuple[list[bytes], dict]] | None = None
+    check_bounces: Callable[[SendContext], str] | None = None
 
 
 def all_destinations() -> tuple[Destination, ...]:

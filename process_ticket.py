@@ -287,7 +287,8 @@ def run(settings) -> RunReport:
 
 def reads_bounces(settings) -> bool:
     destination = settings.destination
-    return destination is not None and destination.read_bounces is not None and destination.reads_bounces(settings)
+    return (destination is not None and destination.read_bounces is not None
+            and destination.reads_bounces(settings.send_context()))
 
 
 def read_bounces(settings, state: RunState, today: date):
@@ -303,7 +304,7 @@ def read_bounces(settings, state: RunState, today: date):
     earliest = min((date.fromisoformat(entry["day"]) for entry in state.sent.values()), default=today)
     cursor = state.bounce_cursor.get(destination.name, {})
     try:
-        raws, cursor = destination.read_bounces(settings, cursor, earliest)
+        raws, cursor = destination.read_bounces(settings.send_context(), cursor, earliest)
     except SettingError as error:
         raise ConfigError(str(error)) from None
     except Exception as error:  # noqa: BLE001 (an unreachable mailbox must not keep the week's emails back)
@@ -431,7 +432,7 @@ def write_previews(settings, customers: list[Customer]) -> int:
     from customer_message import emails_for
     from delivery import UnsendableError
 
-    mail_for = emails_for(settings)
+    mail_for = emails_for(settings.send_context())
     folder = settings.preview_dir
     try:
         folder.mkdir(parents=True, exist_ok=True)
@@ -459,7 +460,8 @@ def open_route(settings):
     from destinations import SettingError
 
     try:
-        return settings.destination.open(settings), settings.destination.message_for(settings)
+        context = settings.send_context()
+        return settings.destination.open(context), settings.destination.message_for(context)
     except SettingError as error:
         raise ConfigError(str(error)) from None
 

@@ -13,7 +13,8 @@ def check_all(settings) -> int:
               ("report", lambda: check_source(settings)),
               ("state", lambda: check_state(settings))]
     destination = settings.destination
-    if destination is not None and destination.check_bounces is not None and destination.reads_bounces(settings):
+    if destination is not None and destination.check_bounces is not None and destination.reads_bounces(
+            settings.send_context()):
         checks.insert(2, ("bounces", lambda: check_bounces(settings)))
     if settings.ping_url:
         from heartbeat import check_ping_url
@@ -33,7 +34,7 @@ def check_all(settings) -> int:
 
 def check_destination(settings) -> str:
     if settings.destination is not None:
-        return settings.destination.check_live(settings)
+        return settings.destination.check_live(settings.send_context())
     if settings.test_mode:
         return "none set (test mode sends nothing)"
     raise CheckFailedError(f"no destination: set {how_to_name_one()}")
@@ -44,7 +45,7 @@ def check_bounces(settings) -> str:
     from destinations import SettingError
 
     try:
-        return settings.destination.check_bounces(settings)
+        return settings.destination.check_bounces(settings.send_context())
     except SettingError as error:
         raise CheckFailedError(str(error)) from None
 
