@@ -211,8 +211,9 @@ def read_environment() -> dict[str, str]:
 
 
 def parse_args(argv: list[str] | None, script_dir: Path, version: str,
-               environment: Mapping[str, str] | None = None) -> Settings:
-    """The run's settings, checked, paths made absolute. Raises UsageError."""
+               environment: Mapping[str, str] | None = None, destination: Destination | None = None) -> Settings:
+    """The run's settings, checked, paths made absolute. Raises UsageError. `destination` (a test's
+    scripted one) replaces the one the options and environment would choose."""
     environment = read_environment() if environment is None else environment
     args, unknown = build_parser(version).parse_known_args(argv)
     if unknown:
@@ -250,7 +251,10 @@ def parse_args(argv: list[str] | None, script_dir: Path, version: str,
     preview_dir = absolute(args.preview_dir)
     if preview_dir and not args.test_mode:
         raise UsageError("--preview-dir only goes with -testmode yes (it shows the emails instead of sending them)")
-    destination, destination_settings = choose_destination(args, environment)
+    if destination is None:
+        destination, destination_settings = choose_destination(args, environment)
+    else:
+        destination_settings = destination.configure(args, environment)
     sender, cc = check_addresses(args, environment, destination)
     ping_url = (args.ping_url or environment.get("PING_URL") or "").strip() or None
     if ping_url:

@@ -405,13 +405,11 @@ class ScriptedDestination:
 def run_story(script: ScriptedDestination, *args: str):
     """The job's story in-process (process_ticket.run) with the settings of `args` (as on the command
     line, an empty environment) and the scripted destination; the RunReport."""
-    from dataclasses import replace
-
     import process_ticket
     from cli_options import parse_args
 
-    settings = parse_args([*args, "-webhook_url", "http://127.0.0.1:9/unused"], ROOT, "test", environment={})
-    return process_ticket.run(replace(settings, destination=script.destination(), destination_settings=None))
+    settings = parse_args(list(args), ROOT, "test", environment={}, destination=script.destination())
+    return process_ticket.run(settings)
 
 
 @pytest.fixture

@@ -95,12 +95,12 @@ def test_a_test_send_s_subject_starts_with_test(tmp_path):
     write_state(tmp_path / "s.json", {"last_run_date": SINCE})
     sent = []
     script = ScriptedDestination(lambda message, attempt: Answer(DELIVERED, "ok", "200"))
-    settings = parse_args(["--report", str(tmp_path / "r.csv"), "--state-file", str(tmp_path / "s.json"),
-                           "--send-test-to", "me@example.com", "--from", "Support <s@example.com>",
-                           "-webhook_url", "http://127.0.0.1:9/x"], ROOT, "t", environment={})
     destination = replace(script.destination(), message_for=lambda run: lambda customer: sent.append(
         emails_for(run)(customer)) or customer.email)
-    process_ticket.run(replace(settings, destination=destination, destination_settings=None))
+    settings = parse_args(["--report", str(tmp_path / "r.csv"), "--state-file", str(tmp_path / "s.json"),
+                           "--send-test-to", "me@example.com", "--from", "Support <s@example.com>"], ROOT, "t",
+                          environment={}, destination=destination)
+    process_ticket.run(settings)
     assert b"Subject: [TEST] Your support ticket has been closed" in sent[0].data
     assert read_state(tmp_path / "s.json") == {"last_run_date": SINCE}
 
