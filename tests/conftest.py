@@ -430,3 +430,16 @@ def microsoft(certificates):
     fake = Microsoft(certificates)
     yield fake
     fake.close()
+
+
+@pytest.fixture
+def app(tmp_path):
+    """A copy of the program in its own folder, as it would be installed (for the wrappers)."""
+    import shutil
+
+    folder = tmp_path / "ticket-notifier"
+    folder.mkdir()
+    for name in [*(p.name for p in ROOT.glob("*.py")), "run_util.sh"]:
+        shutil.copy(ROOT / name, folder / name)
+    shutil.copytree(ROOT / "examples", folder / "examples")
+    return folder

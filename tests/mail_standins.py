@@ -196,3 +196,20 @@ class Microsoft:
 
     def close(self):
         self.server.close()
+
+
+def certificate_file(path, key, encryption=None):
+    """M365_CERTIFICATE's file: `key` (unencrypted unless `encryption` says) and a certificate for it."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.x509.oid import NameOID
+
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "notifier")])
+    now = datetime.now(timezone.utc)
+    certificate = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+                   .serial_number(x509.random_serial_number()).not_valid_before(now - timedelta(days=1))
+                   .not_valid_after(now + timedelta(days=30)).sign(key, hashes.SHA256()))
+    path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                       encryption or serialization.NoEncryption())
+                     + certificate.public_bytes(serialization.Encoding.PEM))
+    return path

@@ -10,8 +10,8 @@ import time
 from datetime import date, timedelta
 
 import pytest
-from conftest import ROOT, Reply, clean_env, run_cli, write_csv, write_state
-from mail_standins import run
+from conftest import Reply, clean_env, run_cli, write_csv, write_state
+from mail_standins import certificate_file, run
 
 from state_file import StateError, StateWriter, load_state
 from ticket_core import ClosedTicket, Customer, RunState
@@ -154,16 +154,6 @@ def test_a_save_during_delivery_encodes_the_held_list_only_when_it_changed(tmp_p
 
 # ---------------------------------------------------------------- the wrappers
 
-@pytest.fixture
-def app(tmp_path):
-    folder = tmp_path / "app"
-    folder.mkdir()
-    for name in [*(p.name for p in ROOT.glob("*.py")), "run_util.sh"]:
-        shutil.copy(ROOT / name, folder / name)
-    shutil.copytree(ROOT / "examples", folder / "examples")
-    return folder
-
-
 def wrapper(app, settings: str, *args: str):
     (app / "run_settings.env").write_text(settings, encoding="utf-8")
     result = subprocess.run(["bash", str(app / "run_util.sh"), *args], cwd=app, env=clean_env(PYTHON=sys.executable),
@@ -240,36 +230,17 @@ def test_the_capped_response_keeps_64_kb_and_drops_the_rest():
 
 # ---------------------------------------------------------------- a certificate the job cannot use
 
-def certificate_file(tmp_path, key, encryption=None):
-    from datetime import datetime, timezone
-
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.x509.oid import NameOID
-
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "notifier")])
-    now = datetime.now(timezone.utc)
-    certificate = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
-                   .serial_number(x509.random_serial_number()).not_valid_before(now - timedelta(days=1))
-                   .not_valid_after(now + timedelta(days=30)).sign(key, hashes.SHA256()))
-    pem = tmp_path / "app.pem"
-    pem.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                      encryption or serialization.NoEncryption())
-                    + certificate.public_bytes(serialization.Encoding.PEM))
-    return pem
-
-
 @pytest.mark.parametrize("kind", ["encrypted", "ec"])
 def test_a_certificate_the_job_cannot_use_is_a_usage_error_at_start_in_every_mode(tmp_path, kind):
     from cryptography.hazmat.primitives import serialization
     from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
     if kind == "encrypted":
-        pem = certificate_file(tmp_path, rsa.generate_private_key(public_exponent=65537, key_size=2048),
+        pem = certificate_file(tmp_path / "app.pem", rsa.generate_private_key(public_exponent=65537, key_size=2048),
                                serialization.BestAvailableEncryption(b"pass-phrase"))
         said = "is encrypted"
     else:
-        pem = certificate_file(tmp_path, ec.generate_private_key(ec.SECP256R1()))
+        pem = certificate_file(tmp_path / "app.pem", ec.generate_private_key(ec.SECP256R1()))
         said = "RS256"
     report = write_csv(tmp_path / "r.csv", [["Ann", "Lee", "ann@example.com", "1", "Closed", DAY]])
     env = clean_env(SEND_WITH="microsoft365", M365_TENANT_ID="t", M365_CLIENT_ID="c", M365_CERTIFICATE=str(pem))

@@ -6,20 +6,17 @@ import base64
 import email
 import email.policy
 import json
-from datetime import datetime, timedelta, timezone
 
 import pytest
 from conftest import Reply, read_state, run_cli, write_csv
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
-from cryptography.x509.oid import NameOID
 from mail_standins import (
     FROM,
     RECENT,
     ROWS,
     SECRET,
     SINCE,
+    certificate_file,
     json_reply,
     run,
     write_service_account,
@@ -136,15 +133,7 @@ def test_microsoft365_sends_as_the_mailbox_with_one_token_and_no_resend(tmp_path
 
 
 def test_microsoft365_with_a_certificate_credential(tmp_path, microsoft):
-    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "notifier")])
-    now = datetime.now(timezone.utc)
-    certificate = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
-                   .serial_number(x509.random_serial_number()).not_valid_before(now - timedelta(days=1))
-                   .not_valid_after(now + timedelta(days=30)).sign(key, hashes.SHA256()))
-    pem = tmp_path / "app.pem"
-    pem.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                      serialization.NoEncryption()) + certificate.public_bytes(serialization.Encoding.PEM))
+    pem = certificate_file(tmp_path / "app.pem", rsa.generate_private_key(public_exponent=65537, key_size=2048))
     result = run(tmp_path, "-testmode", "no", env=microsoft.env(M365_CLIENT_SECRET=None, M365_CERTIFICATE=str(pem)))
     assert result.returncode == 0, result.stderr
     request = microsoft.token_requests[0]

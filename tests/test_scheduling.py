@@ -19,17 +19,6 @@ SETTINGS_KEYS = (*WRAPPER_KEYS, *GENERAL_KEYS, *environment_keys())
 needs_bash = pytest.mark.skipif(shutil.which("bash") is None, reason="run_util.sh needs bash")
 
 
-@pytest.fixture
-def app(tmp_path):
-    """A copy of the program in its own folder, as it would be installed."""
-    folder = tmp_path / "ticket-notifier"
-    folder.mkdir()
-    for name in [*(p.name for p in ROOT.glob("*.py")), "run_util.sh"]:
-        shutil.copy(ROOT / name, folder / name)
-    shutil.copytree(ROOT / "examples", folder / "examples")
-    return folder
-
-
 def run_script(app, tmp_path, settings: str | None):
     if settings is not None:
         (app / "run_settings.env").write_text(settings, encoding="utf-8")
