@@ -288,7 +288,9 @@ def parse_args(argv: list[str] | None, script_dir: Path, version: str,
         token=absolute(args.token) or script_dir / "token.json", api_key=api_key,
         sheets_endpoint=sheets_endpoint(environment), log_file=absolute(args.log_file),
         ping_url=ping_url, check=args.check, quiet=args.quiet, verbose=args.verbose, notes=tuple(notes),
-        secrets=tuple(secrets_of(environment, destination, destination_settings, api_key, ping_url)))
+        secrets=tuple(secrets_of(environment, destination, destination_settings, api_key, ping_url,
+                                 absolute(args.credentials) or script_dir / "credential.json",
+                                 absolute(args.token) or script_dir / "token.json")))
 
 
 def max_emails_setting(args: argparse.Namespace, environment: Mapping[str, str]) -> int | None:
@@ -397,18 +399,43 @@ def check_addresses(args: argparse.Namespace, environment: Mapping[str, str],
 
 
 def secrets_of(environment: Mapping[str, str], destination: Destination | None, destination_settings: Any,
-               api_key: str | None, ping_url: str | None) -> list[str]:
+               api_key: str | None, ping_url: str | None, credentials: Path | None = None,
+               token: Path | None = None) -> list[str]:
     """Every value that must never reach the output or the log (the log filter hides them): each
     destination's secret keys as set, the chosen destination's own, the API key and the ping URL."""
     from url_rules import WEB_PORTS, url_secrets
 
     values = [environment.get(key, "") for d in all_destinations() for key in d.secret_keys]
-    values += [api_key or ""]
+    values += [api_key or "", *google_file_secrets(credentials, token)]
     if destination is not None:
         values += destination.secrets(destination_settings)
     if ping_url:
         values += url_secrets(ping_url, WEB_PORTS)
     return [value for value in values if len(value) >= 4]
+
+
+GOOGLE_SECRET_FIELDS = ("client_secret", "refresh_token", "token", "private_key", "private_key_id")
+
+
+def google_file_secrets(*paths: Path | None) -> list[str]:
+    """What the Google files hold that must never be shown: the OAuth client's secret, the saved
+    refresh and access tokens, a service account's key (read as JSON; a file that cannot be read
+    hides nothing and is reported where it is used)."""
+    import json
+
+    values: list[str] = []
+    for path in paths:
+        try:
+            data = json.loads(path.read_text(encoding="utf-8")) if path and path.is_file() else {}
+        except (OSError, ValueError):
+            continue
+        sections = [data, *(value for value in data.values() if isinstance(value, dict))] if isinstance(data, dict) else []
+        for section in sections:
+            for field_name in GOOGLE_SECRET_FIELDS:
+                value = section.get(field_name)
+                if isinstance(value, str):
+                    values += [value, *(line for line in value.splitlines() if len(line) > 40)]
+    return values
 
 
 def unknown_arguments(words: list[str]) -> str:

@@ -288,3 +288,17 @@ def test_gmail_behind_an_untrusted_certificate_stops_once_with_the_ca_advice(tmp
         api.server.close()
     assert result.returncode == 2 and "HTTPLIB2_CA_CERTS" in result.stderr
     assert "Customers not attempted  2" in result.stdout   # found on the first customer, the others never tried
+
+
+def test_the_secret_filter_knows_google_s_client_secret_and_tokens(tmp_path):
+    import json
+
+    from conftest import ROOT
+
+    from cli_options import parse_args
+
+    (tmp_path / "credential.json").write_text(json.dumps({"installed": {"client_id": "x", "client_secret": "GOCSPX-s3cr3t"}}))
+    (tmp_path / "token.json").write_text(json.dumps({"token": "ya29.access-token", "refresh_token": "1//refresh-token"}))
+    settings = parse_args(["--report", "r.csv", "-testmode", "yes", "--credentials", str(tmp_path / "credential.json"),
+                           "--token", str(tmp_path / "token.json")], ROOT, "t", environment={})
+    assert {"GOCSPX-s3cr3t", "ya29.access-token", "1//refresh-token"} <= set(settings.secrets)

@@ -155,3 +155,11 @@ def test_the_console_is_told_which_mode_ran(wine, testmode, said):
     code, record = wine.run_bat(APP_FOLDER, "--since 01/11/2026")
     assert code == 0 and record
     assert said in (wine.folder / "wine.out").read_text(encoding="utf-8", errors="replace")
+
+
+@pytest.mark.parametrize("line", ["TESTMODE=\n", ""])
+def test_an_empty_or_missing_testmode_is_test_mode_under_cmd(wine, line):
+    app = wine.app()
+    settings(app, "REPORT_FILE=report.csv\n" + line)
+    code, record = wine.run_bat(APP_FOLDER)
+    assert code == 0 and arguments(record)[3:5] == ["-testmode", "yes"]
