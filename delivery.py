@@ -103,8 +103,10 @@ def _host_of(url: str) -> str:
 _SENDING_LIMIT = re.compile(
     r"\b5\.4\.5\b.*\b(quota|limit)|\b(quota|limit)\b.*\b5\.4\.5\b|\b5\.1\.90\b|SubmissionQuotaExceeded|"
     r"\b5\.7\.23[23]\b|dailyLimitExceeded|rate[ -]?limit exceeded\W+retry after|"
-    r"\b(daily|sending|recipient)s?\b[\w -]{0,24}\b(limit|quota)\b|\bquota\b[\w -]{0,24}\bexceeded",
+    r"\b(daily|hourly|sending|submission)\b[\w -]{0,24}\b(limit|quota)\b",
     re.IGNORECASE)
+# The recipient's own mailbox over its quota (5.2.2, "mailbox full") is that customer's refusal, never the sender's limit.
+_RECIPIENT_QUOTA = re.compile(r"\b5\.2\.2\b|mailbox (is )?full|over quota|mailbox size", re.IGNORECASE)
 _RESUME_AT = re.compile(r"retry after\s+(\S+(?:\s\d\d:\d\d(?::\d\d)?)?)", re.IGNORECASE)
 
 
@@ -115,7 +117,8 @@ def as_sending_limit(answer: Answer) -> Answer:
     if answer.kind in (DELIVERED, FEWER, LIMIT):
         return answer
     beyond_wait = answer.retry_after is not None and answer.retry_after > RETRY_AFTER_MAX_SECONDS
-    if beyond_wait or _SENDING_LIMIT.search(answer.said or answer.detail):
+    said = answer.said or answer.detail
+    if beyond_wait or (_SENDING_LIMIT.search(said) and not _RECIPIENT_QUOTA.search(said)):
         return Answer(LIMIT, f"the sending limit ({answer.said or answer.detail})", answer.code,
                       retry_after=answer.retry_after, said=answer.said)
     return answer

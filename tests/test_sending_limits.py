@@ -34,7 +34,7 @@ def customers(count: int) -> list[list[str]]:
     "outlook:587 refused the recipient with 550 5.7.233 tenant external recipient rate limit exceeded",
     "gmail.googleapis.com:443 answered HTTP 429 rateLimitExceeded: User-rate limit exceeded. Retry after 2026-12-08T10:00Z",
     "gmail.googleapis.com:443 refused to send (HTTP 403 dailyLimitExceeded: Daily Limit Exceeded)",
-    "relay:25 refused the message with 452 4.5.3 message quota exceeded for this hour",
+    "relay:25 refused the message with 452 4.7.0 hourly sending quota exceeded, try again later",
 ])
 def test_every_provider_s_limit_is_a_limit_whatever_the_first_digit(detail):
     for kind in (REJECTED, RETRY, STOP):
@@ -44,6 +44,8 @@ def test_every_provider_s_limit_is_a_limit_whatever_the_first_digit(detail):
 @pytest.mark.parametrize("detail", [
     "relay:25 refused the recipient with 550 5.1.1 <nobody@example.com>: Recipient address rejected: User unknown",
     "relay:25 refused the message with 552 5.3.4 Message size exceeds fixed limit",
+    "relay:25 refused the message with 552 5.2.2 <jane@example.org>: mailbox full, quota exceeded",
+    "outlook:587 refused the recipient with 550 5.2.2 The recipient's mailbox is full and can't accept messages now",
     "the webhook at hooks:443 answered HTTP 429",
     "gmail.googleapis.com:443 answered HTTP 429 rateLimitExceeded: Rate Limit Exceeded",
 ])
