@@ -308,8 +308,7 @@ def read_bounces(settings, state: RunState, today: date):
     except SettingError as error:
         raise ConfigError(str(error)) from None
     except Exception as error:  # noqa: BLE001 (an unreachable mailbox must not keep the week's emails back)
-        if type(error).__name__ == "BounceSetupError":
-            raise ConfigError(str(error)) from None
+        log.debug("reading the bounces failed", exc_info=True)   # -v or --log-file show why
         log.warning("the bounces could not be read this time (%s); they are read next run",
                     getattr(error, "strerror", None) or error)
         return None

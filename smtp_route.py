@@ -633,7 +633,10 @@ def _configure(options, environment) -> SmtpSettings:
 
 
 def _read_bounces(run, cursor: dict, since) -> tuple[list[bytes], dict]:
-    return read_imap_reports(run.destination_settings, cursor, since, run.timeout)
+    try:
+        return read_imap_reports(run.destination_settings, cursor, since, run.timeout)
+    except BounceSetupError as error:  # a login or TLS the settings must fix: exit 2 before the first customer
+        raise SettingError(str(error)) from None
 
 
 def _check_bounces(run) -> str:
