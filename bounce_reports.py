@@ -152,7 +152,7 @@ def bounce_effects(state, reports, today):
     report about an older email never touches a newer one to a corrected address."""
     from dataclasses import replace
 
-    from ticket_core import customer_key, held_key
+    from ticket_core import customer_key, held_entry, held_key
 
     sent, notified, emailed = dict(state.sent), dict(state.notified), dict(state.last_emailed)
     rejected, held = dict(state.rejected), dict(state.held)
@@ -175,8 +175,8 @@ def bounce_effects(state, reports, today):
             emailed.pop(customer, None)
             for ticket, closed in tickets.items():
                 held[held_key(ticket, customer, email["name"])] = {
-                    "ticket": ticket, "day": today.isoformat(), "reason": f"returned: {final.status}",
-                    "customer": customer, "name": email["name"], "closed": closed}
+                    "day": today.isoformat(), **held_entry(ticket, f"returned: {final.status}", customer, email["name"],
+                                                           closed)}
             outcome.returned.append((final.recipient, list(tickets), final.reason))
             continue
         earlier = rejected.get(customer, {}).get("tickets", {})
@@ -184,7 +184,6 @@ def bounce_effects(state, reports, today):
                               "name": email["name"]}
         for ticket, closed in tickets.items() if email["name"] else ():  # sent once to a corrected address
             held[held_key(ticket, "", email["name"])] = {
-                "ticket": ticket, "day": today.isoformat(), "reason": "bounced", "customer": "", "name": email["name"],
-                "closed": closed}
+                "day": today.isoformat(), **held_entry(ticket, "bounced", "", email["name"], closed)}
         outcome.bounced.append((final.recipient, list(tickets), final.reason))
     return replace(state, sent=sent, notified=notified, last_emailed=emailed, rejected=rejected, held=held), outcome

@@ -22,7 +22,7 @@ from ticket_core import (
     customer_key,
     delivery_entries,
     held_settled_by,
-    held_ticket,
+    held_ticket_ids,
     rejection_entry,
     sent_entry,
     without_delivered,
@@ -437,7 +437,7 @@ class StateWriter:
         held = self.state.held
         seen, ids = self._held_ids_cache
         if seen is not held:
-            ids = {held_ticket(key, entry) for key, entry in held.items()}
+            ids = held_ticket_ids(held)
             self._held_ids_cache = (held, ids)
         return ids
 

@@ -712,14 +712,23 @@ def held_from(skipped_rows: Iterable[SkippedRow]) -> dict[str, dict]:
     only this customer's ticket: the customer when the address was usable, the name, the date
     when the date was."""
     return {held_key(row.ticket_id, row.customer_key, row.name_key):
-            {"ticket": row.ticket_id, "reason": row.reason, "customer": row.customer_key, "name": row.name_key,
-             "closed": row.closed_date}
+            held_entry(row.ticket_id, row.reason, row.customer_key, row.name_key, row.closed_date)
             for row in skipped_rows if row.ticket_id and row.reason in HOLDABLE_REASONS}
 
 
 def held_ticket(key: str, entry: Mapping[str, str]) -> str:
     """A held entry's ticket id (an older version keyed held tickets by their id alone, with no name)."""
     return entry.get("ticket", key)
+
+
+def held_ticket_ids(held: Mapping[str, dict]) -> set[str]:
+    """The ids of the held tickets: a customer none of whose tickets is among them settles nothing."""
+    return {held_ticket(key, entry) for key, entry in held.items()}
+
+
+def held_entry(ticket_id: str, reason: str, customer: str, name: str, closed: str) -> dict[str, str]:
+    """One held ticket as the state keeps it (the day it was first held is added when it joins)."""
+    return {"ticket": ticket_id, "reason": reason, "customer": customer, "name": name, "closed": closed}
 
 
 def held_recall(entry: Mapping[str, str]) -> Recall:
@@ -786,7 +795,7 @@ def still_held(held: Mapping[str, dict], customers: Iterable[Customer]) -> dict[
     if not held:
         return {}
     remaining = dict(held)
-    held_ids = {held_ticket(key, entry) for key, entry in held.items()}
+    held_ids = held_ticket_ids(held)
     for customer in customers:
         if held_ids.isdisjoint(map(_ticket_id, customer.tickets)):  # nearly every customer: looked at in C
             continue
@@ -804,13 +813,18 @@ def delivery_entries(state: RunState, customer: Customer, today: date) -> tuple[
     return key, notified, today.isoformat()
 
 
+def customer_name_key(customer: Customer) -> str:
+    """The name the state keeps of a customer (hashed), to know them under a corrected address: the
+    customer's name, else (an address shared by several names) the latest ticket's."""
+    return name_key(customer.full_name or (customer.tickets[-1].full_name if customer.tickets else ""))
+
+
 def rejection_entry(state: RunState, customer: Customer, today: date, reason: str) -> tuple[str, dict]:
     """What a refusal of `customer` changes in the state: its key and its rejected entry (with the
     name, so that --retry-rejected finds the customer under a corrected address)."""
     earlier = state.rejected.get(customer.key, {}).get("tickets", {})
     tickets = {**earlier, **{ticket.ticket_id: ticket.closed_date for ticket in customer.tickets}}
-    name = customer.full_name or (customer.tickets[-1].full_name if customer.tickets else "")
-    return customer.key, {"day": today.isoformat(), "reason": reason, "tickets": tickets, "name": name_key(name)}
+    return customer.key, {"day": today.isoformat(), "reason": reason, "tickets": tickets, "name": customer_name_key(customer)}
 
 
 def without_delivered(rejected: Mapping[str, dict], customer: Customer) -> dict[str, dict] | None:
@@ -890,6 +904,5 @@ def finish_state(state: RunState, new_last_run_date: date, today: date, keep_ema
 
 def sent_entry(customer: Customer, today: date) -> dict:
     """What the state keeps of an email while bounces are read: whose it was, with which tickets."""
-    name = customer.full_name or (customer.tickets[-1].full_name if customer.tickets else "")
-    return {"customer": customer.key, "name": name_key(name), "day": today.isoformat(),
+    return {"customer": customer.key, "name": customer_name_key(customer), "day": today.isoformat(),
             "tickets": {ticket.ticket_id: ticket.closed_date for ticket in customer.tickets}}
