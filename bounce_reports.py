@@ -14,10 +14,9 @@ from email import message_from_bytes, policy
 from email.message import EmailMessage, Message
 from email.utils import getaddresses
 
+from delivery import speaks_of_a_sending_limit
+
 FAILED, DELAYED, OTHER = "failed", "delayed", "other"
-# A failure about the sender's own limits, not the recipient: the customer is sent again, once.
-_SENDER_LIMIT = re.compile(r"\b5\.1\.90\b|SubmissionQuotaExceeded|\b5\.7\.23[23]\b|\b5\.4\.5\b.*\b(quota|limit)|"
-                           r"\b(quota|limit)\b.*\b5\.4\.5\b", re.IGNORECASE | re.DOTALL)
 _STATUS = re.compile(r"\b([245])\.(\d{1,3})\.(\d{1,3})\b")
 _MESSAGE_ID = re.compile(r"<([^<>@\s]+)@[^<>\s]+>")
 REASON_CHARS = 200
@@ -33,7 +32,7 @@ class RecipientStatus:
     @property
     def about_the_sender(self) -> bool:
         """A failure caused by the sending mailbox's limits (the customer is not at fault)."""
-        return bool(_SENDER_LIMIT.search(f"{self.status} {self.diagnostic}"))
+        return speaks_of_a_sending_limit(f"{self.status} {self.diagnostic}")
 
     @property
     def reason(self) -> str:

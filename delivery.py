@@ -110,6 +110,12 @@ _RECIPIENT_QUOTA = re.compile(r"\b5\.2\.2\b|mailbox (is )?full|over quota|mailbo
 _RESUME_AT = re.compile(r"retry after\s+(\S+(?:\s\d\d:\d\d(?::\d\d)?)?)", re.IGNORECASE)
 
 
+def speaks_of_a_sending_limit(said: str) -> bool:
+    """Whether a provider's words say the sending mailbox reached a limit (not the recipient's mailbox
+    its quota): at send time (as_sending_limit) and in a delivery report (bounce_reports) alike."""
+    return bool(_SENDING_LIMIT.search(said)) and not _RECIPIENT_QUOTA.search(said)
+
+
 def as_sending_limit(answer: Answer) -> Answer:
     """The one rule, for every destination, that tells a sending limit from a refusal or a failure:
     the provider's words (above), or a Retry-After beyond what a run waits (RETRY_AFTER_MAX_SECONDS).
@@ -117,8 +123,7 @@ def as_sending_limit(answer: Answer) -> Answer:
     if answer.kind in (DELIVERED, FEWER, LIMIT):
         return answer
     beyond_wait = answer.retry_after is not None and answer.retry_after > RETRY_AFTER_MAX_SECONDS
-    said = answer.said or answer.detail
-    if beyond_wait or (_SENDING_LIMIT.search(said) and not _RECIPIENT_QUOTA.search(said)):
+    if beyond_wait or speaks_of_a_sending_limit(answer.said or answer.detail):
         return Answer(LIMIT, f"the sending limit ({answer.said or answer.detail})", answer.code,
                       retry_after=answer.retry_after, said=answer.said)
     return answer
