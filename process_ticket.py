@@ -30,9 +30,9 @@ from state_file import (
     append_rejected_csv,
     load_state,
     prepare_state_folder,
+    rejected_csv_cells,
     rejected_csv_path,
     save_state,
-    spreadsheet_safe,
 )
 from ticket_core import (
     Customer,
@@ -318,8 +318,7 @@ def read_bounces(settings, state: RunState, today: date):
     save_state(settings.state_file, state)
     csv_path = rejected_csv_path(settings.state_file)
     for address, tickets, reason in outcome.bounced:
-        append_rejected_csv(csv_path, [spreadsheet_safe(cell) for cell in (today.isoformat(), address, "",
-                                                                           " ".join(tickets), reason)])
+        append_rejected_csv(csv_path, rejected_csv_cells(today, address, "", tickets, reason))
         log.warning("bounced %s (%s): %s; held until the report gives a corrected address (see %s)", address,
                     ", ".join(tickets), reason, csv_path)
     for address, tickets, reason in outcome.returned:

@@ -279,8 +279,12 @@ def spreadsheet_safe(cell: str) -> str:
 
 
 def rejected_csv_line(customer: Customer, today: date, reason: str) -> list[str]:
-    cells = (today.isoformat(), customer.email, customer.full_name, " ".join(customer.ticket_ids), reason)
-    return [spreadsheet_safe(cell) for cell in cells]
+    return rejected_csv_cells(today, customer.email, customer.full_name, customer.ticket_ids, reason)
+
+
+def rejected_csv_cells(today: date, email: str, name: str, ticket_ids: list[str], reason: str) -> list[str]:
+    """One line of rejected.csv (day, email, name, tickets, reason), safe to open in a spreadsheet."""
+    return [spreadsheet_safe(cell) for cell in (today.isoformat(), email, name, " ".join(ticket_ids), reason)]
 
 
 def append_rejected_csv(path: Path, line: list[str]) -> None:
