@@ -173,15 +173,12 @@ class M365Route:
             return (f"Microsoft 365: a token for {self.settings.client_id} with {MAIL_SEND} in its roles (Entra consent); "
                     f"sends as {self.sender}")
         try:
-            response = self.session.post(self.url, data=b"", timeout=self.timeout, allow_redirects=False, stream=True,
-                                         headers={"Authorization": f"Bearer {token}", "Content-Type": "text/plain"})
-            said = _graph_error(response.raw.read(MAX_ANSWER_BYTES, decode_content=True) or b"")
-            response.close()
+            status, _, body = self.call("POST", self.url, token, b"")
         except requests.exceptions.RequestException as error:
             raise ConnectionError(f"cannot reach {self.label} ({type(error).__name__})") from None
-        if response.status_code in (401, 403, 404):
+        if status in (401, 403, 404):
             raise M365ConfigError(
-                f"{self.label} does not let the app send as {self.sender} (HTTP {response.status_code} {said}; the "
+                f"{self.label} does not let the app send as {self.sender} (HTTP {status} {_graph_error(body)}; the "
                 f"token's roles: {', '.join(roles) or 'none'}): give the app {MAIL_SEND} for this mailbox with RBAC "
                 "for Applications in Exchange Online (New-ServicePrincipal, a management scope, the role "
                 "\"Application Mail.Send\"; see docs/microsoft365.md), or check --from")
@@ -200,6 +197,18 @@ class M365Route:
     def shutdown(self) -> None:
         self.session.close()
 
+    def call(self, method: str, url: str, token: str, data: bytes | None = None,
+             limit: int = MAX_ANSWER_BYTES) -> tuple[int, object, bytes]:
+        """One Graph request as the app: never redirected, the answer read up to `limit` bytes.
+        (status, headers, body); requests' exceptions pass through."""
+        headers = {"Authorization": f"Bearer {token}", **({"Content-Type": "text/plain"} if data is not None else {})}
+        response = self.session.request(method, url, data=data, headers=headers, timeout=self.timeout,
+                                        allow_redirects=False, stream=True)  # a send is never redirected (section 21)
+        try:
+            return response.status_code, response.headers, response.raw.read(limit, decode_content=True) or b""
+        finally:
+            response.close()  # a longer answer is cut here; its connection is dropped, not reused
+
     def attempt(self, mail) -> Answer:
         import requests
 
@@ -210,20 +219,14 @@ class M365Route:
         except ConnectionError as error:
             return Answer(RETRY, str(error), unreachable=True)
         try:
-            response = self.session.post(self.url, data=base64.b64encode(mail.data), timeout=self.timeout, stream=True,
-                                         allow_redirects=False,  # a send is never redirected (section 21)
-                                         headers={"Authorization": f"Bearer {token}", "Content-Type": "text/plain"})
-            try:
-                text = response.raw.read(MAX_ANSWER_BYTES, decode_content=True) or b""
-            finally:
-                response.close()
+            status, headers, text = self.call("POST", self.url, token, base64.b64encode(mail.data))
         except requests.exceptions.ConnectTimeout:
             return Answer(RETRY, f"connecting to {self.label} timed out", unreachable=True)
         except requests.exceptions.ConnectionError:
             return Answer(RETRY, f"could not reach {self.label}", unreachable=True)
         except requests.exceptions.RequestException as error:
             return Answer(RETRY, f"the request to {self.label} failed ({type(error).__name__})")
-        return self.classify(response.status_code, response.headers, text)
+        return self.classify(status, headers, text)
 
     def classify(self, status: int, headers, text: bytes) -> Answer:
         code = f"HTTP {status}"
@@ -323,19 +326,16 @@ def _graph_get(route: M365Route, url: str, token: str) -> tuple[int, bytes]:
     import requests
 
     try:
-        response = route.session.get(url, timeout=route.timeout, allow_redirects=False, stream=True,
-                                     headers={"Authorization": f"Bearer {token}"})
-        body = response.raw.read(READ_ANSWER_BYTES, decode_content=True) or b""
-        response.close()
+        status, _, body = route.call("GET", url, token, limit=READ_ANSWER_BYTES)
     except requests.exceptions.RequestException as error:
         raise OSError(f"cannot reach {route.label} ({type(error).__name__})") from None
-    if response.status_code in (401, 403):
-        raise SettingError(f"{route.label} does not let the app read {route.sender}'s mailbox (HTTP {response.status_code} "
+    if status in (401, 403):
+        raise SettingError(f"{route.label} does not let the app read {route.sender}'s mailbox (HTTP {status} "
                            f"{_graph_error(body)}): give it {MAIL_READ} for this mailbox as for {MAIL_SEND} "
                            "(RBAC for Applications, the role \"Application Mail.Read\"; see docs/microsoft365.md)")
-    if response.status_code != 200:
-        raise OSError(f"{route.label} answered HTTP {response.status_code} {_graph_error(body)}")
-    return response.status_code, body
+    if status != 200:
+        raise OSError(f"{route.label} answered HTTP {status} {_graph_error(body)}")
+    return status, body
 
 
 def _read_bounces(run, cursor: dict, since) -> tuple[list[bytes], dict]:
