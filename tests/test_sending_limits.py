@@ -46,6 +46,7 @@ def test_every_provider_s_limit_is_a_limit_whatever_the_first_digit(detail):
     "relay:25 refused the message with 552 5.3.4 Message size exceeds fixed limit",
     "relay:25 refused the message with 552 5.2.2 <jane@example.org>: mailbox full, quota exceeded",
     "outlook:587 refused the recipient with 550 5.2.2 The recipient's mailbox is full and can't accept messages now",
+    "relay:25 refused the message with 552 5.2.2 <jane@example.org>: mailbox has exceeded its daily storage quota",
     "the webhook at hooks:443 answered HTTP 429",
     "gmail.googleapis.com:443 answered HTTP 429 rateLimitExceeded: Rate Limit Exceeded",
 ])

@@ -363,3 +363,11 @@ def test_a_connection_the_server_dropped_while_idle_is_reopened_within_the_same_
                       "--max-per-minute", "60", env=smtp_env(certificates, SMTP_USERNAME=USER))   # 1 s apart
     assert result.returncode == 0, result.stderr
     assert len(recorder.messages) == 3 and len(recorder.sessions) == 3
+
+
+def test_every_connection_ends_with_quit_also_when_a_refusal_stops_the_run(tmp_path, smtp_server, certificates):
+    recorder, port = smtp_server("starttls")
+    recorder.mail_reply = lambda address: "553 5.7.1 sender not allowed"
+    result = run_smtp(tmp_path, f"smtp://localhost:{port}", env=smtp_env(certificates, SMTP_USERNAME=USER))
+    assert result.returncode == 2 and recorder.sessions
+    assert recorder.quits >= len(recorder.sessions)   # no "lost connection after MAIL" in the server's log
