@@ -77,7 +77,8 @@ def build_parser(version: str) -> argparse.ArgumentParser:
     source.add_argument("-sheetid", "--sheet-id", dest="sheet_id", metavar="ID",
                         help="Google spreadsheet id or full sheet URL")
     source.add_argument("-range", "--range", dest="range", metavar="R",
-                        help="A1 range of a Google Sheet (default: Sheet1), or the sheet of an .xlsx report (default: the first)")
+                        help="A1 range of a Google Sheet (default: Sheet1), or the sheet of an .xlsx report "
+                             "(default: the first visible)")
     source.add_argument("--report", metavar="PATH", help="read a .csv or .xlsx export instead of a Google Sheet")
     source.add_argument("--closed-status", default="Closed", metavar="LIST",
                         help="comma-separated statuses that count as closed (default: Closed)")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import codecs
 import csv
+import re
 from collections.abc import Iterator
 from itertools import repeat
 from pathlib import Path
@@ -140,15 +141,26 @@ def _csv_rows(path: Path, encoding: str, delimiter: str) -> Iterator[list[str]]:
                               "the rows after it cannot be read as written: fix that cell and export again") from None
 
 
+# A field that is an address alone, as an export writes it (no space around): text inside a cell that
+# has one between separators is a swallowed row, even a short one, not a note someone typed.
+_ADDRESS_FIELD = re.compile(r"[^\s@\"]+@[^\s@\"]+\.[^\s@\"]+")
+
+
 def _holds_whole_rows(row: list[str], delimiter: str, width: int) -> bool:
-    """Whether a cell of a record that spans lines holds a line with as many separators as a row: a
+    """Whether a cell of a record that spans lines holds a line that is a row: as many separators as
+    a row, or (a row whose trailing empty cells were dropped) a field that is an address alone. A
     misplaced quote swallowed whole records, even when the record's width came out right."""
-    return width > 1 and any(line.count(delimiter) >= width - 1
+    return width > 1 and any(_looks_like_a_row(line, delimiter, width)
                              for cell in row if "\n" in cell or "\r" in cell for line in cell.splitlines())
 
 
+def _looks_like_a_row(line: str, delimiter: str, width: int) -> bool:
+    fields = line.split(delimiter)
+    return len(fields) >= width or (len(fields) > 1 and any(map(_ADDRESS_FIELD.fullmatch, fields)))
+
+
 def read_xlsx(path: Path, sheet_range: str | None = None) -> tuple[Iterator[list], list[str]]:
-    """The sheet `sheet_range` names ('Tickets' or 'Tickets!A1:F'), else the first; date cells
+    """The sheet `sheet_range` names ('Tickets' or 'Tickets!A1:F'), else the first visible; date cells
     arrive as datetime values."""
     from openpyxl import load_workbook  # here: a CSV report never loads it
 
@@ -169,7 +181,13 @@ def read_xlsx(path: Path, sheet_range: str | None = None) -> tuple[Iterator[list
         workbook.close()
         raise ReportError(f"{path.name} has no sheet {sheet_name!r}; its sheets: {', '.join(map(repr, names))} "
                           "(pick one with -range NAME)")
-    return _xlsx_rows(workbook, workbook[sheet_name] if sheet_name else workbook.worksheets[0], bounds, damage), names
+    return _xlsx_rows(workbook, workbook[sheet_name] if sheet_name else first_visible(workbook), bounds, damage), names
+
+
+def first_visible(workbook):
+    """The sheet a report without -range is read from: the first one shown (as for Google), never the
+    one that happened to be open when the workbook was saved, nor a hidden one."""
+    return next((sheet for sheet in workbook.worksheets if sheet.sheet_state == "visible"), workbook.worksheets[0])
 
 
 def _xlsx_rows(workbook, sheet, bounds, damage: tuple[type[BaseException], ...]) -> Iterator[list]:

@@ -528,6 +528,49 @@ def test_an_opening_withdrawn_keeps_the_job_s_own_refusals_and_lists_each_custom
     assert results.stop_exit_code == 2
 
 
+def test_a_customer_given_back_just_before_the_run_stops_waits_for_the_next_run():
+    """Told fewer, handed back, and then the other worker's answer stops the run: the customer handed
+    back was never attempted and must be listed so (else last_run_date passes their tickets)."""
+    route = Gated({"a": [Answer(FEWER, "421 too many connections")],
+                   "b": [Answer(STOP, "HTTP 401 no", "HTTP 401")]})
+    route.together = threading.Barrier(2)
+    route.waits_for = {"b": lambda: route.closed_after("a")}       # b is answered once a was handed back
+    results = deliver(route, ["a", "b"], workers=2, retries=0, first_alone=False)
+    assert results.not_attempted == ["a"] and results.failed == [("b", "HTTP 401 no")]
+    assert results.delivered == [] and results.rejected == []
+
+
+def test_a_refusal_that_could_not_be_recorded_outside_the_opening_stays_pending_when_the_opening_trips():
+    """The job's own refusal of e (no code: outside the opening) could not be recorded; then a, b and c
+    are refused alike and the opening trips. e is still pending, with the reason it was not recorded."""
+    own_refusal_failed = threading.Event()
+
+    class FailOwnRefusal(Recorder):
+        def on_rejected(self, customer, reason):
+            if customer == "e":
+                own_refusal_failed.set()
+                raise OSError("rejected.csv is locked")
+            super().on_rejected(customer, reason)
+
+    all_in_flight = threading.Barrier(4)   # e's message is made once a, b and c are being attempted
+
+    def message_for(customer):
+        if customer == "e":
+            all_in_flight.wait(10)
+            raise UnsendableError("no usable template")
+        return customer
+
+    def in_flight_until_e_failed():
+        all_in_flight.wait(10)
+        return own_refusal_failed
+    route = Gated({name: [REFUSED] for name in "abc"})
+    route.waits_for = dict.fromkeys("abc", in_flight_until_e_failed)
+    results = deliver(route, list("eabc"), FailOwnRefusal(), message_for=message_for, workers=4, first_alone=False)
+    assert sorted(name for name, _ in results.failed) == ["a", "b", "c", "e"]
+    assert ("e", "not sent: no usable template (the refusal could not be recorded)") in results.failed
+    assert results.rejected == []
+
+
 def test_the_rate_limiter_spaces_every_start_evenly_on_its_own_clock(monkeypatch):
     import delivery
     from delivery import RateLimiter

@@ -3,6 +3,7 @@ identified by its day, and every route's answers mean what they say (the story i
 scripted destination; Gmail and Graph through their stand-ins)."""
 
 from datetime import date, datetime, timedelta
+from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
@@ -37,6 +38,33 @@ def story(tmp_path, rows, *extra, answer=delivered):
         write_state(state, {"last_run_date": SINCE})
     return run_story(script, "--report", str(report), "--state-file", str(state), "-testmode", "no",
                      "--min-days-between-emails", "0", *extra), script
+
+
+# ---------------------------------------------------------------- the state folder, before anyone
+
+def test_a_state_folder_this_account_cannot_write_stops_the_run_before_the_first_email(tmp_path, monkeypatch):
+    """The write probe must be made in the state folder itself: one made anywhere else succeeds, the
+    first email goes out, the state cannot be saved and that email repeats next week."""
+    import tempfile
+
+    import state_file
+    from state_file import StateError
+
+    folder = tmp_path / "state"
+    folder.mkdir()
+    make_temp = tempfile.mkstemp
+
+    def refuse_the_state_folder(*args, dir=None, **kwargs):
+        if dir is not None and Path(dir) == folder:
+            raise PermissionError(13, "Permission denied")
+        return make_temp(*args, dir=dir, **kwargs)
+    monkeypatch.setattr(state_file.tempfile, "mkstemp", refuse_the_state_folder)
+    script = ScriptedDestination(delivered)
+    report = write_csv(tmp_path / "r.csv", [["Ann", "Lee", "ann@example.com", "1", "Closed", DAY]])
+    with pytest.raises(StateError, match="cannot write in the state folder"):
+        run_story(script, "--report", str(report), "--state-file", str(folder / "s.json"), "--since", SINCE,
+                  "-testmode", "no")
+    assert script.attempts == [] and not (folder / "s.json").exists()
 
 
 # ---------------------------------------------------------------- two customers, one ticket id
@@ -210,17 +238,43 @@ def test_a_redirect_from_graph_stops_the_run_and_is_never_followed(tmp_path, mic
     assert read_state(tmp_path / "s.json").get("notified", {}) == {}
 
 
-def test_a_408_from_either_mail_api_is_retried_not_a_refusal(tmp_path, gmail_user, microsoft):
-    def once_408(message, index, ok):
-        return ok if getattr(once_408, str(message["To"]), False) else (setattr(once_408, str(message["To"]), True) or
-                                                                          json_reply(408, {"error": {"message": "slow"}}))
-    gmail_user.answer = lambda message, index: once_408(message, index, json_reply(200, {"id": "x"}))
+def refused_once_each(refusal, delivered):
+    """A mail API's answer: `refusal` the first time each recipient is sent to, then `delivered`."""
+    seen: set[str] = set()
+
+    def answer(message, index):
+        to = str(message["To"])
+        if to in seen:
+            return delivered
+        seen.add(to)
+        return refusal
+    return answer
+
+
+PASSING = {"408": json_reply(408, {"error": {"message": "slow"}}),
+           "500": json_reply(500, {"error": {"code": "InternalServerError", "message": "try later"}}),
+           "503": json_reply(503, {"error": {"message": "unavailable"}})}
+GMAIL_RATE = {"403-rateLimitExceeded": json_reply(403, {"error": {"message": "Rate Limit Exceeded",
+                                                                  "errors": [{"reason": "rateLimitExceeded"}]}}),
+              "403-userRateLimitExceeded": json_reply(403, {"error": {"message": "User Rate Limit Exceeded",
+                                                                      "errors": [{"reason": "userRateLimitExceeded"}]}})}
+
+
+@pytest.mark.parametrize("refusal", [*PASSING.values(), *GMAIL_RATE.values()], ids=[*PASSING, *GMAIL_RATE])
+def test_a_passing_refusal_from_gmail_is_retried_not_a_refusal_nor_a_stop(tmp_path, gmail_user, refusal):
+    """408, a 5xx, and Gmail's 403 about rate: each customer is answered so once, then delivered."""
+    gmail_user.answer = refused_once_each(refusal, json_reply(200, {"id": "x"}))
     result = run(tmp_path, "--send-with", "gmail", "-testmode", "no", env=gmail_user.env())
     assert result.returncode == 0 and "rejected" not in result.stderr, result.stderr
-    (tmp_path / "s.json").unlink()
-    microsoft.answer = lambda message, index: once_408(message, index, Reply(202, body=b""))
+    assert len(sends(gmail_user)) == 6 and "Customers notified       3" in result.stdout
+
+
+@pytest.mark.parametrize("refusal", PASSING.values(), ids=PASSING)
+def test_a_passing_refusal_from_graph_is_retried_not_a_refusal(tmp_path, microsoft, refusal):
+    microsoft.answer = refused_once_each(refusal, Reply(202, body=b""))
     result = run(tmp_path, "-testmode", "no", env=microsoft.env())
-    assert result.returncode == 0 and len(microsoft.sent) == 3, result.stderr
+    assert result.returncode == 0 and "rejected" not in result.stderr, result.stderr
+    assert len(microsoft.sent) == 3 and "Customers notified       3" in result.stdout
 
 
 def test_graph_never_has_more_than_four_requests_in_flight(tmp_path, microsoft):

@@ -19,6 +19,21 @@ def closed(path, since=date(2026, 11, 1)):
     return [(t.email, t.ticket_id, t.full_name, t.closed_date) for t in selection.tickets]
 
 
+def test_an_xlsx_without_a_range_is_read_from_its_first_visible_sheet_whichever_was_open(tmp_path):
+    workbook = Workbook()
+    hidden = workbook.active
+    hidden.title, hidden.sheet_state = "Old", "hidden"
+    hidden.append(SEED_HEADER)
+    hidden.append(["Old", "Row", "old@example.com", 1, "Closed", datetime(2026, 11, 20)])
+    workbook.create_sheet("Report").append(SEED_HEADER)
+    workbook["Report"].append(["Jane", "Doe", "jane@example.com", 1001, "Closed", datetime(2026, 11, 21)])
+    workbook.create_sheet("Notes").append(SEED_HEADER)
+    workbook["Notes"].append(["Not", "This", "notes@example.com", 9, "Closed", datetime(2026, 11, 22)])
+    workbook.active = 2   # saved with the last sheet open
+    workbook.save(tmp_path / "report.xlsx")
+    assert closed(tmp_path / "report.xlsx") == [("jane@example.com", "1001", "Jane Doe", "2026-11-21")]
+
+
 @pytest.mark.parametrize("delimiter", [",", ";", "\t"])
 def test_delimiter_is_detected(tmp_path, delimiter):
     path = write_csv(tmp_path / "report.csv", [["Jane", "Doe", "jane@example.com", "1", "Closed", "21/11/2026"]],

@@ -339,6 +339,19 @@ def test_a_quoted_cell_over_lines_of_the_wrong_width_stops_the_reading(tmp_path)
         list(read_csv(path))
 
 
+@pytest.mark.parametrize("bob", ['Bob,X,bob@example.com,2",Closed', 'Bob,X,bob@example.com,2"'],
+                         ids=["as-wide-as-the-header", "narrower"])
+def test_a_quote_that_swallows_a_short_row_stops_the_reading(tmp_path, bob):
+    """An export that drops trailing empty cells: the quote opened in Ann's Status cell closes in Bob's
+    short row, whether the record comes out as wide as the header or narrower. Bob's ticket must not vanish."""
+    rows = ["Firstname,Lastname,Email,Ticket,Status,Date",
+            'Ann,X,ann@example.com,1,"Closed,21/11/2026', bob,
+            "Cid,X,cid@example.com,3,Closed,21/11/2026"]
+    path = write_text(tmp_path / "r.csv", "\n".join(rows) + "\n")
+    with pytest.raises(ReportError, match="row 2"):
+        list(read_csv(path))
+
+
 def test_a_quote_that_swallows_whole_rows_and_keeps_the_width_stops_the_reading(tmp_path):
     """A quote opened at the start of a row's first cell and closed at the end of a later row's
     first cell keeps the column count: the rows in between are whole records inside one cell."""
@@ -353,6 +366,12 @@ def test_a_quote_that_swallows_whole_rows_and_keeps_the_width_stops_the_reading(
 def test_a_real_multiline_cell_with_few_separators_is_read(tmp_path):
     path = write_text(tmp_path / "r.csv", 'a,b,c\n1,"two\nlines, one comma",3\n5,6,7\n')
     assert list(read_csv(path)) == [["a", "b", "c"], ["1", "two\nlines, one comma", "3"], ["5", "6", "7"]]
+
+
+def test_a_note_over_lines_that_mentions_an_address_in_a_sentence_is_read(tmp_path):
+    note = "Called back.\nWrite to help@example.com, or reply"
+    path = write_text(tmp_path / "r.csv", f'a,b,c\n1,"{note}",3\n')
+    assert list(read_csv(path)) == [["a", "b", "c"], ["1", note, "3"]]
 
 
 # ---------------------------------------------------------------- the story in-process, with a scripted destination

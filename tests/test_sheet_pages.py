@@ -174,7 +174,8 @@ def test_a_range_that_reads_nothing_is_an_error_not_a_quiet_week(range_, message
 @pytest.mark.parametrize("edit", [
     lambda rows: rows.pop(100),                                  # a row deleted on a page already read
     lambda rows: rows.insert(50, list(rows[50])),                # a row inserted (the same row twice)
-])
+    lambda rows: rows.__setitem__(slice(41_000, None), [[]] * (len(rows) - 41_000)),  # cleared: the next page is empty
+], ids=["deleted", "inserted", "cleared"])
 def test_a_sheet_edited_while_it_is_read_stops_the_run_before_anything_is_sent(tmp_path, webhook, edit):
     # (an unedited sheet read in pages passes the same checks: test_a_large_sheet_is_read_in_pages...)
     result = live_sheet_run(PagedSheet(big_sheet(), edit_after_page=(1, edit)), tmp_path, webhook)
