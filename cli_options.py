@@ -214,22 +214,65 @@ def read_environment() -> dict[str, str]:
 def parse_args(argv: list[str] | None, script_dir: Path, version: str,
                environment: Mapping[str, str] | None = None, destination: Destination | None = None) -> Settings:
     """The run's settings, checked, paths made absolute. Raises UsageError. `destination` (a test's
-    scripted one) replaces the one the options and environment would choose."""
+    scripted one) replaces the one the options and environment would choose. The steps, in the
+    order their errors are met: the options, the report, the rules that select, the message, the
+    destination and its addresses, the monitoring and the files."""
     environment = read_environment() if environment is None else environment
+    args = parsed_options(argv, version)
+    source, notes = report_source(args)
+    selection = selection_rules(args)
+    subject, body_template, html_template = message_templates(args)
+    preview_dir = preview_folder(args)
+    if destination is None:
+        destination, destination_settings = choose_destination(args, environment)
+    else:
+        destination_settings = destination.configure(args, environment)
+    sender, cc = check_addresses(args, environment, destination)
+    ping_url = ping_url_setting(args, environment)
+    if not args.test_mode:
+        check_ca_bundles()
+    files = file_paths(args, script_dir)
+    api_key = args.api_key or environment.get("GOOGLE_API_KEY") or None
+    return Settings(
+        **source, **selection, **files, api_key=api_key, since=args.since, retry_rejected=args.retry_rejected,
+        destination=destination, destination_settings=destination_settings, sender=sender,
+        content=Content(subject, body_template, html_template, cc, check_ticket_url(args.ticket_url)),
+        max_per_minute=args.max_per_minute, max_emails=max_emails_setting(args, environment),
+        read_bounces=args.read_bounces or environment.get("READ_BOUNCES", "").strip().lower() in TRUE_WORDS,
+        send_test_to=check_test_address(args), test_mode=args.test_mode,
+        min_days_between_emails=args.min_days_between_emails, workers=args.workers, timeout=args.timeout,
+        retries=args.retries, preview_dir=preview_dir, sheets_endpoint=sheets_endpoint(environment),
+        ping_url=ping_url, check=args.check, quiet=args.quiet, verbose=args.verbose, notes=tuple(notes),
+        secrets=tuple(secrets_of(environment, destination, destination_settings, api_key, ping_url,
+                                 files["credentials"], files["token"])))
+
+
+def parsed_options(argv: list[str] | None, version: str) -> argparse.Namespace:
+    """The command line as argparse reads it; an unknown word is an error that says what was meant."""
     args, unknown = build_parser(version).parse_known_args(argv)
     if unknown:
         raise UsageError(unknown_arguments(unknown))
+    return args
+
+
+def report_source(args: argparse.Namespace) -> tuple[dict[str, Any], list[str]]:
+    """Where the report is read: one Google Sheet or one file, and the range or sheet; the notes
+    about a setting that is ignored."""
     if bool(args.sheet_id) == bool(args.report):
         raise UsageError("give exactly one report source: -sheetid ID or --report PATH")
     notes = []
-    sheet_range = args.range
-    if args.sheet_id:
-        sheet_range = sheet_range or "Sheet1"
+    sheet_range = args.range or ("Sheet1" if args.sheet_id else None)
     report = absolute(args.report)
     if report and sheet_range and report.suffix.lower() not in (".xlsx", ".xlsm"):
         notes.append(f"-range {sheet_range!r} is ignored: it picks a sheet of a Google Sheet or an .xlsx "
                      "workbook, and a CSV file has none")
         sheet_range = None
+    sheet_id = google_sheet_id(args.sheet_id) if args.sheet_id else None
+    return {"sheet_id": sheet_id, "range": sheet_range, "report": report}, notes
+
+
+def selection_rules(args: argparse.Namespace) -> dict[str, Any]:
+    """What makes a row a closed ticket: the statuses, the date formats, the columns."""
     closed_statuses = tuple(status.strip() for status in args.closed_status.split(",") if status.strip())
     if not closed_statuses:
         raise UsageError("--closed-status needs at least one status")
@@ -240,6 +283,12 @@ def parse_args(argv: list[str] | None, script_dir: Path, version: str,
             check_date_format(fmt)
         except ValueError as error:
             raise UsageError(f"--date-format {error}; use a strptime format such as %d/%m/%Y") from None
+    return {"closed_statuses": closed_statuses, "date_formats": tuple(args.date_format or DEFAULT_DATE_FORMATS),
+            "columns": MappingProxyType(parse_columns(args.column))}
+
+
+def message_templates(args: argparse.Namespace) -> tuple[str | None, Template | None, Template | None]:
+    """--subject (one printable line whose placeholders exist), --body-template, --html-template."""
     if args.subject is not None and not args.subject.isprintable():
         raise UsageError("--subject must be one line of printable text")
     if args.subject is not None:
@@ -249,14 +298,18 @@ def parse_args(argv: list[str] | None, script_dir: Path, version: str,
             raise UsageError(f"--subject: {error}") from None
     body_template = load_template(absolute(args.body_template), "--body-template") if args.body_template else None
     html_template = load_template(absolute(args.html_template), "--html-template") if args.html_template else None
+    return args.subject, body_template, html_template
+
+
+def preview_folder(args: argparse.Namespace) -> Path | None:
     preview_dir = absolute(args.preview_dir)
     if preview_dir and not args.test_mode:
         raise UsageError("--preview-dir only goes with -testmode yes (it shows the emails instead of sending them)")
-    if destination is None:
-        destination, destination_settings = choose_destination(args, environment)
-    else:
-        destination_settings = destination.configure(args, environment)
-    sender, cc = check_addresses(args, environment, destination)
+    return preview_dir
+
+
+def ping_url_setting(args: argparse.Namespace, environment: Mapping[str, str]) -> str | None:
+    """--ping-url, else PING_URL: checked like every URL the job calls."""
     ping_url = (args.ping_url or environment.get("PING_URL") or "").strip() or None
     if ping_url:
         from heartbeat import check_ping_url
@@ -266,32 +319,26 @@ def parse_args(argv: list[str] | None, script_dir: Path, version: str,
             check_ping_url(ping_url)
         except UrlError as error:
             raise UsageError(str(error)) from None
-    if not args.test_mode:
-        from url_rules import unusable_ca_bundle
+    return ping_url
 
-        if problem := unusable_ca_bundle():
-            raise UsageError(problem)
-    api_key = args.api_key or environment.get("GOOGLE_API_KEY") or None
-    return Settings(
-        sheet_id=google_sheet_id(args.sheet_id) if args.sheet_id else None, range=sheet_range, report=report,
-        closed_statuses=closed_statuses, date_formats=tuple(args.date_format or DEFAULT_DATE_FORMATS),
-        columns=MappingProxyType(parse_columns(args.column)), since=args.since, retry_rejected=args.retry_rejected,
-        destination=destination, destination_settings=destination_settings, sender=sender,
-        content=Content(args.subject, body_template, html_template, cc, check_ticket_url(args.ticket_url)),
-        max_per_minute=args.max_per_minute, max_emails=max_emails_setting(args, environment),
-        read_bounces=args.read_bounces or environment.get("READ_BOUNCES", "").strip().lower() in TRUE_WORDS,
-        send_test_to=check_test_address(args),
-        test_mode=args.test_mode, min_days_between_emails=args.min_days_between_emails, workers=args.workers,
-        timeout=args.timeout, retries=args.retries, preview_dir=preview_dir,
+
+def check_ca_bundles() -> None:
+    """A live run stops at start when a CA bundle the environment names cannot be loaded."""
+    from url_rules import unusable_ca_bundle
+
+    if problem := unusable_ca_bundle():
+        raise UsageError(problem)
+
+
+def file_paths(args: argparse.Namespace, script_dir: Path) -> dict[str, Path | None]:
+    """The files the run reads and writes, absolute; the defaults sit beside the script."""
+    return {
         # The real path (links resolved): the lock, the writes and rejected.csv all follow the one file.
-        state_file=(absolute(args.state_file) or script_dir / "last_run_date.json").resolve(),
-        credentials=absolute(args.credentials) or script_dir / "credential.json",
-        token=absolute(args.token) or script_dir / "token.json", api_key=api_key,
-        sheets_endpoint=sheets_endpoint(environment), log_file=absolute(args.log_file),
-        ping_url=ping_url, check=args.check, quiet=args.quiet, verbose=args.verbose, notes=tuple(notes),
-        secrets=tuple(secrets_of(environment, destination, destination_settings, api_key, ping_url,
-                                 absolute(args.credentials) or script_dir / "credential.json",
-                                 absolute(args.token) or script_dir / "token.json")))
+        "state_file": (absolute(args.state_file) or script_dir / "last_run_date.json").resolve(),
+        "credentials": absolute(args.credentials) or script_dir / "credential.json",
+        "token": absolute(args.token) or script_dir / "token.json",
+        "log_file": absolute(args.log_file),
+    }
 
 
 def max_emails_setting(args: argparse.Namespace, environment: Mapping[str, str]) -> int | None:

@@ -73,6 +73,7 @@ class ErrorLines(logging.Handler):
 def setup_logging(log_file: Path | None, verbose: bool, quiet: bool, secrets: Sequence[str] = ()) -> logging.Logger:
     """Our own logger only: library loggers (urllib3, googleapiclient) would print request paths."""
     logger = logging.getLogger(LOGGER_NAME)
+    LOG_INCOMPLETE["written"] = True   # a new run's log starts whole
     logger.handlers.clear()
     logger.filters.clear()
     logger.addFilter(_SafeRecords(secrets))

@@ -10,7 +10,6 @@ from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
-from functools import partial
 from itertools import chain
 from operator import attrgetter, itemgetter
 from typing import NamedTuple
@@ -256,31 +255,38 @@ def select_closed_tickets(rows: Iterable[Sequence[object]], since: date, now: da
             selection.warnings.append(selection.layout_doubt)
 
     by_email, skipped_rows, other_statuses = selection.by_email, selection.skipped_rows, defaultdict(int)
-    cells = _CellReader(columns, options, by_email)
+    cells = _CellMeanings(columns, options)
+    closed_status, text_date, address, names, name_cells = (
+        cells.closed_status, cells.text_date, cells.address, cells.names, cells.name_cells)
     earliest = datetime(since.year, since.month, since.day)
     latest = now + timedelta(days=1)
     i_status, i_date, i_ticket, i_email = (columns[role] for role in ("status", "date", "ticket", "email"))
     i_subject = columns.get("subject")
     width = max(columns.values()) + 1
-    closed_status, closed_at_of, address_of, customer_of, names_of, name_cells = (
-        cells.closed_status, cells.closed_at, cells.address, cells.customer, cells.names, cells.name_cells)
     recall = options.recall
 
+    def new_ticket(row: Sequence[object], ticket_id: str, status: str, closed_at: datetime, has_time: bool) -> ClosedTicket:
+        """A recalled row's ticket (the rows inside the window make theirs at the end of the loop)."""
+        first_name, full_name = names(name_cells(row))
+        subject = None if i_subject is None else cell_text(row[i_subject])
+        return ClosedTicket(address(row[i_email])[0], ticket_id, status, closed_at, has_time, first_name, full_name,
+                            subject)
+
     def skip(row_number: int, reason: str, value: object, row: Sequence[object], closed_date: str = "") -> None:
-        skipped_rows.append(_skipped_row(row_number, reason, value, row[i_ticket], address_of[row[i_email]][1],
-                                         closed_date, names_of[name_cells(row)][1]))
+        skipped_rows.append(_skipped_row(row_number, reason, value, row[i_ticket], address(row[i_email])[1],
+                                         closed_date, names(name_cells(row))[1]))
 
     row_number, blank_rows, closed_rows = first_row_number - 1, 0, 0
     not_yet_told: list[tuple[int, str, ClosedTicket]] = []  # recalled by name or id alone: (row, email key, ticket)
     for row_number, row in data_rows:
-        if len(row) < width:
+        if len(row) < width:  # short: blank, or Sheets dropped its trailing empty cells
             if not any(row):
                 blank_rows += 1
                 continue
             row = [*row, *[""] * (width - len(row))]
         raw_status = row[i_status]
-        status = closed_status[raw_status]
-        if not status:
+        status = closed_status(raw_status)
+        if not status:  # not closed
             if raw_status or any(row):
                 other_statuses[raw_status] += 1
             else:
@@ -288,53 +294,52 @@ def select_closed_tickets(rows: Iterable[Sequence[object]], since: date, now: da
             continue
         closed_rows += 1
         raw_date = row[i_date]
-        # Text dates repeat; a workbook's typed cells are parsed as they come (for a dict, True == 1).
-        parsed = closed_at_of[raw_date] if type(raw_date) is str else cells.parser.parse(raw_date)
-        if parsed is None:
+        parsed = text_date(raw_date) if type(raw_date) is str else cells.parser.parse(raw_date)
+        if parsed is None:  # unreadable date
             _refuse_month_first(cells.parser, raw_date, row_number)
             skip(row_number, SKIP_BAD_DATE, raw_date, row)
             continue
         closed_at, has_time = parsed
         if closed_at < earliest:  # before the window: only a recalled ticket of the same customer is taken
-            recalled_by = recall and _recall_of(row, closed_at, recall, i_ticket, address_of[row[i_email]][1],
-                                                names_of[name_cells(row)][1])
+            if not recall:
+                continue
+            email_key, full_name = address(row[i_email])[1], names(name_cells(row))[1]
+            recalled_by = _recall_of(row, closed_at, recall, i_ticket, email_key, full_name)
             if not recalled_by:
                 continue
-            if recalled_by != BY_ADDRESS and address_of[row[i_email]][1]:  # by name or id: told apart at the end
-                first_name, full_name = names_of[name_cells(row)]
-                subject = None if i_subject is None else cell_text(row[i_subject])
-                email, key = address_of[row[i_email]]
-                not_yet_told.append((row_number, key, _new_ticket((email, cell_text(row[i_ticket]), status, closed_at,
-                                                                   has_time, first_name, full_name, subject))))
+            if recalled_by != BY_ADDRESS and email_key:  # by name or id: told apart once every row is read
+                not_yet_told.append((row_number, email_key, new_ticket(row, cell_text(row[i_ticket]), status,
+                                                                       closed_at, has_time)))
                 continue
             if recalled_by == BY_ADDRESS:
                 selection.recalled.add(cell_text(row[i_ticket]))
-        if closed_at > latest:
+        if closed_at > latest:  # over a day ahead
             skip(row_number, SKIP_FUTURE_DATE, raw_date, row)
             continue
         ticket_id = cell_text(row[i_ticket])
         if not ticket_id:
             skip(row_number, SKIP_NO_TICKET, ticket_id, row)
             continue
-        email, tickets = customer_of[row[i_email]]
-        if tickets is None:
+        email, email_key = address(row[i_email])
+        if not email_key:
             skip(row_number, SKIP_NO_EMAIL, row[i_email], row, iso_moment(closed_at, has_time))
             continue
-        if ticket_id in tickets and closed_at < tickets[ticket_id].closed_at:
+        tickets = by_email.get(email_key)
+        if tickets is None:  # a new customer: customers keep the order the report first names them in
+            tickets = by_email[email_key] = {}
+        seen = tickets.get(ticket_id)
+        if seen is not None and closed_at < seen.closed_at:  # seen before: the latest date wins
             continue
-        first_name, full_name = names_of[name_cells(row)]
+        # Made here rather than by new_ticket(): a call for each ticket costs a large report about 5 %.
+        first_name, full_name = names(name_cells(row))
         subject = None if i_subject is None else cell_text(row[i_subject])
-        tickets[ticket_id] = _new_ticket((email, ticket_id, status, closed_at, has_time, first_name, full_name, subject))
+        tickets[ticket_id] = ClosedTicket(email, ticket_id, status, closed_at, has_time, first_name, full_name, subject)
     _take_unambiguous_recalls(not_yet_told, selection, recall)
     selection.rows_read = row_number - first_row_number + 1 - blank_rows
     selection.closed_rows = closed_rows
     selection.skipped.update(row.reason for row in skipped_rows)
     selection.other_statuses = _merged_statuses(other_statuses)
     return selection
-
-
-# ClosedTicket(...) without its Python-level __new__: a large report makes hundreds of thousands.
-_new_ticket = partial(tuple.__new__, ClosedTicket)
 
 
 class _Layout(NamedTuple):
@@ -359,19 +364,18 @@ def _find_layout(numbered_rows: Iterator[tuple[int, Sequence[object]]], options:
     return _Layout(SEED_LAYOUT, chain([(first_number, first)], numbered_rows), first_number, first, False)
 
 
-class _CellReader:
-    """What each distinct cell means, worked out once per report: reports repeat the same few statuses,
-    dates, addresses and names, so a known cell costs one dict lookup."""
+class _CellMeanings:
+    """What a distinct cell means, worked out once per report (functools.cache): reports repeat the
+    same few statuses, dates, addresses and names, so a known cell costs one cache lookup."""
 
-    def __init__(self, columns: Mapping[str, int], options: SelectOptions,
-                 by_email: dict[str, dict[str, ClosedTicket]]) -> None:
+    def __init__(self, columns: Mapping[str, int], options: SelectOptions) -> None:
         closed = {status.strip().casefold(): status.strip() for status in options.closed_statuses}
         self.parser = DateParser(options.date_formats)
-        self.closed_status = _Memo(lambda cell: closed.get(cell_text(cell).casefold(), ""))  # '' when not closed
-        self.closed_at = _Memo(self.parser.parse)          # (moment, has time) or None
-        self.address = _Memo(_email_and_key)               # (email, key); the key is '' when not usable
-        self.customer = _Memo(partial(_customer_tickets, by_email))  # (email, tickets by id); None when not usable
-        self.names = _Memo(_person_names_reader(columns))  # (first name, full name) of a row's name cells
+        self.closed_status = functools.cache(lambda cell: closed.get(cell_text(cell).casefold(), ""))  # '' if not closed
+        # Text dates only: a workbook's typed cells are parsed as they come (a cache takes True for 1).
+        self.text_date = functools.cache(self.parser.parse)   # (moment, has time) or None
+        self.address = functools.cache(_email_and_key)         # (email, key); the key is '' when not usable
+        self.names = functools.cache(_person_names_reader(columns))  # (first name, full name) of a row's name cells
         self.name_cells = _cells_getter([columns[role] for role in NAME_ROLES if role in columns])
 
 
@@ -487,14 +491,6 @@ def _email_and_key(cell: object) -> tuple[str, str]:
     return email, address_key(email) if is_valid_email(email) else ""
 
 
-def _customer_tickets(by_email: dict[str, dict[str, ClosedTicket]], cell: object) -> tuple[str, dict | None]:
-    """The address in a ticket's cell as written (trimmed), and the tickets of the customer it names,
-    by id: one lookup for both. A new customer joins `by_email` here, so customers keep the order
-    in which the report first names them. None for the tickets when the cell is not one usable address."""
-    email, key = _email_and_key(cell)
-    return email, (by_email.setdefault(key, {}) if key else None)
-
-
 def _person_names_reader(columns: Mapping[str, int]) -> Callable[[tuple], tuple[str, str]]:
     """A function from a row's name cells (those of NAME_ROLES the report has, in that order) to
     (first name, full name). A column the report lacks reads as the blank cell added at the end."""
@@ -515,18 +511,6 @@ def _cells_getter(indexes: Sequence[int]) -> Callable[[Sequence[object]], tuple]
         (index,) = indexes
         return lambda row: (row[index],)
     return lambda row: ()
-
-
-class _Memo(dict):
-    """A dict that works out a missing value once with `compute` (the lookup of a known key stays in C)."""
-
-    def __init__(self, compute) -> None:
-        super().__init__()
-        self.compute = compute
-
-    def __missing__(self, key):
-        value = self[key] = self.compute(key)
-        return value
 
 
 # ---------------------------------------------------------------- customers

@@ -120,7 +120,7 @@ class WebhookServer:
             context.load_cert_chain(*tls)
             self.httpd.socket = context.wrap_socket(self.httpd.socket, server_side=True)
             self.scheme = "https"
-        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+        self.thread = threading.Thread(target=self.httpd.serve_forever, args=(0.02,), daemon=True)  # a prompt shutdown
         self.thread.start()
 
     @property
@@ -208,6 +208,67 @@ def run_cli(*args: str, env: dict | None = None, cwd: Path | None = None, timeou
     return subprocess.run([sys.executable, str(ROOT / script), *args], capture_output=True, text=True,
                           encoding="utf-8", env=env or clean_env(), cwd=cwd or ROOT, timeout=timeout,
                           stdin=subprocess.DEVNULL)
+
+
+def run_cli_peak_memory(*args: str, env: dict | None = None) -> tuple[Finished, int]:
+    """The real CLI in a subprocess, and that process's own peak memory in KB (POSIX: os.wait4 reads
+    it for this child alone; the test process's other children do not count)."""
+    import tempfile
+
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+        process = subprocess.Popen([sys.executable, str(ROOT / "process_ticket.py"), *args], stdout=out, stderr=err,
+                                   stdin=subprocess.DEVNULL, env=env or clean_env(), cwd=ROOT)
+        _, status, usage = os.wait4(process.pid, 0)
+        process.returncode = os.waitstatus_to_exitcode(status)
+        out.seek(0)
+        err.seek(0)
+        return Finished(process.returncode, out.read().decode("utf-8"), err.read().decode("utf-8")), usage.ru_maxrss
+
+
+@dataclass
+class Finished:
+    """What a run of the command line left: its exit code and what it printed (as subprocess gives)."""
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+def run_job(*args: str, env: dict | None = None, cwd: Path | None = None) -> Finished:
+    """The job's command line run in this process (process_ticket.main) with `env` as its whole
+    environment and `cwd` as its folder: the same arguments, output and exit code as run_cli, without
+    starting Python again (and within reach of a mutation run). For the tests where the process
+    itself is not the point; signals, locks, wrappers and a first run end to end use run_cli."""
+    import contextlib
+    import io
+    import logging
+    import signal
+
+    import process_ticket
+
+    environment = env if env is not None else clean_env()
+    logger = logging.getLogger("ticket_notifier")
+    kept_logger = (list(logger.handlers), list(logger.filters), logger.level, logger.propagate)
+    kept_environment, kept_folder = dict(os.environ), os.getcwd()
+    kept_sigterm = signal.getsignal(signal.SIGTERM)
+    out, err = io.StringIO(), io.StringIO()
+    try:
+        os.environ.clear()
+        os.environ.update(environment)
+        os.chdir(cwd or ROOT)
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            try:
+                code = process_ticket.main(list(args))
+            except SystemExit as stop:   # argparse's --help and --version
+                code = stop.code if isinstance(stop.code, int) else 0 if stop.code is None else 2
+    finally:
+        os.chdir(kept_folder)
+        os.environ.clear()
+        os.environ.update(kept_environment)
+        signal.signal(signal.SIGTERM, kept_sigterm)
+        logger.handlers[:], logger.filters[:] = kept_logger[0], kept_logger[1]
+        logger.setLevel(kept_logger[2])
+        logger.propagate = kept_logger[3]
+    return Finished(code, out.getvalue(), err.getvalue())
 
 
 def write_csv(path: Path, rows: list[list[str]], header: list[str] | None = SEED_HEADER, **csv_options) -> Path:

@@ -8,7 +8,7 @@ import json
 from datetime import date, datetime, timedelta, timezone
 from urllib.parse import parse_qs, unquote, urlsplit
 
-from conftest import Reply, WebhookServer, clean_env, run_cli, write_csv, write_state
+from conftest import Reply, WebhookServer, clean_env, run_job, write_csv, write_state
 
 TODAY = date.today()
 RECENT = (TODAY - timedelta(days=3)).strftime("%d/%m/%Y")
@@ -24,12 +24,12 @@ def json_reply(status: int, body: dict, headers: dict | None = None) -> Reply:
     return Reply(status, {"Content-Type": "application/json", **(headers or {})}, body=json.dumps(body).encode())
 
 
-def run(tmp_path, *extra, env, rows=ROWS, state=True):
+def run(tmp_path, *extra, env, rows=ROWS, state=True, runner=run_job):
     report = write_csv(tmp_path / "r.csv", rows)
     state_path = tmp_path / "s.json"
     if state and not state_path.exists():
         write_state(state_path, {"last_run_date": SINCE})
-    return run_cli("--report", str(report), "--state-file", str(state_path), "--from", FROM, "--retries", "1",
+    return runner("--report", str(report), "--state-file", str(state_path), "--from", FROM, "--retries", "1",
                    "--credentials", str(tmp_path / "credential.json"), "--token", str(tmp_path / "token.json"),
                    *extra, env=env)
 

@@ -8,7 +8,7 @@ from email.message import EmailMessage
 
 import mail_servers
 import pytest
-from conftest import clean_env, free_port, read_state, run_cli, write_csv, write_state
+from conftest import clean_env, free_port, read_state, run_job, write_csv, write_state
 
 from bounce_reports import FAILED, bounce_effects, read_report
 from ticket_core import ClosedTicket, Customer, RunState, customer_key, name_key, sent_entry
@@ -160,9 +160,9 @@ def test_a_bounce_postfix_writes_is_read_back_over_imaps_and_the_customer_is_not
                     IMAP_PASSWORD=mail_servers.IMAP_PASSWORD, SSL_CERT_FILE=str(certificates[0]))
 
     def live(*extra):
-        return run_cli("--report", str(report_path), "--state-file", str(state), "--smtp-url",
+        return run_job("--report", str(report_path), "--state-file", str(state), "--smtp-url",
                        f"smtp://127.0.0.1:{servers.smtp_port}", "--from", "Support <support@test.local>", "-testmode",
-                       "no", "--min-days-between-emails", "0", *extra, env=env, timeout=120)
+                       "no", "--min-days-between-emails", "0", *extra, env=env)
 
     check = live("--check")
     assert check.returncode == 0 and "bounces: localhost" in check.stdout and "nothing read" in check.stdout, check.stdout
@@ -198,9 +198,9 @@ def test_a_bounce_mailbox_login_refused_stops_before_the_first_customer(tmp_path
     state = write_state(tmp_path / "s.json", {"last_run_date": SINCE})
     env = clean_env(IMAP_URL=f"imaps://support%40test.local@localhost:{servers.imap_port}/INBOX",
                     IMAP_PASSWORD="wrong", SSL_CERT_FILE=str(certificates[0]))
-    result = run_cli("--report", str(report_path), "--state-file", str(state), "--smtp-url",
+    result = run_job("--report", str(report_path), "--state-file", str(state), "--smtp-url",
                      f"smtp://127.0.0.1:{servers.smtp_port}", "--from", "support@test.local", "-testmode", "no",
-                     env=env, timeout=120)
+                     env=env)
     assert result.returncode == 2 and "IMAP_PASSWORD" in result.stderr and "wrong" not in result.stderr
     assert servers.messages("ann") == [] and read_state(state) == {"last_run_date": SINCE}
 

@@ -7,7 +7,7 @@ import sys
 from datetime import date, timedelta
 
 import pytest
-from conftest import ROOT, Reply, clean_env, read_state, run_cli, write_csv, write_state
+from conftest import ROOT, Reply, clean_env, read_state, run_cli, run_job, write_csv, write_state
 
 EXAMPLE = ROOT / "examples" / "weekly_report.csv"
 SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
@@ -34,13 +34,13 @@ def state(tmp_path):
 
 
 def live(report, state, url, *extra, env=None):
-    return run_cli("--report", str(report), "--state-file", str(state), "-webhook_url", url,
+    return run_job("--report", str(report), "--state-file", str(state), "-webhook_url", url,
                    "-testmode", "no", "--since", "20/11/2026", *extra, env=env)
 
 
 def test_quick_start_example_in_test_mode_shows_who_would_be_emailed(tmp_path):
     state = tmp_path / "never" / "last_run_date.json"
-    result = run_cli("--report", str(EXAMPLE), "--since", "01/11/2026", "-testmode", "yes",
+    result = run_job("--report", str(EXAMPLE), "--since", "01/11/2026", "-testmode", "yes",
                      "--state-file", str(state))
     assert result.returncode == 0, result.stderr
     out = result.stdout
@@ -56,7 +56,7 @@ def test_live_run_posts_one_call_per_customer_with_signed_standard_webhook_heade
     from standardwebhooks.webhooks import Webhook
 
     env = clean_env(WEBHOOK_SECRET=SECRET, WEBHOOK_AUTHORIZATION="Bearer s3cr3t-token")
-    result = run_cli("--report", str(report), "--state-file", str(state), "-webhook_url", webhook.url,
+    result = run_job("--report", str(report), "--state-file", str(state), "-webhook_url", webhook.url,
                      "-testmode", "no", env=env)
     assert result.returncode == 0, result.stderr
     assert sorted(webhook.emails()) == ["bo@example.com", "jane@example.com", "john@example.com"]
@@ -81,7 +81,7 @@ def test_rerun_sends_nothing_and_the_same_day_boundary_is_exact(report, state, w
     first = len(webhook.requests)
     # Next week: the report gains a ticket closed on the day the last run recorded.
     write_csv(report, [*ROWS, ["Cy", "Wu", "cy@example.com", "5001", "Closed", "23/11/2026"]])
-    result = run_cli("--report", str(report), "--state-file", str(state), "-webhook_url", webhook.url,
+    result = run_job("--report", str(report), "--state-file", str(state), "-webhook_url", webhook.url,
                      "-testmode", "no", "--min-days-between-emails", "0")
     assert result.returncode == 0, result.stderr
     assert webhook.emails()[first:] == ["cy@example.com"]
@@ -89,7 +89,7 @@ def test_rerun_sends_nothing_and_the_same_day_boundary_is_exact(report, state, w
 
 
 def test_seed_state_file_is_read_as_is(report, state, webhook):
-    result = run_cli("--report", str(report), "--state-file", str(state), "-webhook_url", webhook.url,
+    result = run_job("--report", str(report), "--state-file", str(state), "-webhook_url", webhook.url,
                      "-testmode", "no")
     assert result.returncode == 0, result.stderr
     assert "ann@example.com" not in webhook.emails()       # 19/11 is before the seed's 20/11
@@ -104,7 +104,7 @@ def test_seed_state_file_is_read_as_is(report, state, webhook):
 def test_a_broken_state_file_stops_the_run_untouched_and_sends_nothing(report, tmp_path, webhook, content):
     state = tmp_path / "last_run_date.json"
     state.write_text(content, encoding="utf-8")
-    result = run_cli("--report", str(report), "--state-file", str(state), "-webhook_url", webhook.url,
+    result = run_job("--report", str(report), "--state-file", str(state), "-webhook_url", webhook.url,
                      "-testmode", "no")
     assert result.returncode == 2
     assert webhook.requests == []
@@ -123,7 +123,7 @@ def test_a_failed_post_leaves_that_customer_pending_and_a_rerun_sends_only_it(re
     assert read_state(state)["last_run_date"] == "22/11/2026"   # never past John's pending ticket
     webhook.respond = lambda received, index: Reply(200)
     sent_before = len(webhook.requests)
-    rerun = run_cli("--report", str(report), "--state-file", str(state), "-webhook_url", webhook.url,
+    rerun = run_job("--report", str(report), "--state-file", str(state), "-webhook_url", webhook.url,
                     "-testmode", "no")
     assert rerun.returncode == 0, rerun.stderr
     assert webhook.emails()[sent_before:] == ["john@example.com"]
@@ -132,7 +132,7 @@ def test_a_failed_post_leaves_that_customer_pending_and_a_rerun_sends_only_it(re
 
 def test_test_mode_never_writes_or_creates_state_and_needs_no_webhook(report, state):
     before = state.read_bytes()
-    result = run_cli("--report", str(report), "--state-file", str(state), "-testmode", "YES")
+    result = run_job("--report", str(report), "--state-file", str(state), "-testmode", "YES")
     assert result.returncode == 0, result.stderr
     assert state.read_bytes() == before
     assert sorted(p.name for p in state.parent.iterdir()) == ["last_run_date.json"]
@@ -153,7 +153,7 @@ def test_test_mode_never_writes_or_creates_state_and_needs_no_webhook(report, st
 ])
 def test_usage_and_configuration_problems_exit_2_with_one_line(tmp_path, args, message):
     write_csv(tmp_path / "x.csv", ROWS)
-    result = run_cli(*args, "--state-file", str(tmp_path / "s.json"), cwd=tmp_path)
+    result = run_job(*args, "--state-file", str(tmp_path / "s.json"), cwd=tmp_path)
     assert result.returncode == 2
     assert message in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1, result.stderr
@@ -164,7 +164,7 @@ def test_usage_and_configuration_problems_exit_2_with_one_line(tmp_path, args, m
     ("WEBHOOK_AUTHORIZATION", "Bearer a\nX-Evil: 1", "WEBHOOK_AUTHORIZATION must be printable ASCII on one line"),
 ])
 def test_bad_webhook_secrets_stop_before_any_traffic(report, state, webhook, variable, value, message):
-    result = run_cli("--report", str(report), "--state-file", str(state), "-webhook_url", webhook.url,
+    result = run_job("--report", str(report), "--state-file", str(state), "-webhook_url", webhook.url,
                      "-testmode", "no", env=clean_env(**{variable: value}))
     assert result.returncode == 2
     assert message in result.stderr and value not in result.stderr
@@ -173,7 +173,7 @@ def test_bad_webhook_secrets_stop_before_any_traffic(report, state, webhook, var
 
 def test_missing_columns_name_the_headers_found(tmp_path):
     report = write_csv(tmp_path / "r.csv", [["1", "Closed"]], header=["Ticket", "Status"])
-    result = run_cli("--report", str(report), "-testmode", "yes")
+    result = run_job("--report", str(report), "-testmode", "yes")
     assert result.returncode == 2
     assert "no email, date column; headers found: Ticket, Status" in result.stderr
 
@@ -181,7 +181,7 @@ def test_missing_columns_name_the_headers_found(tmp_path):
 def test_webhook_url_from_environment_and_a_log_file_without_secrets(report, state, webhook, tmp_path):
     log_file = tmp_path / "logs" / "deep" / "run.log"
     env = clean_env(WEBHOOK_URL=webhook.url + "?key=abc123", WEBHOOK_SECRET=SECRET)
-    result = run_cli("--report", str(report), "--state-file", str(state), "-testmode", "no", "-v",
+    result = run_job("--report", str(report), "--state-file", str(state), "-testmode", "no", "-v",
                      "--log-file", str(log_file), env=env)
     assert result.returncode == 0, result.stderr
     assert len(webhook.requests) == 3
@@ -214,7 +214,7 @@ def test_missing_state_file_starts_18_months_back(tmp_path):
     rows = [["In", "Side", "in@example.com", "1", "Closed", start.strftime("%d/%m/%Y")],
             ["Out", "Side", "out@example.com", "2", "Closed", (start - timedelta(days=1)).strftime("%d/%m/%Y")]]
     report = write_csv(tmp_path / "r.csv", rows)
-    result = run_cli("--report", str(report), "--state-file", str(tmp_path / "none.json"), "-testmode", "yes")
+    result = run_job("--report", str(report), "--state-file", str(tmp_path / "none.json"), "-testmode", "yes")
     assert result.returncode == 0
     assert "in@example.com" in result.stdout and "out@example.com" not in result.stdout   # on the boundary, not past it
 
@@ -229,7 +229,7 @@ def test_the_public_kaggle_export_works_with_column_options_only():
         rows = list(csv.DictReader(handle))
     closed = [row for row in rows if row["Ticket Status"] == "Closed" and row["Time to Resolution"] >= "2023-06-01"]
     expected_customers = len({row["Customer Email"].lower() for row in closed})
-    result = run_cli("--report", str(SHARED_KAGGLE), "--column", "email=Customer Email", "--column", "ticket=Ticket ID",
+    result = run_job("--report", str(SHARED_KAGGLE), "--column", "email=Customer Email", "--column", "ticket=Ticket ID",
                      "--column", "status=Ticket Status", "--column", "date=Time to Resolution",
                      "--column", "name=Customer Name", "--since", "01/06/2023", "-testmode", "yes")
     assert result.returncode == 0, result.stderr
@@ -239,8 +239,8 @@ def test_the_public_kaggle_export_works_with_column_options_only():
 
 
 def test_version_and_help():
-    assert run_cli("--version").stdout.startswith("process_ticket.py ")
-    help_text = run_cli("--help").stdout
+    assert run_job("--version").stdout.startswith("process_ticket.py ")
+    help_text = run_job("--help").stdout
     for option in ("-sheetid", "-range", "-webhook_url", "-testmode", "--report", "--column", "--since"):
         assert option in help_text
 

@@ -6,7 +6,7 @@ import email.policy
 from datetime import date, timedelta
 
 import pytest
-from conftest import ROOT, Reply, read_state, run_cli, write_csv, write_state
+from conftest import ROOT, Reply, read_state, run_job, write_csv, write_state
 
 TODAY = date.today()
 DAY = [(TODAY - timedelta(days=d)).strftime("%d/%m/%Y") for d in range(12)]
@@ -28,7 +28,7 @@ LAYOUTS = {
 def previews(tmp_path, layout, *extra):
     header, rows = LAYOUTS[layout]
     report = write_csv(tmp_path / "r.csv", rows, header=header)
-    result = run_cli("--report", str(report), "--since", SINCE, "-testmode", "yes", "--from", "Support <s@example.com>",
+    result = run_job("--report", str(report), "--since", SINCE, "-testmode", "yes", "--from", "Support <s@example.com>",
                      "--preview-dir", str(tmp_path / "p"), *extra)
     assert result.returncode == 0, result.stderr
     [path] = list((tmp_path / "p").glob("*.eml"))
@@ -62,7 +62,7 @@ def test_the_payload_carries_each_tickets_subject_and_url_and_no_other_customers
             ["Bob Roe", "bob@example.com", "B2", "Bob's secret project", "Closed", DAY[3]]]
     report = write_csv(tmp_path / "r.csv", rows, header=header)
     state = write_state(tmp_path / "s.json", {"last_run_date": SINCE})
-    result = run_cli("--report", str(report), "--state-file", str(state), "-webhook_url", webhook.url, "-testmode", "no",
+    result = run_job("--report", str(report), "--state-file", str(state), "-webhook_url", webhook.url, "-testmode", "no",
                      "--ticket-url", "https://help.example.com/tickets/{ticket}")
     assert result.returncode == 0, result.stderr
     jane = next(payload for payload in webhook.payloads() if payload["email_address"] == "jane@example.com")
@@ -74,7 +74,7 @@ def test_the_payload_carries_each_tickets_subject_and_url_and_no_other_customers
 def test_without_a_subject_column_the_payload_is_as_before(tmp_path, webhook):
     report = write_csv(tmp_path / "r.csv", [["Jane", "Doe", "jane@example.com", "1", "Closed", DAY[3]]])
     state = write_state(tmp_path / "s.json", {"last_run_date": SINCE})
-    result = run_cli("--report", str(report), "--state-file", str(state), "-webhook_url", webhook.url, "-testmode", "no")
+    result = run_job("--report", str(report), "--state-file", str(state), "-webhook_url", webhook.url, "-testmode", "no")
     assert result.returncode == 0
     assert set(webhook.payloads()[0]["tickets"][0]) == {"ticket", "status", "closed_date"}
 
@@ -84,7 +84,7 @@ def test_without_a_subject_column_the_payload_is_as_before(tmp_path, webhook):
                                                ("https://help.example.com:99999/{ticket}", "cannot be parsed")])
 def test_a_ticket_url_that_cannot_work_is_refused_at_start(tmp_path, template, message):
     report = write_csv(tmp_path / "r.csv", [["Jane", "Doe", "jane@example.com", "1", "Closed", DAY[3]]])
-    result = run_cli("--report", str(report), "--since", SINCE, "-testmode", "yes", "--ticket-url", template)
+    result = run_job("--report", str(report), "--since", SINCE, "-testmode", "yes", "--ticket-url", template)
     assert result.returncode == 2 and message in result.stderr
 
 
@@ -93,7 +93,7 @@ def test_a_test_send_mails_the_first_customers_email_to_the_operator_and_records
     rows = [["Jane", "Doe", "jane@example.com", "1", "Closed", DAY[4]], ["Bob", "Roe", "bob@example.com", "2", "Closed", DAY[3]]]
     report = write_csv(tmp_path / "r.csv", rows)
     state = tmp_path / "s.json"
-    result = run_cli("--report", str(report), "--state-file", str(state), "-webhook_url", webhook.url, "-testmode", "no",
+    result = run_job("--report", str(report), "--state-file", str(state), "-webhook_url", webhook.url, "-testmode", "no",
                      "--send-test-to", "me@example.org", "--cc", "audit@example.com", "--ping-url", webhook.root + "ping")
     assert result.returncode == 0, result.stderr
     [payload] = [request.json for request in webhook.requests if request.path.startswith("/hooks")]
@@ -112,7 +112,7 @@ def test_a_test_send_over_smtp_goes_to_the_operator_alone(tmp_path, smtp_server,
     state = write_state(tmp_path / "s.json", {"last_run_date": SINCE})
     from conftest import clean_env
     env = clean_env(SSL_CERT_FILE=str(certificates[0]), SMTP_USERNAME=USER, SMTP_PASSWORD=PASSWORD)
-    result = run_cli("--report", str(report), "--state-file", str(state), "--smtp-url", f"smtp://localhost:{port}",
+    result = run_job("--report", str(report), "--state-file", str(state), "--smtp-url", f"smtp://localhost:{port}",
                      "--from", FROM, "-testmode", "no", "--send-test-to", "me@example.org", "--cc", "audit@example.com",
                      env=env)
     assert result.returncode == 0, result.stderr
@@ -124,7 +124,7 @@ def test_a_test_send_over_smtp_goes_to_the_operator_alone(tmp_path, smtp_server,
 def test_a_test_send_that_is_refused_says_so_and_records_nothing(tmp_path, webhook):
     webhook.respond = lambda received, index: Reply(422, body=b"no such mailbox")
     report = write_csv(tmp_path / "r.csv", [["Jane", "Doe", "jane@example.com", "1", "Closed", DAY[3]]])
-    result = run_cli("--report", str(report), "--state-file", str(tmp_path / "s.json"), "-webhook_url", webhook.url,
+    result = run_job("--report", str(report), "--state-file", str(tmp_path / "s.json"), "-webhook_url", webhook.url,
                      "-testmode", "no", "--send-test-to", "me@example.org", "--retries", "0")
     assert result.returncode == 2 and "the test email to me@example.org" in result.stderr
     assert not (tmp_path / "s.json").exists() and not (tmp_path / "rejected.csv").exists()
@@ -132,8 +132,8 @@ def test_a_test_send_that_is_refused_says_so_and_records_nothing(tmp_path, webho
 
 def test_send_test_to_needs_an_address_and_a_live_run(tmp_path):
     report = write_csv(tmp_path / "r.csv", [["Jane", "Doe", "jane@example.com", "1", "Closed", DAY[3]]])
-    result = run_cli("--report", str(report), "-testmode", "yes", "--send-test-to", "me@example.org")
+    result = run_job("--report", str(report), "-testmode", "yes", "--send-test-to", "me@example.org")
     assert result.returncode == 2 and "without -testmode yes" in result.stderr
-    result = run_cli("--report", str(report), "-testmode", "no", "-webhook_url", "http://127.0.0.1:9/h",
+    result = run_job("--report", str(report), "-testmode", "no", "-webhook_url", "http://127.0.0.1:9/h",
                      "--send-test-to", "not an address")
     assert result.returncode == 2 and "one email address" in result.stderr

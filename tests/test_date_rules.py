@@ -98,9 +98,9 @@ def test_a_date_format_strptime_cannot_use_is_refused_at_start(fmt, problem):
 
 
 def test_a_date_format_with_a_field_twice_is_a_usage_error_not_an_unexpected_one(tmp_path):
-    from conftest import run_cli
+    from conftest import run_job
 
-    result = run_cli("--report", str(tmp_path / "r.csv"), "-testmode", "yes", "--date-format", "%d/%m/%Y %d")
+    result = run_job("--report", str(tmp_path / "r.csv"), "-testmode", "yes", "--date-format", "%d/%m/%Y %d")
     assert result.returncode == 2
     assert result.stderr.strip() == ("error: --date-format '%d/%m/%Y %d' gives the same field twice; use a strptime "
                                      "format such as %d/%m/%Y")

@@ -8,7 +8,7 @@ import time
 from datetime import date, timedelta
 
 import pytest
-from conftest import ROOT, Reply, clean_env, read_state, run_cli, write_csv, write_state
+from conftest import ROOT, Reply, clean_env, read_state, run_job, write_csv, write_state
 from standardwebhooks.webhooks import Webhook
 
 from delivery import DeliveryPolicy, deliver_all
@@ -128,7 +128,7 @@ def test_a_slow_webhook_times_out_and_the_customer_stays_pending(setup, webhook)
     report, state = setup
     webhook.respond = lambda received, index: Reply(200, delay=3) if received.json["email_address"] == "c2@example.com" \
         else Reply(200)
-    result = run_cli(*live_args(report, state, webhook.url, "--timeout", "0.5", "--retries", "0"))
+    result = run_job(*live_args(report, state, webhook.url, "--timeout", "0.5", "--retries", "0"))
     assert result.returncode == 1
     assert "c2@example.com (102): 127.0.0.1:" in result.stderr and "did not answer within 0.5s" in result.stderr
     assert read_state(state)["last_run_date"] == "22/11/2026"
@@ -137,7 +137,7 @@ def test_a_slow_webhook_times_out_and_the_customer_stays_pending(setup, webhook)
 def test_401_stops_at_once_keeping_what_was_delivered(setup, webhook):
     report, state = setup
     webhook.respond = lambda received, index: Reply(401) if index == 2 else Reply(200)
-    result = run_cli(*live_args(report, state, webhook.url, "--workers", "1"))
+    result = run_job(*live_args(report, state, webhook.url, "--workers", "1"))
     assert result.returncode == 2
     assert len(webhook.requests) == 3
     assert "answered HTTP 401" in result.stderr
@@ -146,7 +146,7 @@ def test_401_stops_at_once_keeping_what_was_delivered(setup, webhook):
     assert saved["last_run_date"] == "22/11/2026"
     assert len(saved["last_emailed"]) == 2          # c0 and c1 were delivered and recorded
     webhook.respond = lambda received, index: Reply(200)
-    rerun = run_cli(*live_args(report, state, webhook.url, "--min-days-between-emails", "0"))
+    rerun = run_job(*live_args(report, state, webhook.url, "--min-days-between-emails", "0"))
     assert rerun.returncode == 0
     assert sorted(webhook.emails()[3:]) == ["c2@example.com", "c3@example.com", "c4@example.com"]
 
@@ -171,7 +171,7 @@ def test_kill_at_any_moment_loses_nothing_and_repeats_only_the_call_in_flight(se
     process["cli"].wait(timeout=60)
     assert process["cli"].returncode == -signal.SIGKILL
     assert len(webhook.requests) == kill_at + 1
-    rerun = run_cli(*live_args(report, state, webhook.url, "--min-days-between-emails", "0"))
+    rerun = run_job(*live_args(report, state, webhook.url, "--min-days-between-emails", "0"))
     assert rerun.returncode == 0, rerun.stderr
     emails = webhook.emails()
     assert sorted(set(emails)) == [f"c{i}@example.com" for i in range(5)]
@@ -190,20 +190,20 @@ def test_a_second_live_run_exits_2_at_once_while_the_first_holds_the_lock(setup,
     deadline = time.monotonic() + 30
     while not webhook.requests and time.monotonic() < deadline:
         time.sleep(0.05)
-    second = run_cli(*live_args(report, state, webhook.url))
+    second = run_job(*live_args(report, state, webhook.url))
     assert second.returncode == 2
     assert "another run is in progress" in second.stderr
     assert first.wait(timeout=60) == 0
     assert len(webhook.requests) == 5
-    assert run_cli("--report", str(report), "--state-file", str(state), "-testmode", "yes").returncode == 0
+    assert run_job("--report", str(report), "--state-file", str(state), "-testmode", "yes").returncode == 0
 
 
 def test_weekly_guard_defers_a_customer_emailed_recently_and_a_later_run_releases(tmp_path, webhook):
     report = write_csv(tmp_path / "r.csv", CUSTOMERS[:2])
     state = write_state(tmp_path / "s.json", {"last_run_date": "20/11/2026"})
-    assert run_cli(*live_args(report, state, webhook.url)).returncode == 0
+    assert run_job(*live_args(report, state, webhook.url)).returncode == 0
     write_csv(report, [*CUSTOMERS[:2], ["Cust0", "Omer", "c0@example.com", "999", "Closed", "24/11/2026"]])
-    deferred = run_cli(*live_args(report, state, webhook.url))
+    deferred = run_job(*live_args(report, state, webhook.url))
     assert deferred.returncode == 0
     assert "Customers deferred       1 (emailed too recently; they wait)" in deferred.stdout
     assert len(webhook.requests) == 2
@@ -213,7 +213,7 @@ def test_weekly_guard_defers_a_customer_emailed_recently_and_a_later_run_release
     week_ago = (date.today() - timedelta(days=7)).isoformat()
     saved["last_emailed"] = dict.fromkeys(saved["last_emailed"], week_ago)
     write_state(state, saved)
-    released = run_cli(*live_args(report, state, webhook.url))
+    released = run_job(*live_args(report, state, webhook.url))
     assert released.returncode == 0
     assert webhook.payloads()[-1]["tickets"] == [{"ticket": "999", "status": "Closed", "closed_date": "2026-11-24"}]
     assert read_state(state)["last_run_date"] == "24/11/2026"
@@ -232,7 +232,7 @@ def test_state_that_cannot_be_written_mid_run_stops_sending(tmp_path, webhook):
         return Reply(200)
 
     webhook.respond = respond
-    result = run_cli(*live_args(report, state, webhook.url, "--workers", "1"))
+    result = run_job(*live_args(report, state, webhook.url, "--workers", "1"))
     assert result.returncode == 2
     assert "cannot write the state file" in result.stderr
     assert len(webhook.requests) == 1
@@ -242,7 +242,7 @@ def test_workers_send_concurrently(tmp_path, webhook):
     rows = [[f"N{i}", "X", f"n{i}@example.com", str(i), "Closed", "21/11/2026"] for i in range(12)]
     report = write_csv(tmp_path / "r.csv", rows)
     webhook.respond = lambda received, index: Reply(200, delay=0.2)
-    result = run_cli("--report", str(report), "--state-file", str(tmp_path / "s.json"), "-webhook_url", webhook.url,
+    result = run_job("--report", str(report), "--state-file", str(tmp_path / "s.json"), "-webhook_url", webhook.url,
                      "-testmode", "no", "--since", "20/11/2026", "--workers", "4")
     assert result.returncode == 0
     assert len(webhook.requests) == 12

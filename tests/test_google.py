@@ -13,7 +13,7 @@ from datetime import datetime, timedelta, timezone
 from urllib.parse import parse_qs, unquote, urlsplit
 
 import pytest
-from conftest import ROOT, Reply, WebhookServer, clean_env, read_state, run_cli
+from conftest import ROOT, Reply, WebhookServer, clean_env, read_state, run_cli, run_job
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from google.oauth2.credentials import Credentials
@@ -168,9 +168,9 @@ def test_403_with_a_service_account_names_the_address_to_share_with(api, tmp_pat
 
 def google_cli(api, tmp_path, *extra, env_extra=None, sheet=SHEET_ID):
     env = clean_env(SHEETS_API_ENDPOINT=api.root, **(env_extra or {}))
-    return run_cli("-sheetid", sheet, "-range", "Sheet1!A2:F", "--state-file", str(tmp_path / "s.json"),
+    return run_job("-sheetid", sheet, "-range", "Sheet1!A2:F", "--state-file", str(tmp_path / "s.json"),
                    "--credentials", str(tmp_path / "credential.json"), "--token", str(tmp_path / "token.json"),
-                   *extra, env=env, timeout=60)
+                   *extra, env=env)
 
 
 @pytest.mark.parametrize(("status", "message"), [
@@ -271,7 +271,7 @@ class ForwardProxy:
 
         self.server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), Handler)
         self.server.daemon_threads = True
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        threading.Thread(target=self.server.serve_forever, args=(0.02,), daemon=True).start()
 
     @property
     def url(self) -> str:
@@ -292,18 +292,18 @@ def test_google_and_webhook_traffic_go_through_the_proxy_from_the_environment(ap
         env = clean_env(SHEETS_API_ENDPOINT="http://127.0.0.2/", GOOGLE_API_KEY="k",
                         HTTP_PROXY=sheets_proxy.url)
         env_webhook = {**env, "HTTP_PROXY": webhook_proxy.url}
-        result = run_cli("-sheetid", SHEET_ID, "--state-file", str(tmp_path / "s.json"), "-testmode", "yes", env=env)
+        result = run_job("-sheetid", SHEET_ID, "--state-file", str(tmp_path / "s.json"), "-testmode", "yes", env=env)
         assert result.returncode == 0, result.stderr
         assert [line.rsplit(" ", 1)[0] for line in sheets_proxy.request_lines] == ["CONNECT 127.0.0.2:80"]
         assert "Would email 3 customers" in result.stdout
-        result = run_cli("--report", str(write_report(tmp_path)), "--state-file", str(tmp_path / "s.json"),
+        result = run_job("--report", str(write_report(tmp_path)), "--state-file", str(tmp_path / "s.json"),
                          "-webhook_url", "http://hooks.proxied.test/notify", "--allow-http", "-testmode", "no",
                          "--since", "20/11/2026", env=env_webhook)
         assert result.returncode == 0, result.stderr
         assert webhook_proxy.request_lines == ["POST http://hooks.proxied.test/notify HTTP/1.1"]
         assert webhook.emails() == ["jane@example.com"]
         # NO_PROXY sends a listed host directly.
-        direct = run_cli("--report", str(write_report(tmp_path, ticket="2")), "--state-file", str(tmp_path / "s.json"),
+        direct = run_job("--report", str(write_report(tmp_path, ticket="2")), "--state-file", str(tmp_path / "s.json"),
                          "-webhook_url", webhook.url, "-testmode", "no", "--min-days-between-emails", "0",
                          env={**env_webhook, "NO_PROXY": "127.0.0.1"})
         assert direct.returncode == 0, direct.stderr

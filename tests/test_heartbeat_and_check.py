@@ -7,7 +7,7 @@ from datetime import date, timedelta
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
-from conftest import RawServer, Reply, WebhookServer, clean_env, free_port, run_cli, write_csv, write_state
+from conftest import RawServer, Reply, WebhookServer, clean_env, free_port, run_job, write_csv, write_state
 
 TODAY = date.today()
 RECENT = (TODAY - timedelta(days=3)).strftime("%d/%m/%Y")
@@ -30,7 +30,7 @@ def test_a_live_run_pings_start_and_its_exit_code_with_the_summary_and_one_run_i
     report = write_csv(tmp_path / "r.csv", ROWS)
     url = monitor.root + "ping/SECRET-UUID"
     log_file = tmp_path / "run.log"
-    result = run_cli("--report", str(report), "--state-file", str(tmp_path / "s.json"), "--since", SINCE,
+    result = run_job("--report", str(report), "--state-file", str(tmp_path / "s.json"), "--since", SINCE,
                      "-webhook_url", webhook.url, "-testmode", "no", "--log-file", str(log_file), "-v",
                      env=clean_env(PING_URL=url))
     assert result.returncode == 0, result.stderr
@@ -44,7 +44,7 @@ def test_a_live_run_pings_start_and_its_exit_code_with_the_summary_and_one_run_i
 def test_a_run_that_stops_before_its_summary_pings_exit_2_with_the_error(tmp_path, webhook, monitor):
     report = write_csv(tmp_path / "r.csv", ROWS)
     state = write_state(tmp_path / "s.json", "{broken")
-    result = run_cli("--report", str(report), "--state-file", str(state), "-webhook_url", webhook.url,
+    result = run_job("--report", str(report), "--state-file", str(state), "-webhook_url", webhook.url,
                      "-testmode", "no", "--ping-url", monitor.root + "p")
     assert result.returncode == 2
     (_, _, _), (end_path, _, end) = pings(monitor)
@@ -53,11 +53,11 @@ def test_a_run_that_stops_before_its_summary_pings_exit_2_with_the_error(tmp_pat
 
 def test_a_live_run_refused_at_start_still_pings_exit_2_with_the_error(tmp_path, monitor):
     report = write_csv(tmp_path / "r.csv", ROWS)
-    result = run_cli("--report", str(report), "-testmode", "no", "--ping-url", monitor.root + "p")
+    result = run_job("--report", str(report), "-testmode", "no", "--ping-url", monitor.root + "p")
     assert result.returncode == 2 and "no destination" in result.stderr
     [(path, _, end)] = pings(monitor)
     assert path == "/p/2" and "no destination" in end.body.decode()
-    refused_in_test_mode = run_cli("--report", str(report), "-testmode", "yes", "--since", "31/12/9999",
+    refused_in_test_mode = run_job("--report", str(report), "-testmode", "yes", "--since", "31/12/9999",
                                    env=clean_env(PING_URL=monitor.root + "p"))
     assert refused_in_test_mode.returncode == 2 and len(monitor.requests) == 1
 
@@ -65,7 +65,7 @@ def test_a_live_run_refused_at_start_still_pings_exit_2_with_the_error(tmp_path,
 def test_a_failing_ping_never_changes_the_exit_code(tmp_path, webhook):
     report = write_csv(tmp_path / "r.csv", ROWS)
     started = time.monotonic()
-    result = run_cli("--report", str(report), "--state-file", str(tmp_path / "s.json"), "--since", SINCE,
+    result = run_job("--report", str(report), "--state-file", str(tmp_path / "s.json"), "--since", SINCE,
                      "-webhook_url", webhook.url, "-testmode", "no", "--ping-url", f"http://127.0.0.1:{free_port()}/p")
     assert result.returncode == 0 and len(webhook.requests) == 1
     assert "the start ping to 127.0.0.1:" in result.stderr and "the 0 ping" in result.stderr
@@ -75,7 +75,7 @@ def test_a_failing_ping_never_changes_the_exit_code(tmp_path, webhook):
 def test_a_monitor_answering_500_is_retried_twice_then_warned_about(tmp_path, webhook, monitor):
     monitor.respond = lambda received, index: Reply(500)
     report = write_csv(tmp_path / "r.csv", ROWS)
-    result = run_cli("--report", str(report), "--state-file", str(tmp_path / "s.json"), "--since", SINCE,
+    result = run_job("--report", str(report), "--state-file", str(tmp_path / "s.json"), "--since", SINCE,
                      "-webhook_url", webhook.url, "-testmode", "no", "--ping-url", monitor.root + "p")
     assert result.returncode == 0
     assert [path for path, _, _ in pings(monitor)] == ["/p/start"] * 3 + ["/p/0"] * 3
@@ -83,14 +83,14 @@ def test_a_monitor_answering_500_is_retried_twice_then_warned_about(tmp_path, we
 
 def test_test_mode_pings_nothing(tmp_path, monitor):
     report = write_csv(tmp_path / "r.csv", ROWS)
-    result = run_cli("--report", str(report), "--since", SINCE, "-testmode", "yes", "--ping-url", monitor.root + "p")
+    result = run_job("--report", str(report), "--since", SINCE, "-testmode", "yes", "--ping-url", monitor.root + "p")
     assert result.returncode == 0 and monitor.requests == []
 
 
 @pytest.mark.parametrize("url", ["http://127.0.0.1:99999/SECRET", "hc-ping.com/SECRET", "http://[::1/SECRET"])
 def test_an_unparseable_ping_url_is_a_usage_error_that_does_not_show_it(tmp_path, url):
     report = write_csv(tmp_path / "r.csv", ROWS)
-    result = run_cli("--report", str(report), "--since", SINCE, "-testmode", "yes", env=clean_env(PING_URL=url))
+    result = run_job("--report", str(report), "--since", SINCE, "-testmode", "yes", env=clean_env(PING_URL=url))
     assert result.returncode == 2 and "ping URL" in result.stderr and "SECRET" not in result.stderr
 
 
@@ -98,7 +98,7 @@ def test_an_unparseable_ping_url_is_a_usage_error_that_does_not_show_it(tmp_path
 
 def check(tmp_path, *extra, env=None):
     report = write_csv(tmp_path / "r.csv", ROWS)
-    return run_cli("--check", "--report", str(report), "--state-file", str(tmp_path / "state" / "s.json"), *extra,
+    return run_job("--check", "--report", str(report), "--state-file", str(tmp_path / "state" / "s.json"), *extra,
                    env=env or clean_env())
 
 
@@ -139,7 +139,7 @@ def test_check_reads_the_sheets_title_but_no_values(tmp_path, webhook):
     api.respond = lambda received, index: Reply(200, {"Content-Type": "application/json"},
                                                 body=json.dumps({"properties": {"title": "Weekly export"}}).encode())
     try:
-        result = run_cli("--check", "-sheetid", "1AbCdEfGhIjKlMnOpQrStUvWxYz0123456789_-abc", "-webhook_url", webhook.url,
+        result = run_job("--check", "-sheetid", "1AbCdEfGhIjKlMnOpQrStUvWxYz0123456789_-abc", "-webhook_url", webhook.url,
                          "--state-file", str(tmp_path / "s.json"),
                          env=clean_env(SHEETS_API_ENDPOINT=api.root, GOOGLE_API_KEY="k-1"))
         paths = [r.path for r in api.requests]

@@ -9,7 +9,7 @@ import time
 from datetime import date, timedelta
 
 import pytest
-from conftest import ROOT, RawServer, Reply, clean_env, read_state, run_cli, write_csv, write_state
+from conftest import ROOT, RawServer, Reply, clean_env, read_state, run_job, write_csv, write_state
 
 from ticket_core import SelectOptions, customer_key, group_by_customer, select_closed_tickets
 
@@ -20,8 +20,8 @@ ROWS = [[f"N{i}", "X", f"c{i}@example.com", str(100 + i), "Closed", RECENT] for 
 
 
 def live(report, state, url, *extra, env=None, timeout=120):
-    return run_cli("--report", str(report), "--state-file", str(state), "-webhook_url", url,
-                   "-testmode", "no", "--since", SINCE, *extra, env=env, timeout=timeout)
+    return run_job("--report", str(report), "--state-file", str(state), "-webhook_url", url,
+                   "-testmode", "no", "--since", SINCE, *extra, env=env)
 
 
 def popen(*args, env=None):
@@ -52,7 +52,7 @@ def test_a_quoted_cell_over_several_lines_is_still_one_cell(tmp_path):
     report = tmp_path / "r.csv"
     report.write_text('Firstname,Lastname,Email,Ticket,Status,Date\n"Ann\nMarie",Lee,a@example.com,1,Closed,'
                       f'{RECENT}\nBo,Li,b@example.com,2,Closed,{RECENT}\n', encoding="utf-8")
-    result = run_cli("--report", str(report), "--since", SINCE, "-testmode", "yes", "--state-file", str(tmp_path / "s"))
+    result = run_job("--report", str(report), "--since", SINCE, "-testmode", "yes", "--state-file", str(tmp_path / "s"))
     assert result.returncode == 0, result.stderr
     assert "Would email 2 customers" in result.stdout
 
@@ -60,7 +60,7 @@ def test_a_quoted_cell_over_several_lines_is_still_one_cell(tmp_path):
 def test_a_blank_first_line_hides_neither_the_header_nor_the_delimiter(tmp_path):
     report = tmp_path / "r.csv"
     report.write_text("\n\nEmail;Ticket;Status;Date\nx@example.com;7;Closed;" + RECENT + "\n", encoding="utf-8")
-    result = run_cli("--report", str(report), "--since", SINCE, "-testmode", "yes", "--state-file", str(tmp_path / "s"))
+    result = run_job("--report", str(report), "--since", SINCE, "-testmode", "yes", "--state-file", str(tmp_path / "s"))
     assert result.returncode == 0, result.stderr
     assert "Would email 1 customer" in result.stdout and "x@example.com" in result.stdout
 
@@ -74,7 +74,7 @@ def test_a_blank_first_line_hides_neither_the_header_nor_the_delimiter(tmp_path)
 def test_a_file_in_an_encoding_not_read_or_a_renamed_workbook_is_an_error(tmp_path, content, message):
     report = tmp_path / "r.csv"
     report.write_bytes(content)
-    result = run_cli("--report", str(report), "--since", SINCE, "-testmode", "yes", "--state-file", str(tmp_path / "s"))
+    result = run_job("--report", str(report), "--since", SINCE, "-testmode", "yes", "--state-file", str(tmp_path / "s"))
     assert result.returncode == 2
     assert message in result.stderr and len(result.stderr.strip().splitlines()) == 1
 
@@ -125,7 +125,7 @@ def test_addresses_with_invisible_characters_are_invalid(address):
 def test_an_unusable_webhook_url_is_a_usage_error_that_never_echoes_it(tmp_path, url, test_mode):
     report = write_csv(tmp_path / "r.csv", ROWS)
     log_file = tmp_path / "run.log"
-    result = run_cli("--report", str(report), "--state-file", str(tmp_path / "s.json"), "--since", SINCE,
+    result = run_job("--report", str(report), "--state-file", str(tmp_path / "s.json"), "--since", SINCE,
                      "-testmode", test_mode, "--log-file", str(log_file), env=clean_env(WEBHOOK_URL=url))
     assert result.returncode == 2
     assert len(result.stderr.strip().splitlines()) == 1 and "Traceback" not in result.stderr
@@ -302,7 +302,7 @@ def test_a_state_file_wrong_inside_is_exit_2_naming_the_key_and_left_untouched(t
     path = write_state(tmp_path / "s.json", state)
     before = path.read_bytes()
     report = write_csv(tmp_path / "r.csv", ROWS[:1])
-    result = run_cli("--report", str(report), "--state-file", str(path), "-webhook_url", webhook.url, "-testmode", "no")
+    result = run_job("--report", str(report), "--state-file", str(path), "-webhook_url", webhook.url, "-testmode", "no")
     assert result.returncode == 2
     assert key in result.stderr and "unexpected" not in result.stderr and len(result.stderr.splitlines()) == 1
     assert path.read_bytes() == before and webhook.requests == []
@@ -311,7 +311,7 @@ def test_a_state_file_wrong_inside_is_exit_2_naming_the_key_and_left_untouched(t
 @pytest.mark.parametrize("since", ["01/01/0999", "31/12/9999", "31/12/1969", (TODAY + timedelta(days=2)).strftime("%d/%m/%Y")])
 def test_since_before_1970_or_after_tomorrow_is_refused(tmp_path, since):
     report = write_csv(tmp_path / "r.csv", ROWS[:1])
-    result = run_cli("--report", str(report), "--since", since, "-testmode", "yes")
+    result = run_job("--report", str(report), "--since", since, "-testmode", "yes")
     assert result.returncode == 2 and "--since" in result.stderr and "1970" in result.stderr
 
 
@@ -320,7 +320,7 @@ def test_every_day_written_is_read_back_by_the_next_run(tmp_path, webhook):
     state = tmp_path / "s.json"
     assert live(report, state, webhook.url, "--since", "01/01/1970").returncode == 0
     assert read_state(state)["last_run_date"] == "02/01/1970"
-    again = run_cli("--report", str(report), "--state-file", str(state), "-webhook_url", webhook.url, "-testmode", "no")
+    again = run_job("--report", str(report), "--state-file", str(state), "-webhook_url", webhook.url, "-testmode", "no")
     assert again.returncode == 0, again.stderr
 
 
@@ -338,11 +338,11 @@ def test_two_names_of_one_state_file_share_one_lock_and_the_link_is_kept(tmp_pat
     deadline = time.monotonic() + 30
     while not webhook.requests and time.monotonic() < deadline:
         time.sleep(0.05)
-    second = run_cli("--report", str(report), "--state-file", str(link), "-webhook_url", webhook.url, "-testmode", "no")
+    second = run_job("--report", str(report), "--state-file", str(link), "-webhook_url", webhook.url, "-testmode", "no")
     assert second.returncode == 2 and "another run is in progress" in second.stderr
     assert first.wait(timeout=60) == 0
     assert len(webhook.requests) == 3
-    third = run_cli("--report", str(report), "--state-file", str(link), "-webhook_url", webhook.url, "-testmode", "no")
+    third = run_job("--report", str(report), "--state-file", str(link), "-webhook_url", webhook.url, "-testmode", "no")
     assert third.returncode == 0
     assert link.is_symlink() and json.loads(link.read_text())["last_run_date"] == RECENT
 

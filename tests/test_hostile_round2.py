@@ -10,7 +10,7 @@ import zipfile
 from datetime import date, timedelta
 
 import pytest
-from conftest import ROOT, RawServer, Reply, WebhookServer, clean_env, run_cli, write_csv, write_state
+from conftest import ROOT, RawServer, Reply, WebhookServer, clean_env, run_job, write_csv, write_state
 
 TODAY = date.today()
 RECENT = (TODAY - timedelta(days=3)).strftime("%d/%m/%Y")
@@ -43,7 +43,7 @@ def ping_bodies(monitor) -> str:
 def test_a_mistyped_option_is_named_but_its_value_never_echoed(tmp_path, monitor, mistyped):
     report = write_csv(tmp_path / "r.csv", ROWS)
     log_dir = tmp_path / "logs"
-    result = run_cli("--report", str(report), "-testmode", "no", "--ping-url", monitor.root + "ping", *mistyped,
+    result = run_job("--report", str(report), "-testmode", "no", "--ping-url", monitor.root + "ping", *mistyped,
                      "--log-file", str(log_dir / "run.log"))
     assert result.returncode == 2
     assert mistyped[0].split("=")[0] in result.stderr and "value" in result.stderr
@@ -80,8 +80,8 @@ def test_a_monitor_that_answers_an_endless_body_is_not_read(tmp_path, webhook):
     try:
         report = write_csv(tmp_path / "r.csv", ROWS)
         state = write_state(tmp_path / "s.json", {"last_run_date": SINCE})
-        result = run_cli("--report", str(report), "--state-file", str(state), "-webhook_url", webhook.url,
-                         "-testmode", "no", "--ping-url", monitor.url, timeout=60)
+        result = run_job("--report", str(report), "--state-file", str(state), "-webhook_url", webhook.url,
+                         "-testmode", "no", "--ping-url", monitor.url)
     finally:
         monitor.close()
     assert result.returncode == 0, result.stderr
@@ -117,7 +117,7 @@ def test_a_ca_bundle_that_cannot_be_used_is_one_line_at_start(tmp_path, webhook,
     path = tmp_path / "nonexistent.pem" if bundle == "missing" else write_csv(tmp_path / "bundle.pem", [["not a cert"]])
     destination = (["-webhook_url", "https://hooks.example.com/x"] if route == "webhook"
                    else ["--smtp-url", "smtp://smtp.example.com:587", "--from", "a@example.com"])
-    result = run_cli("--report", str(write_csv(tmp_path / "r.csv", ROWS)), "--state-file", str(tmp_path / "s.json"),
+    result = run_job("--report", str(write_csv(tmp_path / "r.csv", ROWS)), "--state-file", str(tmp_path / "s.json"),
                      "--since", SINCE, "-testmode", "no", *destination, env=clean_env(SSL_CERT_FILE=str(path)))
     assert result.returncode == 2
     assert result.stderr.startswith("error: SSL_CERT_FILE names a CA bundle that cannot be used")
@@ -138,7 +138,7 @@ def test_a_damaged_workbook_is_one_clear_line(tmp_path):
             if item.filename.startswith("xl/worksheets/sheet"):
                 data = data[: len(data) // 2]       # the sheet's XML cut in the middle
             damaged.writestr(item, data)
-    result = run_cli("--report", str(tmp_path / "r.xlsx"), "--since", SINCE, "-testmode", "yes")
+    result = run_job("--report", str(tmp_path / "r.xlsx"), "--since", SINCE, "-testmode", "yes")
     assert result.returncode == 2
     assert "cannot be read to its end" in result.stderr or "is not a readable .xlsx workbook" in result.stderr
     assert "unexpected" not in result.stderr
@@ -191,7 +191,7 @@ def test_a_stopped_live_run_says_interrupted_and_pings_exit_2(tmp_path, webhook,
 def test_a_log_file_that_cannot_be_written_still_pings_exit_2(tmp_path, monitor):
     blocker = tmp_path / "not-a-folder"
     blocker.write_text("x")
-    result = run_cli("--report", str(write_csv(tmp_path / "r.csv", ROWS)), "-testmode", "no", "-webhook_url",
+    result = run_job("--report", str(write_csv(tmp_path / "r.csv", ROWS)), "-testmode", "no", "-webhook_url",
                      "http://127.0.0.1:9/hook", "--log-file", str(blocker / "run.log"), "--ping-url", monitor.root + "p")
     assert result.returncode == 2 and "cannot write the log file" in result.stderr
     assert [request.path.split("?")[0] for request in monitor.requests] == ["/p/2"]
@@ -205,7 +205,7 @@ def test_a_very_long_address_gets_a_short_preview_file_and_earlier_previews_stay
     folder.mkdir()
     (folder / "001-old@example.com.eml").write_text("old")
     rows = [["A", "", long_address, "1", "Closed", RECENT], ["B", "", "b@example.com", "2", "Closed", RECENT]]
-    result = run_cli("--report", str(write_csv(tmp_path / "r.csv", rows)), "--since", SINCE, "-testmode", "yes",
+    result = run_job("--report", str(write_csv(tmp_path / "r.csv", rows)), "--since", SINCE, "-testmode", "yes",
                      "--preview-dir", str(folder))
     assert result.returncode == 0, result.stderr
     names = sorted(path.name for path in folder.glob("*.eml"))
@@ -219,7 +219,7 @@ def test_a_preview_that_cannot_be_written_keeps_the_earlier_set(tmp_path):
     (folder / "001-old@example.com.eml").write_text("old")
     (folder / "002-b@example.com.eml").mkdir()     # the new set cannot be written here
     rows = [["A", "", "a@example.com", "1", "Closed", RECENT], ["B", "", "b@example.com", "2", "Closed", RECENT]]
-    result = run_cli("--report", str(write_csv(tmp_path / "r.csv", rows)), "--since", SINCE, "-testmode", "yes",
+    result = run_job("--report", str(write_csv(tmp_path / "r.csv", rows)), "--since", SINCE, "-testmode", "yes",
                      "--preview-dir", str(folder))
     assert result.returncode == 2 and "cannot write the previews" in result.stderr
     assert (folder / "001-old@example.com.eml").read_text() == "old"
@@ -236,7 +236,7 @@ def test_a_workbook_range_that_reads_nothing_is_an_error(tmp_path, range_):
     workbook.active.append(["Firstname", "Lastname", "Email", "Ticket", "Status", "Date"])
     workbook.active.append(["A", "B", "a@example.com", "1", "Closed", RECENT])
     workbook.save(tmp_path / "r.xlsx")
-    result = run_cli("--report", str(tmp_path / "r.xlsx"), "-range", range_, "--since", SINCE, "-testmode", "yes")
+    result = run_job("--report", str(tmp_path / "r.xlsx"), "-range", range_, "--since", SINCE, "-testmode", "yes")
     assert result.returncode == 2 and "Summary" not in result.stdout
 
 

@@ -8,7 +8,7 @@ import email.policy
 import json
 
 import pytest
-from conftest import Reply, read_state, run_cli, write_csv
+from conftest import Reply, read_state, run_job, write_csv
 from cryptography.hazmat.primitives.asymmetric import rsa
 from mail_standins import (
     FROM,
@@ -38,7 +38,7 @@ def test_gmail_sends_each_customer_the_same_message_as_smtp_once(tmp_path, gmail
     assert "ya29" not in result.stdout + result.stderr
     again = run(tmp_path, "--send-with", "gmail", "-testmode", "no", env=gmail.env())
     assert again.returncode == 0 and len(gmail.sent) == 3          # nothing resent
-    preview = run_cli("--report", str(tmp_path / "r.csv"), "--from", FROM, "--send-with", "gmail", "-testmode", "yes",
+    preview = run_job("--report", str(tmp_path / "r.csv"), "--from", FROM, "--send-with", "gmail", "-testmode", "yes",
                       "--since", SINCE, "--state-file", str(tmp_path / "none.json"), "--preview-dir", str(tmp_path / "p"),
                       env=gmail.env())
     assert preview.returncode == 0 and len(gmail.server.requests) == 3   # test mode contacts nothing
@@ -104,7 +104,7 @@ def test_gmail_401_and_403_stop_the_run_naming_the_scope(tmp_path, gmail, status
 
 def test_gmail_needs_from_and_cannot_send_with_an_api_key_alone(tmp_path, gmail):
     report = write_csv(tmp_path / "r.csv", ROWS)
-    result = run_cli("--report", str(report), "--send-with", "gmail", "-testmode", "yes", env=gmail.env())
+    result = run_job("--report", str(report), "--send-with", "gmail", "-testmode", "yes", env=gmail.env())
     assert result.returncode == 2 and "--from is required with gmail" in result.stderr
     result = run(tmp_path, "--send-with", "gmail", "-testmode", "no", "--api-key", "AIzaKEYKEYKEY", env=gmail.env())
     assert result.returncode == 2 and "cannot send email" in result.stderr and "AIzaKEYKEYKEY" not in result.stderr

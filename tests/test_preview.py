@@ -6,7 +6,7 @@ from datetime import date, datetime, timedelta
 from html.parser import HTMLParser
 from string import Template
 
-from conftest import ROOT, clean_env, run_cli, write_csv
+from conftest import ROOT, clean_env, run_job, write_csv
 
 from customer_message import render_html
 from ticket_core import ClosedTicket, Customer
@@ -50,7 +50,7 @@ def test_every_value_is_html_escaped_and_ticket_list_is_one_li_per_ticket():
 
 def preview(tmp_path, *extra, rows=ROWS):
     report = write_csv(tmp_path / "r.csv", rows)
-    return run_cli("--report", str(report), "--since", SINCE, "-testmode", "yes", "--state-file", str(tmp_path / "s.json"),
+    return run_job("--report", str(report), "--since", SINCE, "-testmode", "yes", "--state-file", str(tmp_path / "s.json"),
                    "--preview-dir", str(tmp_path / "preview"), *extra)
 
 
@@ -90,7 +90,7 @@ def test_a_webhook_preview_has_no_from_or_message_id_unless_from_is_given(tmp_pa
 
 def test_the_webhook_payload_carries_the_html_body(tmp_path, webhook):
     report = write_csv(tmp_path / "r.csv", ROWS)
-    result = run_cli("--report", str(report), "--since", SINCE, "-testmode", "no", "--state-file", str(tmp_path / "s.json"),
+    result = run_job("--report", str(report), "--since", SINCE, "-testmode", "no", "--state-file", str(tmp_path / "s.json"),
                      "-webhook_url", webhook.url, "--html-template", str(EXAMPLES / "body.html"), "--cc", "audit@example.com")
     assert result.returncode == 0, result.stderr
     zoe = next(p for p in webhook.payloads() if p["email_address"] == "zoe@example.com")
@@ -100,7 +100,7 @@ def test_the_webhook_payload_carries_the_html_body(tmp_path, webhook):
 
 def test_preview_outside_test_mode_is_refused(tmp_path, webhook):
     report = write_csv(tmp_path / "r.csv", ROWS)
-    result = run_cli("--report", str(report), "--since", SINCE, "-testmode", "no", "-webhook_url", webhook.url,
+    result = run_job("--report", str(report), "--since", SINCE, "-testmode", "no", "-webhook_url", webhook.url,
                      "--preview-dir", str(tmp_path / "p"), "--state-file", str(tmp_path / "s.json"))
     assert result.returncode == 2 and "--preview-dir" in result.stderr
     assert webhook.requests == [] and not (tmp_path / "p").exists()
@@ -114,7 +114,7 @@ def test_an_unknown_placeholder_in_the_html_template_is_refused_at_start(tmp_pat
 
 
 def test_the_shipped_examples_preview_on_the_example_report(tmp_path):
-    result = run_cli("--report", str(EXAMPLES / "weekly_report.csv"), "--since", "01/11/2026", "-testmode", "yes",
+    result = run_job("--report", str(EXAMPLES / "weekly_report.csv"), "--since", "01/11/2026", "-testmode", "yes",
                      "--body-template", str(EXAMPLES / "body.txt"), "--html-template", str(EXAMPLES / "body.html"),
                      "--preview-dir", str(tmp_path / "preview"), "--from", "Support <support@example.com>",
                      "--state-file", str(tmp_path / "s.json"), env=clean_env())

@@ -6,7 +6,7 @@ import logging
 from datetime import date, datetime, timedelta
 
 import pytest
-from conftest import Reply, clean_env, read_state, run_cli, write_csv, write_state
+from conftest import Reply, clean_env, read_state, run_cli, run_job, write_csv, write_state
 
 from state_file import StateError, StateWriter, load_state
 from ticket_core import Customer, RunState, customer_key
@@ -21,13 +21,13 @@ def row(email, ticket, day, name="Ann"):
     return [name, "X", email, ticket, "Closed", day]
 
 
-def live(report, state, url, *extra, env=None):
-    return run_cli("--report", str(report), "--state-file", str(state), "-webhook_url", url, "-testmode", "no",
+def live(report, state, url, *extra, env=None, runner=run_job):
+    return runner("--report", str(report), "--state-file", str(state), "-webhook_url", url, "-testmode", "no",
                    "--retries", "0", "--workers", "1", *extra, env=env)
 
 
 def preview(report, *extra, env=None):
-    return run_cli("--report", str(report), "--since", SINCE, "-testmode", "yes", *extra, env=env)
+    return run_job("--report", str(report), "--since", SINCE, "-testmode", "yes", *extra, env=env)
 
 
 # ---------------------------------------------------------------- dates of real exports
@@ -46,7 +46,7 @@ def preview(report, *extra, env=None):
 def test_export_dates_with_a_zone_are_read_as_this_machines_local_time(tmp_path, webhook, value, closed):
     report = write_csv(tmp_path / "r.csv", [row("a@example.com", "1", value)])
     state = write_state(tmp_path / "s.json", {"last_run_date": "01/11/2026"})
-    result = live(report, state, webhook.url, env=clean_env(TZ="UTC"))
+    result = live(report, state, webhook.url, env=clean_env(TZ="UTC"), runner=run_cli)
     assert result.returncode == 0, result.stderr
     assert webhook.payloads()[0]["tickets"][0]["closed_date"] == closed
 
@@ -54,7 +54,7 @@ def test_export_dates_with_a_zone_are_read_as_this_machines_local_time(tmp_path,
 def test_the_local_zone_decides_the_day(tmp_path, webhook):
     report = write_csv(tmp_path / "r.csv", [row("a@example.com", "1", "2026-11-21T23:30:00Z")])
     state = write_state(tmp_path / "s.json", {"last_run_date": "01/11/2026"})
-    result = live(report, state, webhook.url, env=clean_env(TZ="Europe/Paris"))
+    result = live(report, state, webhook.url, env=clean_env(TZ="Europe/Paris"), runner=run_cli)  # the process's zone
     assert result.returncode == 0, result.stderr
     assert webhook.payloads()[0]["tickets"][0]["closed_date"] == "2026-11-22T00:30:00"
 
@@ -62,7 +62,7 @@ def test_the_local_zone_decides_the_day(tmp_path, webhook):
 def test_a_date_format_with_a_zone_works(tmp_path, webhook):
     report = write_csv(tmp_path / "r.csv", [row("a@example.com", "1", "21/11/2026 14:09 +0100")])
     state = write_state(tmp_path / "s.json", {"last_run_date": "01/11/2026"})
-    result = live(report, state, webhook.url, "--date-format", "%d/%m/%Y %H:%M %z", env=clean_env(TZ="UTC"))
+    result = live(report, state, webhook.url, "--date-format", "%d/%m/%Y %H:%M %z", env=clean_env(TZ="UTC"), runner=run_cli)
     assert result.returncode == 0, result.stderr
     assert webhook.payloads()[0]["tickets"][0]["closed_date"] == "2026-11-21T13:09:00"
 
@@ -80,7 +80,7 @@ def test_a_month_first_date_with_a_time_stops_the_run_naming_the_whole_format(tm
     assert result.returncode == 2
     assert f'row 3: the date {value!r} is month-first' in result.stderr and f'--date-format "{form}"' in result.stderr
     assert webhook.requests == []
-    fixed = run_cli("--report", str(report), "--since", "01/11/2026", "-testmode", "yes", "--date-format", form,
+    fixed = run_job("--report", str(report), "--since", "01/11/2026", "-testmode", "yes", "--date-format", form,
                     "--date-format", "%d/%m/%Y")
     assert fixed.returncode == 0 and "b@example.com" in fixed.stdout
 
@@ -88,7 +88,7 @@ def test_a_month_first_date_with_a_time_stops_the_run_naming_the_whole_format(tm
 def test_since_takes_an_iso_day_too(tmp_path):
     report = write_csv(tmp_path / "r.csv", [row("a@example.com", "1", DAY[5]), row("b@example.com", "2", DAY[20])])
     since = (TODAY - timedelta(days=10)).isoformat()
-    result = run_cli("--report", str(report), "--since", since, "-testmode", "yes")
+    result = run_job("--report", str(report), "--since", since, "-testmode", "yes")
     assert result.returncode == 0, result.stderr
     assert "a@example.com" in result.stdout and "b@example.com" not in result.stdout
     assert f"Closed since {SINCE}" in result.stdout
@@ -182,7 +182,7 @@ def test_row_numbers_are_the_sheets_own_when_the_range_starts_lower(tmp_path):
     sheet.append(row("a@example.com", "1", DAY[3]))
     sheet.append(row("b@example.com", "2", "31/02/2026"))
     workbook.save(tmp_path / "r.xlsx")
-    result = run_cli("--report", str(tmp_path / "r.xlsx"), "-range", "Tickets!A2:F", "--since", SINCE, "-testmode", "yes")
+    result = run_job("--report", str(tmp_path / "r.xlsx"), "-range", "Tickets!A2:F", "--since", SINCE, "-testmode", "yes")
     assert result.returncode == 0, result.stderr
     assert "row 4 skipped: unparseable date ('31/02/2026'), ticket 2" in result.stderr
 
@@ -249,7 +249,7 @@ def test_held_tickets_are_forgotten_after_90_days(tmp_path, webhook):
 
 def test_test_mode_shows_held_tickets_but_writes_nothing(tmp_path):
     state = write_state(tmp_path / "s.json", {"last_run_date": SINCE})
-    result = run_cli("--report", str(write_csv(tmp_path / "r.csv", [row("x", "T1", DAY[3])])), "--state-file", str(state),
+    result = run_job("--report", str(write_csv(tmp_path / "r.csv", [row("x", "T1", DAY[3])])), "--state-file", str(state),
                      "-testmode", "yes")
     assert result.returncode == 0 and "Held for later runs      1" in result.stdout
     assert read_state(state) == {"last_run_date": SINCE}

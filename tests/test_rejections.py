@@ -9,7 +9,7 @@ import time
 from datetime import date, timedelta
 
 import pytest
-from conftest import ROOT, Reply, clean_env, read_state, run_cli, write_csv, write_state
+from conftest import ROOT, Reply, clean_env, read_state, run_job, write_csv, write_state
 
 from ticket_core import customer_key
 
@@ -27,7 +27,7 @@ REPORT = rows(("Ok", "ok@example.com", "1", 5), ("Bad", "bad@example.com", "2", 
 
 
 def live(report, state, url, *extra):
-    return run_cli("--report", str(report), "--state-file", str(state), "-webhook_url", url, "-testmode", "no",
+    return run_job("--report", str(report), "--state-file", str(state), "-webhook_url", url, "-testmode", "no",
                    "--retries", "0", "--workers", "1", *extra)
 
 

@@ -12,7 +12,7 @@ from string import Template
 from types import SimpleNamespace
 
 import pytest
-from conftest import Reply, ScriptedChannels, read_state, run_cli, write_csv, write_state
+from conftest import Reply, ScriptedChannels, read_state, run_job, write_csv, write_state
 
 from a1_range import a1_bounds
 from customer_message import Content, render_html
@@ -79,7 +79,7 @@ def test_deferred_and_not_attempted_customers_hold_last_run_date_through_the_cli
     if pending_kind == "not attempted":
         rows.reverse()
         write_csv(tmp_path / "r.csv", rows)
-    result = run_cli("--report", str(report), "--state-file", str(path), "-webhook_url", webhook.url, "-testmode", "no",
+    result = run_job("--report", str(report), "--state-file", str(path), "-webhook_url", webhook.url, "-testmode", "no",
                      "--retries", "0", *extra)
     assert read_state(path)["last_run_date"] == day[6], result.stdout + result.stderr
 
@@ -260,9 +260,9 @@ def test_a_day_up_to_tomorrow_is_accepted_and_later_refused(offset, accepted):
 def test_since_tomorrow_is_accepted_on_the_command_line(tmp_path):
     report = write_csv(tmp_path / "r.csv", [["A", "B", "a@example.com", "1", "Closed", "01/01/2026"]])
     tomorrow = (date.today() + timedelta(days=1)).strftime("%d/%m/%Y")
-    assert run_cli("--report", str(report), "--since", tomorrow, "-testmode", "yes").returncode == 0
+    assert run_job("--report", str(report), "--since", tomorrow, "-testmode", "yes").returncode == 0
     after = (date.today() + timedelta(days=2)).strftime("%d/%m/%Y")
-    assert run_cli("--report", str(report), "--since", after, "-testmode", "yes").returncode == 2
+    assert run_job("--report", str(report), "--since", after, "-testmode", "yes").returncode == 2
 
 
 # ---------------------------------------------------------------- the heartbeat

@@ -6,7 +6,7 @@ import threading
 from datetime import date, timedelta
 
 import pytest
-from conftest import ScriptedDestination, clean_env, read_state, run_cli, run_story, write_csv, write_state
+from conftest import ScriptedDestination, clean_env, read_state, run_job, run_story, write_csv, write_state
 from mail_standins import json_reply, run, write_user_token
 
 import google_api
@@ -95,9 +95,8 @@ def run_plain(tmp_path, port, rows, *extra):
     state = tmp_path / "s.json"
     if not state.exists():
         write_state(state, {"last_run_date": SINCE})
-    return run_cli("--report", str(report), "--state-file", str(state), "--smtp-url", f"smtp://127.0.0.1:{port}",
-                   "--from", FROM, "-testmode", "no", "--min-days-between-emails", "0", *extra, env=clean_env(),
-                   timeout=120)
+    return run_job("--report", str(report), "--state-file", str(state), "--smtp-url", f"smtp://127.0.0.1:{port}",
+                   "--from", FROM, "-testmode", "no", "--min-days-between-emails", "0", *extra, env=clean_env())
 
 
 @pytest.mark.parametrize("stage, reply", [
@@ -197,5 +196,5 @@ def test_max_emails_comes_from_the_setting_too_and_must_be_a_whole_number(tmp_pa
     assert settings.max_emails == 1900
     with pytest.raises(UsageError, match="MAX_EMAILS"):
         parse_args(["--report", "r.csv", "-testmode", "yes"], ROOT, "t", environment={"MAX_EMAILS": "lots"})
-    result = run_cli("--report", "r.csv", "-testmode", "yes", "--max-emails", "0", env=clean_env())
+    result = run_job("--report", "r.csv", "-testmode", "yes", "--max-emails", "0", env=clean_env())
     assert result.returncode == 2 and "--max-emails" in result.stderr

@@ -9,7 +9,7 @@ from datetime import date, timedelta
 from string import Template
 
 import pytest
-from conftest import ROOT, ScriptedDestination, clean_env, read_state, run_cli, run_story, write_csv, write_state
+from conftest import ROOT, ScriptedDestination, clean_env, read_state, run_cli, run_job, run_story, write_csv, write_state
 from mail_standins import json_reply, run, write_user_token
 
 import google_api
@@ -152,6 +152,6 @@ def test_the_gmail_api_not_enabled_stops_at_the_first_answer_with_google_s_whole
 
 def test_from_is_named_with_the_destination_in_use(tmp_path, gmail):
     write_csv(tmp_path / "r.csv", [["Ann", "Lee", "ann@example.com", "1", "Closed", DAY]])
-    result = run_cli("--report", str(tmp_path / "r.csv"), "--send-with", "gmail", "-testmode", "yes", env=clean_env())
+    result = run_job("--report", str(tmp_path / "r.csv"), "--send-with", "gmail", "-testmode", "yes", env=clean_env())
     assert result.returncode == 2 and "--from is required with gmail" in result.stderr
     assert re.search(r"or set SMTP_FROM", result.stderr) is None

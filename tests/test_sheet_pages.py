@@ -4,7 +4,7 @@ import json
 from urllib.parse import unquote, urlsplit
 
 import pytest
-from conftest import Reply, WebhookServer, clean_env, run_cli
+from conftest import Reply, WebhookServer, clean_env, run_job
 
 from a1_range import a1_bounds, split_a1_range
 from google_api import PAGE_CELLS, Grid, page_ranges
@@ -89,8 +89,8 @@ def big_sheet(count=100_000):
 
 
 def run_sheet(sheet, *extra):
-    return run_cli("-sheetid", SHEET_ID, "-range", "Sheet1!A1:F", "--since", "01/11/2026", "-testmode", "yes", "-v",
-                   *extra, env=clean_env(SHEETS_API_ENDPOINT=sheet.server.root, GOOGLE_API_KEY="k"), timeout=180)
+    return run_job("-sheetid", SHEET_ID, "-range", "Sheet1!A1:F", "--since", "01/11/2026", "-testmode", "yes", "-v",
+                   *extra, env=clean_env(SHEETS_API_ENDPOINT=sheet.server.root, GOOGLE_API_KEY="k"))
 
 
 def test_a_large_sheet_is_read_in_pages_with_its_header_on_the_first_only():
@@ -136,9 +136,9 @@ def test_a_blank_page_in_the_middle_keeps_the_row_numbers_of_the_pages_after_it(
 def live_sheet_run(sheet, tmp_path, webhook):
     """A live run reading `sheet` and sending to `webhook`; the sheet's server closed afterwards."""
     try:
-        return run_cli("-sheetid", SHEET_ID, "-range", "Sheet1!A1:F", "--since", "01/11/2026", "-testmode", "no",
+        return run_job("-sheetid", SHEET_ID, "-range", "Sheet1!A1:F", "--since", "01/11/2026", "-testmode", "no",
                        "-webhook_url", webhook.url, "--state-file", str(tmp_path / "s.json"),
-                       env=clean_env(SHEETS_API_ENDPOINT=sheet.server.root, GOOGLE_API_KEY="k"), timeout=180)
+                       env=clean_env(SHEETS_API_ENDPOINT=sheet.server.root, GOOGLE_API_KEY="k"))
     finally:
         sheet.server.close()
 
@@ -163,8 +163,8 @@ def test_a_range_without_a_sheet_reads_the_first_visible_sheet():
 def test_a_range_that_reads_nothing_is_an_error_not_a_quiet_week(range_, message):
     sheet = PagedSheet(big_sheet())
     try:
-        result = run_cli("-sheetid", SHEET_ID, "-range", range_, "--since", "01/11/2026", "-testmode", "yes",
-                         env=clean_env(SHEETS_API_ENDPOINT=sheet.server.root, GOOGLE_API_KEY="k"), timeout=180)
+        result = run_job("-sheetid", SHEET_ID, "-range", range_, "--since", "01/11/2026", "-testmode", "yes",
+                         env=clean_env(SHEETS_API_ENDPOINT=sheet.server.root, GOOGLE_API_KEY="k"))
     finally:
         sheet.server.close()
     assert result.returncode == 2 and message in result.stderr, result.stderr

@@ -12,7 +12,7 @@ from datetime import date, timedelta
 
 import pytest
 from aiosmtpd.smtp import AuthResult
-from conftest import ROOT, RawServer, clean_env, free_port, read_state, run_cli, write_csv, write_state
+from conftest import ROOT, RawServer, clean_env, free_port, read_state, run_job, write_csv, write_state
 
 TODAY = date.today()
 RECENT = (TODAY - timedelta(days=3)).strftime("%d/%m/%Y")
@@ -90,8 +90,8 @@ def run_smtp(tmp_path, url, *extra, env, rows=ROWS, state=None):
     state = state or tmp_path / "s.json"
     if not state.exists():
         write_state(state, {"last_run_date": SINCE})
-    return run_cli("--report", str(report), "--state-file", str(state), "--smtp-url", url, "--from", FROM,
-                   "-testmode", "no", "--retries", "1", *extra, env=env, timeout=120)
+    return run_job("--report", str(report), "--state-file", str(state), "--smtp-url", url, "--from", FROM,
+                   "-testmode", "no", "--retries", "1", *extra, env=env)
 
 
 def test_starttls_with_auth_delivers_one_email_per_customer_with_every_header(tmp_path, smtp_server, certificates):
@@ -277,7 +277,7 @@ def test_a_kill_mid_run_loses_nothing_and_the_rerun_repeats_only_the_one_in_flig
                                       stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     process["cli"].wait(timeout=60)
     assert process["cli"].returncode == -signal.SIGKILL   # the kill happened: the test is about what it left
-    rerun = run_cli(*args, "--min-days-between-emails", "0", env=env)
+    rerun = run_job(*args, "--min-days-between-emails", "0", env=env)
     assert rerun.returncode == 0, rerun.stderr
     received = recorder.recipients()
     assert sorted(set(received)) == [f"c{i}@example.com" for i in range(5)]
@@ -300,9 +300,9 @@ def test_max_per_minute_spaces_the_messages_evenly(tmp_path, smtp_server, certif
 def test_test_mode_connects_to_nothing_but_needs_from(tmp_path):
     report = write_csv(tmp_path / "r.csv", ROWS)
     url = f"smtp://127.0.0.1:{free_port()}"
-    missing_from = run_cli("--report", str(report), "--since", SINCE, "--smtp-url", url, "-testmode", "yes")
+    missing_from = run_job("--report", str(report), "--since", SINCE, "--smtp-url", url, "-testmode", "yes")
     assert missing_from.returncode == 2 and "--from is required" in missing_from.stderr
-    result = run_cli("--report", str(report), "--since", SINCE, "--smtp-url", url, "--from", FROM, "-testmode", "yes")
+    result = run_job("--report", str(report), "--since", SINCE, "--smtp-url", url, "--from", FROM, "-testmode", "yes")
     assert result.returncode == 0 and "Would email 3 customers" in result.stdout
 
 
@@ -319,7 +319,7 @@ def test_test_mode_connects_to_nothing_but_needs_from(tmp_path):
 ])
 def test_smtp_settings_that_cannot_work_are_usage_errors_without_echo(tmp_path, url, env, message):
     report = write_csv(tmp_path / "r.csv", ROWS)
-    result = run_cli("--report", str(report), "--state-file", str(tmp_path / "s.json"), "--since", SINCE,
+    result = run_job("--report", str(report), "--state-file", str(tmp_path / "s.json"), "--since", SINCE,
                      "--smtp-url", url, "--from", FROM, "-testmode", "no", env=clean_env(**env))
     assert result.returncode == 2 and message in result.stderr
     assert "s3cretPW" not in result.stderr and len(result.stderr.splitlines()) == 1
@@ -330,10 +330,10 @@ def test_check_logs_in_to_the_smtp_server_and_sends_nothing(tmp_path, smtp_serve
     report = write_csv(tmp_path / "r.csv", ROWS)
     args = ("--check", "--report", str(report), "--state-file", str(tmp_path / "s.json"),
             "--smtp-url", f"smtp://localhost:{port}", "--from", FROM)
-    result = run_cli(*args, env=smtp_env(certificates, SMTP_USERNAME=USER))
+    result = run_job(*args, env=smtp_env(certificates, SMTP_USERNAME=USER))
     assert result.returncode == 0, result.stdout
     assert f"ok    destination: SMTP server localhost:{port} answers: EHLO, TLS verified, logged in" in result.stdout
-    wrong = run_cli(*args, env=smtp_env(certificates, SMTP_USERNAME=USER, SMTP_PASSWORD="wrong-password"))
+    wrong = run_job(*args, env=smtp_env(certificates, SMTP_USERNAME=USER, SMTP_PASSWORD="wrong-password"))
     assert wrong.returncode == 2 and "refused the SMTP login (535" in wrong.stdout
     assert "wrong-password" not in wrong.stdout + wrong.stderr and recorder.messages == []
 

@@ -11,7 +11,7 @@ from datetime import date, timedelta
 import pytest
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP, AuthResult
-from conftest import clean_env, make_certificates, read_state, run_cli, write_csv
+from conftest import clean_env, make_certificates, read_state, run_job, write_csv
 from test_smtp import FROM, ROWS, USER, Recorder, run_smtp, smtp_env
 
 from customer_message import check_header_block
@@ -254,7 +254,7 @@ def test_a_name_of_1200_characters_is_folded_below_998_octets(tmp_path):
 def test_an_address_the_email_package_cannot_carry_is_skipped_when_read_and_previews_go_on(tmp_path, address):
     rows = [["A", "", address, "1", "Closed", RECENT], ["B", "", "b@example.com", "2", "Closed", RECENT]]
     report = write_csv(tmp_path / "r.csv", rows)
-    result = run_cli("--report", str(report), "--since", SINCE, "-testmode", "yes", "--from", FROM,
+    result = run_job("--report", str(report), "--since", SINCE, "-testmode", "yes", "--from", FROM,
                      "--preview-dir", str(tmp_path / "p"))
     assert result.returncode == 0, result.stderr
     assert "no or invalid email 1" in result.stdout
@@ -412,9 +412,9 @@ def test_a_server_that_trickles_a_reply_cannot_hold_the_run(tmp_path, raw_smtp, 
 
 def test_check_cannot_be_held_by_a_trickling_greeting(tmp_path, raw_smtp):
     server = raw_smtp(lambda send, lines, number: plain_session(send, lines, number, trickle="greeting"))
-    result = run_cli("--check", "--report", str(write_csv(tmp_path / "r.csv", ROWS)), "--smtp-url",
+    result = run_job("--check", "--report", str(write_csv(tmp_path / "r.csv", ROWS)), "--smtp-url",
                      f"smtp://127.0.0.1:{server.port}", "--from", FROM, "--timeout", "1", "--state-file",
-                     str(tmp_path / "s.json"), timeout=60)
+                     str(tmp_path / "s.json"))
     assert result.returncode == 2 and "FAIL  destination" in result.stdout
 
 
@@ -556,7 +556,7 @@ def test_check_against_a_login_only_server_without_a_login_fails_naming_the_sett
     recorder.mail_reply = lambda address: "530 5.7.0 Authentication required"
     controller, port = start(recorder)
     try:
-        result = run_cli("--check", "--report", str(write_csv(tmp_path / "r.csv", ROWS)), "--smtp-url",
+        result = run_job("--check", "--report", str(write_csv(tmp_path / "r.csv", ROWS)), "--smtp-url",
                          f"smtp://127.0.0.1:{port}", "--from", FROM, "--state-file", str(tmp_path / "s.json"))
     finally:
         controller.stop()
@@ -574,7 +574,7 @@ def test_the_message_id_and_the_servers_queue_id_are_logged(tmp_path, raw_smtp):
 
 
 def test_help_describes_workers_timeout_and_retries_for_every_route():
-    text = " ".join(run_cli("--help").stdout.split())
+    text = " ".join(run_job("--help").stdout.split())
     for option in ("--workers N", "--timeout SECONDS", "--retries N"):
         described = text[text.rindex(option) + len(option):].split(" --", 1)[0]
         assert "every destination" in described and "webhook" not in described, described
