@@ -342,13 +342,13 @@ def smtp_server(certificates):
     import ssl
 
     from aiosmtpd.controller import Controller
-    from test_smtp import Recorder, authenticator
+    from mail_standins import SmtpRecorder, authenticator
 
     ca, cert, key = certificates
     controllers = []
 
     def start(mode="starttls", host="127.0.0.1", **options):
-        recorder = Recorder()
+        recorder = SmtpRecorder()
         context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
         context.load_cert_chain(cert, key)
         port = free_port()
@@ -376,20 +376,37 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
-class ScriptedChannels:
-    """A route whose every channel answers from one script: script[message] is a list of Answers (the
-    last one repeats). Each attempt is logged as (channel number, message); closes are counted."""
+class ScriptedDestination:
+    """A destination whose answers a test scripts, for deliver_all (a Route) and for the story in-process
+    (run_story, through destination()). `answers` is either a function, answer(message, attempt
+    number) -> delivery.Answer, or a script: script[message] lists the answers (the last one repeats).
+    In the story a message is the customer's address. Every channel is numbered: `channel_attempts`
+    logs (channel, message), `attempts` the messages alone; closes are counted; `gate`, when given,
+    holds every answer."""
+
     label = "scripted:1"
 
-    def __init__(self, script, gate: threading.Barrier | None = None) -> None:
-        self.script = {message: list(answers) for message, answers in script.items()}
-        self.attempts: list[tuple[int, str]] = []
+    def __init__(self, answers: Callable | dict, gate: threading.Barrier | None = None) -> None:
+        self.answer = self._from_script(dict(answers)) if isinstance(answers, dict) else answers
+        self.channel_attempts: list[tuple[int, object]] = []
         self.closed: list[int] = []
         self.opened = 0
         self.gate = gate
         self.lock = threading.Lock()
 
-    def open_channel(self):
+    @staticmethod
+    def _from_script(script: dict) -> Callable:
+        def answer(message, attempt_number):
+            answers = script[message]
+            return answers[min(attempt_number, len(answers)) - 1]
+        return answer
+
+    @property
+    def attempts(self) -> list:
+        """The messages attempted, in order, whatever the channel."""
+        return [message for _, message in self.channel_attempts]
+
+    def open_channel(self) -> _Channel:
         with self.lock:
             self.opened += 1
             return _Channel(self, self.opened)
@@ -397,21 +414,26 @@ class ScriptedChannels:
     def shutdown(self) -> None:
         pass
 
-    @property
-    def messages(self) -> list[str]:
-        """The messages attempted, in order, whatever the channel."""
-        return [message for _, message in self.attempts]
+    def destination(self):
+        """This script as the story's destination (destinations.Destination)."""
+        from destinations import Destination
+
+        return Destination(name="scripted", summary="a test's script", env_keys=(), secret_keys=(),
+                           add_options=lambda group: None, named=lambda options, environment: False,
+                           configure=lambda options, environment: None, secrets=lambda settings: [],
+                           open=lambda run: self, message_for=lambda run: (lambda customer: customer.email),
+                           check_live=lambda run: "scripted")
 
 
 class _Channel:
-    def __init__(self, route: ScriptedChannels, number: int) -> None:
+    def __init__(self, route: ScriptedDestination, number: int) -> None:
         self.route, self.number = route, number
 
     def attempt(self, message):
         with self.route.lock:
-            self.route.attempts.append((self.number, message))
-            answers = self.route.script[message]
-            answer = answers.pop(0) if len(answers) > 1 else answers[0]
+            self.route.channel_attempts.append((self.number, message))
+            attempt_number = self.route.attempts.count(message)
+        answer = self.route.answer(message, attempt_number)
         if self.route.gate is not None:
             self.route.gate.wait(10)
         return answer
@@ -422,45 +444,6 @@ class _Channel:
     def close(self) -> None:
         with self.route.lock:
             self.route.closed.append(self.number)
-
-
-class ScriptedDestination:
-    """A destination whose answers a test scripts: `answer(customer_email, attempt number)` gives each
-    attempt's delivery.Answer. The story runs in-process with it (run_story)."""
-
-    label = "scripted:1"
-
-    def __init__(self, answer) -> None:
-        self.answer = answer
-        self.attempts: list[str] = []
-        self.lock = threading.Lock()
-
-    def open_channel(self):
-        return self
-
-    def attempt(self, email: str):
-        with self.lock:
-            self.attempts.append(email)
-            number = self.attempts.count(email)
-        return self.answer(email, number)
-
-    def reset(self) -> None:
-        pass
-
-    def close(self) -> None:
-        pass
-
-    def shutdown(self) -> None:
-        pass
-
-    def destination(self):
-        from destinations import Destination
-
-        return Destination(name="scripted", summary="a test's script", env_keys=(), secret_keys=(),
-                           add_options=lambda group: None, named=lambda options, environment: False,
-                           configure=lambda options, environment: None, secrets=lambda settings: [],
-                           open=lambda run: self, message_for=lambda run: (lambda customer: customer.email),
-                           check_live=lambda run: "scripted")
 
 
 def run_story(script: ScriptedDestination, *args: str):

@@ -1,13 +1,16 @@
-"""Stand-ins for the Gmail API (with Google's token endpoint) and Microsoft's identity platform with
-Graph, served on 127.0.0.1 for the real google-api-python-client and msal; and a CLI run helper."""
+"""Stand-ins for the mail providers, served on 127.0.0.1: an SMTP server's side (for aiosmtpd), the
+Gmail API with Google's token endpoint (for the real google-api-python-client), Microsoft's identity
+platform with Graph (for the real msal); a Google service account's key; and the runs against them."""
 
 import base64
 import email
 import email.policy
 import json
+import threading
 from datetime import date, datetime, timedelta, timezone
 from urllib.parse import parse_qs, unquote, urlsplit
 
+from aiosmtpd.smtp import AuthResult
 from conftest import Reply, WebhookServer, clean_env, run_job, write_csv, write_state
 
 TODAY = date.today()
@@ -18,6 +21,103 @@ ROWS = [["Jane", "Doe", "jane@example.com", "1001", "Closed", RECENT],
         ["Ann", "Lee", "ann@example.com", "3001", "Closed", RECENT]]
 FROM = "Support <support@example.com>"
 TENANT, CLIENT, SECRET = "contoso.onmicrosoft.com", "11111111-2222-3333-4444-555555555555", "client-s3cret-value"
+
+
+# ---------------------------------------------------------------- SMTP
+
+USER, PASSWORD = "mailer@example.com", "app-pass-7QX9"
+SMTP_FROM = "Support Team <support@example.com>"
+
+
+class SmtpRecorder:
+    """The server's side: what arrived, and scripted replies to MAIL, RCPT and DATA."""
+
+    def __init__(self) -> None:
+        self.messages: list[dict] = []
+        self.sessions: set[int] = set()
+        self.quits = 0
+        self.rcpt_attempts: list[str] = []
+        self.mail_reply = lambda address: None
+        self.rcpt_reply = lambda address, attempt: None
+        self.data_reply = lambda envelope: None
+        self.lock = threading.Lock()
+
+    async def handle_MAIL(self, server, session, envelope, address, mail_options):  # noqa: N802
+        self.sessions.add(id(session))
+        reply = self.mail_reply(address)
+        if reply:
+            return reply
+        envelope.mail_from = address
+        envelope.mail_options.extend(mail_options)
+        return "250 OK"
+
+    async def handle_RCPT(self, server, session, envelope, address, rcpt_options):  # noqa: N802
+        with self.lock:
+            self.rcpt_attempts.append(address)
+            attempt = self.rcpt_attempts.count(address)
+        reply = self.rcpt_reply(address, attempt)
+        if reply:
+            return reply
+        envelope.rcpt_tos.append(address)
+        return "250 OK"
+
+    async def handle_DATA(self, server, session, envelope):  # noqa: N802
+        reply = self.data_reply(envelope)
+        if reply:
+            return reply
+        self.messages.append({"from": envelope.mail_from, "to": list(envelope.rcpt_tos), "raw": envelope.original_content,
+                              "message": email.message_from_bytes(envelope.original_content, policy=email.policy.default),
+                              "options": list(envelope.mail_options)})
+        return "250 2.0.0 Message accepted"
+
+    async def handle_QUIT(self, server, session, envelope):  # noqa: N802
+        self.quits += 1
+        return "221 Bye"
+
+    def recipients(self) -> list[str]:
+        return [message["to"][0] for message in self.messages]
+
+
+def authenticator(server, session, envelope, mechanism, auth_data):
+    return AuthResult(success=auth_data.login == USER.encode() and auth_data.password == PASSWORD.encode(),
+                      handled=False)
+
+
+SMTP_ROWS = [["Jane", "Doe", "jane@example.com", "1001", "Closed", RECENT],
+        ["Jane", "Doe", "jane@example.com", "1002", "Closed", RECENT],
+        ["John", "Roe", "john@example.com", "2001", "Closed", RECENT],
+        ["Ann", "Lee", "ann@example.com", "3001", "Closed", RECENT]]
+
+
+def smtp_env(certificates, **extra):
+    return clean_env(**{"SSL_CERT_FILE": str(certificates[0]), "SMTP_PASSWORD": PASSWORD, **extra})
+
+
+def run_smtp(tmp_path, url, *extra, env, rows=SMTP_ROWS, state=None):
+    report = write_csv(tmp_path / "r.csv", rows)
+    state = state or tmp_path / "s.json"
+    if not state.exists():
+        write_state(state, {"last_run_date": SINCE})
+    return run_job("--report", str(report), "--state-file", str(state), "--smtp-url", url, "--from", SMTP_FROM,
+                   "-testmode", "no", "--retries", "1", *extra, env=env)
+
+
+# ---------------------------------------------------------------- Google
+
+def write_service_account(path, token_from):
+    """A Google service account's key file (a fresh RSA key) whose tokens come from `token_from`: a
+    token endpoint's URL, or the Gmail stand-in (GmailApi) whose token endpoint it is."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                            serialization.NoEncryption()).decode()
+    path.write_text(json.dumps({
+        "type": "service_account", "project_id": "demo", "private_key_id": "k1", "private_key": pem,
+        "client_email": "notifier@demo.iam.gserviceaccount.com", "client_id": "1",
+        "token_uri": token_from if isinstance(token_from, str) else token_from.server.root + "token"}))
+    return path
 
 
 def json_reply(status: int, body: dict, headers: dict | None = None) -> Reply:
@@ -103,13 +203,6 @@ class GmailApi:
         self.server.close()
 
 
-
-
-def write_service_account(path, gmail):
-    """A service account key whose token endpoint is the local Gmail fake's."""
-    from test_google import write_service_account as service_account_key
-
-    return service_account_key(path, gmail.server.root + "token")
 
 
 def access_token(roles):

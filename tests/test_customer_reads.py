@@ -105,7 +105,7 @@ def test_a_test_send_mails_the_first_customers_email_to_the_operator_and_records
 
 
 def test_a_test_send_over_smtp_goes_to_the_operator_alone(tmp_path, smtp_server, certificates):
-    from test_smtp import FROM, PASSWORD, USER
+    from mail_standins import PASSWORD, SMTP_FROM, USER
 
     recorder, port = smtp_server("starttls")
     report = write_csv(tmp_path / "r.csv", [["Jane", "Doe", "jane@example.com", "1", "Closed", DAY[3]]])
@@ -113,7 +113,7 @@ def test_a_test_send_over_smtp_goes_to_the_operator_alone(tmp_path, smtp_server,
     from conftest import clean_env
     env = clean_env(SSL_CERT_FILE=str(certificates[0]), SMTP_USERNAME=USER, SMTP_PASSWORD=PASSWORD)
     result = run_job("--report", str(report), "--state-file", str(state), "--smtp-url", f"smtp://localhost:{port}",
-                     "--from", FROM, "-testmode", "no", "--send-test-to", "me@example.org", "--cc", "audit@example.com",
+                     "--from", SMTP_FROM, "-testmode", "no", "--send-test-to", "me@example.org", "--cc", "audit@example.com",
                      env=env)
     assert result.returncode == 0, result.stderr
     [sent] = recorder.messages

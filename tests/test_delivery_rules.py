@@ -7,7 +7,7 @@ import threading
 import time
 
 import pytest
-from conftest import ScriptedChannels as Channels
+from conftest import ScriptedDestination as Channels
 
 import delivery
 from delivery import (
@@ -37,7 +37,7 @@ def no_worker_dies(monkeypatch):
     assert died == []
 
 
-class Recorder:
+class StateCallbacks:
     """The state callbacks: what is recorded as refused, after withdrawals, and the progress seen."""
 
     def __init__(self, fail_rejection: Exception | None = None) -> None:
@@ -55,7 +55,7 @@ class Recorder:
 
 
 def deliver(route, customers, recorder=None, message_for=lambda customer: customer, **policy):
-    recorder = recorder or Recorder()
+    recorder = recorder or StateCallbacks()
     return deliver_all(route, customers, DeliveryPolicy(**{"timeout": 5, "backoff_factor": 0.001, **policy}),
                        message_for, recorder.delivered.append, recorder.on_rejected, recorder.on_withdrawn,
                        lambda done, total: recorder.progress.append((done, total)))
@@ -168,14 +168,14 @@ def test_the_route_s_own_timeout_comes_first_then_the_outer_bound_gives_up():
 def test_retries_end_with_the_last_answer_s_reason_and_count_each_attempt():
     route = Channels({"a": [Answer(RETRY, "HTTP 503 busy", "HTTP 503")]})
     results = deliver(route, ["a"], retries=2)
-    assert [message for _, message in route.attempts] == ["a", "a", "a"] and results.failed == [("a", "HTTP 503 busy")]
+    assert route.attempts == ["a", "a", "a"] and results.failed == [("a", "HTTP 503 busy")]
 
 
 def test_a_retry_that_kept_its_code_ends_the_opening_of_alike_refusals():
     """An answered retry ends 'the first three refused alike': later refusals are the customers' own."""
     route = Channels({"a": [REFUSED], "b": [Answer(RETRY, "HTTP 503 busy", "HTTP 503")], "c": [REFUSED],
                       "d": [REFUSED]})
-    recorder = Recorder()
+    recorder = StateCallbacks()
     results = deliver(route, ["a", "b", "c", "d"], recorder, workers=1, retries=1)
     assert results.stop_reason == "" and [c for c, _ in results.rejected] == ["a", "c", "d"]
     assert [c for c, _ in recorder.rejected] == ["a", "c", "d"] and results.failed == [("b", "HTTP 503 busy")]
@@ -183,7 +183,7 @@ def test_a_retry_that_kept_its_code_ends_the_opening_of_alike_refusals():
 
 def test_three_alike_refusals_first_are_withdrawn_and_stop_the_run():
     route = Channels({name: [REFUSED] for name in "abcd"})
-    recorder = Recorder()
+    recorder = StateCallbacks()
     results = deliver(route, list("abcd"), recorder, workers=1)
     assert results.stop_exit_code == 2
     assert results.stop_reason == ("scripted:1 refused the first 3 customers alike (HTTP 422 bad field): check the "
@@ -194,7 +194,7 @@ def test_three_alike_refusals_first_are_withdrawn_and_stop_the_run():
 
 def test_two_alike_refusals_are_the_customers_own():
     route = Channels({"a": [REFUSED], "b": [REFUSED], "c": [Answer(DELIVERED, "ok")], "d": [REFUSED]})
-    recorder = Recorder()
+    recorder = StateCallbacks()
     results = deliver(route, list("abcd"), recorder, workers=1)
     assert results.stop_reason == "" and recorder.rejected == [(name, "HTTP 422 bad field") for name in "abd"]
     assert recorder.delivered == ["c"] and recorder.progress == [(1, 4), (2, 4), (3, 4), (4, 4)]
@@ -216,7 +216,7 @@ def test_the_job_s_own_refusals_have_no_code_and_never_look_like_a_misconfigured
 
 def test_refusals_in_flight_when_the_opening_stops_the_run_stay_pending_and_are_not_recorded():
     route = Channels({name: [REFUSED] for name in "abcd"}, gate=threading.Barrier(4))
-    recorder = Recorder()
+    recorder = StateCallbacks()
     results = deliver(route, list("abcd"), recorder, workers=4, first_alone=False)
     assert results.stop_exit_code == 2 and results.rejected == [] and recorder.rejected == []
     assert sorted(results.failed) == [(name, "HTTP 422 bad field") for name in "abcd"]
@@ -224,7 +224,7 @@ def test_refusals_in_flight_when_the_opening_stops_the_run_stay_pending_and_are_
 
 def test_a_refusal_that_cannot_be_recorded_leaves_the_customer_pending_and_stops():
     route = Channels({"a": [REFUSED], "b": [Answer(DELIVERED, "ok")]})
-    results = deliver(route, ["a", "b"], Recorder(fail_rejection=OSError("rejected.csv is open in Excel")), workers=1)
+    results = deliver(route, ["a", "b"], StateCallbacks(fail_rejection=OSError("rejected.csv is open in Excel")), workers=1)
     assert results.failed == [("a", "HTTP 422 bad field (the refusal could not be recorded)")]
     assert results.stop_reason == "rejected.csv is open in Excel" and results.stop_exit_code == 2
     assert results.rejected == [] and results.not_attempted == ["b"]
@@ -243,7 +243,7 @@ def test_a_customer_waiting_for_the_rate_limit_when_the_run_stops_is_not_attempt
                       "c": [Answer(DELIVERED, "ok")]})
     results = deliver(route, ["a", "b", "c"], workers=2, max_per_minute=20)   # b's turn is 3 s after a's
     assert results.failed == [("a", "HTTP 401 wrong secret")] and results.stop_exit_code == 2
-    assert sorted(results.not_attempted) == ["b", "c"] and [m for _, m in route.attempts] == ["a"]
+    assert sorted(results.not_attempted) == ["b", "c"] and route.attempts == ["a"]
 
 
 def test_a_retry_waiting_for_the_rate_limit_when_the_run_stops_is_a_failure_of_that_customer():
@@ -288,9 +288,9 @@ def test_a_worker_told_fewer_gives_its_customer_back_and_ends():
                         "b": [Answer(DELIVERED, "ok")], "c": [Answer(DELIVERED, "ok")]})
     results = deliver(route, ["a", "b", "c"], workers=2, retries=0)
     assert sorted(results.delivered) == ["a", "b", "c"] and results.not_attempted == []
-    told_fewer = route.attempts[0][0]
-    assert route.attempts[0][1] == "a" and route.closed[0] == told_fewer
-    assert all(channel != told_fewer for channel, _ in route.attempts[1:])
+    told_fewer = route.channel_attempts[0][0]
+    assert route.channel_attempts[0][1] == "a" and route.closed[0] == told_fewer
+    assert all(channel != told_fewer for channel, _ in route.channel_attempts[1:])
 
 
 def test_when_every_worker_is_told_fewer_the_last_one_carries_on():
@@ -365,7 +365,7 @@ def test_the_last_worker_told_fewer_waits_one_backoff_then_tries_again(monkeypat
 
 def test_the_progress_counts_delivered_failed_and_refused_customers():
     route = Channels({"a": [Answer(DELIVERED, "ok")], "b": [Answer(RETRY, "HTTP 503", "HTTP 503")], "c": [REFUSED]})
-    recorder = Recorder()
+    recorder = StateCallbacks()
     deliver(route, ["a", "b", "c"], recorder, workers=1, retries=0)
     assert recorder.progress == [(1, 3), (2, 3), (3, 3)]
 
@@ -459,7 +459,7 @@ def test_a_worker_told_fewer_is_logged_and_gives_its_customer_to_one_still_runni
     results = deliver(route, ["a", "b"], workers=2, retries=0, first_alone=False)
     assert sorted(results.delivered) == ["a", "b"]
     assert "421 too many connections; one connection fewer" in notifier_log.messages
-    assert [message for channel, message in route.attempts if channel == route.first_channel["a"]] == ["a"]
+    assert [message for channel, message in route.channel_attempts if channel == route.first_channel["a"]] == ["a"]
 
 
 def test_a_customer_whose_worker_ended_while_it_was_being_given_back_is_carried_on(monkeypatch):
@@ -479,7 +479,7 @@ def test_a_customer_whose_worker_ended_while_it_was_being_given_back_is_carried_
     route.waits_for = {"b": lambda: giving_back}        # b is answered once a's worker is giving a back
     results = deliver(route, ["a", "b"], workers=2, retries=0, first_alone=False)
     assert sorted(results.delivered) == ["a", "b"] and results.not_attempted == []
-    assert route.attempts.count((route.first_channel["a"], "a")) == 2
+    assert route.channel_attempts.count((route.first_channel["a"], "a")) == 2
 
 
 def test_with_three_workers_one_that_ran_out_does_not_make_another_the_last():
@@ -489,7 +489,7 @@ def test_with_three_workers_one_that_ran_out_does_not_make_another_the_last():
     route.together = threading.Barrier(3)
     results = deliver(route, ["x", "a", "c"], workers=3, retries=0, first_alone=False)
     assert sorted(results.delivered) == ["a", "c", "x"]
-    assert [message for channel, message in route.attempts if channel == route.first_channel["a"]] == ["a"]
+    assert [message for channel, message in route.channel_attempts if channel == route.first_channel["a"]] == ["a"]
 
 
 def test_a_customer_taken_but_waiting_its_turn_when_the_run_stops_is_not_attempted():
@@ -504,7 +504,7 @@ def test_a_customer_taken_but_waiting_its_turn_when_the_run_stops_is_not_attempt
 def test_an_opening_withdrawn_keeps_the_job_s_own_refusals_and_lists_each_customer_once():
     own_refusal_recorded = threading.Event()
 
-    class FailFirstAlike(Recorder):
+    class FailFirstAlike(StateCallbacks):
         failed_once = False
 
         def on_rejected(self, customer, reason):
@@ -545,7 +545,7 @@ def test_a_refusal_that_could_not_be_recorded_outside_the_opening_stays_pending_
     are refused alike and the opening trips. e is still pending, with the reason it was not recorded."""
     own_refusal_failed = threading.Event()
 
-    class FailOwnRefusal(Recorder):
+    class FailOwnRefusal(StateCallbacks):
         def on_rejected(self, customer, reason):
             if customer == "e":
                 own_refusal_failed.set()

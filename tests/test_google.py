@@ -13,10 +13,9 @@ from datetime import datetime, timedelta, timezone
 from urllib.parse import parse_qs, unquote, urlsplit
 
 import pytest
-from conftest import ROOT, Reply, WebhookServer, clean_env, read_state, run_cli, run_job
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
+from conftest import ROOT, Reply, WebhookServer, clean_env, free_port, read_state, run_cli, run_job
 from google.oauth2.credentials import Credentials
+from mail_standins import write_service_account
 
 import google_api
 
@@ -80,16 +79,6 @@ def write_user_token(path, token="valid-token", expiry=None, refresh_token="refr
         "token": token, "refresh_token": refresh_token, "client_id": "id.apps.googleusercontent.com",
         "client_secret": "not-a-secret", "scopes": google_api.SCOPES,
         "expiry": expiry.strftime("%Y-%m-%dT%H:%M:%SZ")}))
-    return path
-
-
-def write_service_account(path, token_uri):
-    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                            serialization.NoEncryption()).decode()
-    path.write_text(json.dumps({
-        "type": "service_account", "project_id": "demo", "private_key_id": "k1", "private_key": pem,
-        "client_email": "notifier@demo.iam.gserviceaccount.com", "client_id": "1", "token_uri": token_uri}))
     return path
 
 
@@ -219,12 +208,6 @@ def test_an_unreachable_token_endpoint_exits_2_with_the_same_advice(api, tmp_pat
     result = google_cli(api, tmp_path, "-testmode", "yes", env_extra={"HTTPS_PROXY": f"http://127.0.0.1:{closed_port}"})
     assert result.returncode == 2
     assert "cannot reach Google's token endpoint" in result.stderr and "python google_api.py" in result.stderr
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 class ForwardProxy:

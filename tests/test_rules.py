@@ -12,7 +12,7 @@ from string import Template
 from types import SimpleNamespace
 
 import pytest
-from conftest import Reply, ScriptedChannels, read_state, run_job, write_csv, write_state
+from conftest import Reply, ScriptedDestination, read_state, run_job, write_csv, write_state
 
 from a1_range import a1_bounds
 from customer_message import Content, render_html
@@ -119,30 +119,30 @@ def deliver(route, customers, **policy):
 
 
 def test_a_backoff_wait_is_cut_short_by_a_stop():
-    route = ScriptedChannels({"waits": [Answer(RETRY, "busy")], "stops": [Answer(STOP, "401")]})
+    route = ScriptedDestination({"waits": [Answer(RETRY, "busy")], "stops": [Answer(STOP, "401")]})
     started = time.monotonic()
     results = deliver(route, ["waits", "stops"], workers=2, retries=3, backoff_factor=60)
     assert time.monotonic() - started < 30       # the 60 s backoff did not run out
-    assert route.messages.count("waits") == 1 and results.stop_exit_code == 2
+    assert route.attempts.count("waits") == 1 and results.stop_exit_code == 2
 
 
 def test_unreachable_means_every_attempt_failed_to_connect():
     unreachable, answered = Answer(RETRY, "refused", unreachable=True), Answer(RETRY, "503", "HTTP 503")
-    route = ScriptedChannels({f"c{n}": [unreachable, answered] for n in range(4)})
+    route = ScriptedDestination({f"c{n}": [unreachable, answered] for n in range(4)})
     results = deliver(route, [f"c{n}" for n in range(4)], workers=1, retries=1)
     assert results.stop_reason == "" and len(results.failed) == 4    # answered once each: not unreachable
-    route = ScriptedChannels({f"c{n}": [answered, unreachable] for n in range(4)})
+    route = ScriptedDestination({f"c{n}": [answered, unreachable] for n in range(4)})
     results = deliver(route, [f"c{n}" for n in range(4)], workers=1, retries=1)
     assert results.stop_reason == "" and len(results.not_attempted) == 0
 
 
 def test_three_unreachable_customers_in_a_row_stop_and_two_do_not():
     unreachable = Answer(RETRY, "could not connect to scripted:1", unreachable=True)
-    route = ScriptedChannels({f"c{n}": [unreachable] for n in range(5)})
+    route = ScriptedDestination({f"c{n}": [unreachable] for n in range(5)})
     results = deliver(route, [f"c{n}" for n in range(5)], workers=1, retries=0)
     assert results.stop_exit_code == 1 and "scripted:1 for 3 customers in a row" in results.stop_reason
     assert len(results.failed) == 3 and results.not_attempted == ["c3", "c4"]
-    route = ScriptedChannels({"c0": [unreachable], "c1": [unreachable], "c2": [Answer(DELIVERED, "ok")],
+    route = ScriptedDestination({"c0": [unreachable], "c1": [unreachable], "c2": [Answer(DELIVERED, "ok")],
                               "c3": [unreachable], "c4": [unreachable]})
     results = deliver(route, ["c0", "c1", "c2", "c3", "c4"], workers=1, retries=0)
     assert results.stop_reason == "" and len(results.delivered) == 1
@@ -152,7 +152,7 @@ def test_any_answer_from_the_destination_ends_an_unreachable_streak():
     unreachable = Answer(RETRY, "could not connect to scripted:1", unreachable=True)
     script = {"a": [unreachable], "b": [unreachable], "c": [Answer(RETRY, "HTTP 500", "HTTP 500")],
               "d": [unreachable], "e": [unreachable], "f": [Answer(DELIVERED, "HTTP 200")]}
-    results = deliver(ScriptedChannels(script), list(script), workers=1, retries=0)
+    results = deliver(ScriptedDestination(script), list(script), workers=1, retries=0)
     assert results.stop_reason == "" and results.delivered == ["f"] and len(results.failed) == 5
 
 

@@ -1,99 +1,19 @@
 """Email directly over SMTP (contract section 10) against a real SMTP server (aiosmtpd) with TLS made here."""
 
-import email
-import email.policy
 import os
 import signal
 import subprocess
 import sys
-import threading
 import time
 from datetime import date, timedelta
 
 import pytest
-from aiosmtpd.smtp import AuthResult
 from conftest import ROOT, RawServer, clean_env, free_port, read_state, run_job, write_csv, write_state
+from mail_standins import PASSWORD, SMTP_FROM, SMTP_ROWS, USER, run_smtp, smtp_env
 
 TODAY = date.today()
 RECENT = (TODAY - timedelta(days=3)).strftime("%d/%m/%Y")
 SINCE = (TODAY - timedelta(days=10)).strftime("%d/%m/%Y")
-USER, PASSWORD = "mailer@example.com", "app-pass-7QX9"
-FROM = "Support Team <support@example.com>"
-
-
-class Recorder:
-    """The server's side: what arrived, and scripted replies to MAIL, RCPT and DATA."""
-
-    def __init__(self) -> None:
-        self.messages: list[dict] = []
-        self.sessions: set[int] = set()
-        self.quits = 0
-        self.rcpt_attempts: list[str] = []
-        self.mail_reply = lambda address: None
-        self.rcpt_reply = lambda address, attempt: None
-        self.data_reply = lambda envelope: None
-        self.lock = threading.Lock()
-
-    async def handle_MAIL(self, server, session, envelope, address, mail_options):  # noqa: N802
-        self.sessions.add(id(session))
-        reply = self.mail_reply(address)
-        if reply:
-            return reply
-        envelope.mail_from = address
-        envelope.mail_options.extend(mail_options)
-        return "250 OK"
-
-    async def handle_RCPT(self, server, session, envelope, address, rcpt_options):  # noqa: N802
-        with self.lock:
-            self.rcpt_attempts.append(address)
-            attempt = self.rcpt_attempts.count(address)
-        reply = self.rcpt_reply(address, attempt)
-        if reply:
-            return reply
-        envelope.rcpt_tos.append(address)
-        return "250 OK"
-
-    async def handle_DATA(self, server, session, envelope):  # noqa: N802
-        reply = self.data_reply(envelope)
-        if reply:
-            return reply
-        self.messages.append({"from": envelope.mail_from, "to": list(envelope.rcpt_tos), "raw": envelope.original_content,
-                              "message": email.message_from_bytes(envelope.original_content, policy=email.policy.default),
-                              "options": list(envelope.mail_options)})
-        return "250 2.0.0 Message accepted"
-
-    async def handle_QUIT(self, server, session, envelope):  # noqa: N802
-        self.quits += 1
-        return "221 Bye"
-
-    def recipients(self) -> list[str]:
-        return [message["to"][0] for message in self.messages]
-
-
-def authenticator(server, session, envelope, mechanism, auth_data):
-    return AuthResult(success=auth_data.login == USER.encode() and auth_data.password == PASSWORD.encode(),
-                      handled=False)
-
-
-ROWS = [["Jane", "Doe", "jane@example.com", "1001", "Closed", RECENT],
-        ["Jane", "Doe", "jane@example.com", "1002", "Closed", RECENT],
-        ["John", "Roe", "john@example.com", "2001", "Closed", RECENT],
-        ["Ann", "Lee", "ann@example.com", "3001", "Closed", RECENT]]
-
-
-def smtp_env(certificates, **extra):
-    return clean_env(**{"SSL_CERT_FILE": str(certificates[0]), "SMTP_PASSWORD": PASSWORD, **extra})
-
-
-def run_smtp(tmp_path, url, *extra, env, rows=ROWS, state=None):
-    report = write_csv(tmp_path / "r.csv", rows)
-    state = state or tmp_path / "s.json"
-    if not state.exists():
-        write_state(state, {"last_run_date": SINCE})
-    return run_job("--report", str(report), "--state-file", str(state), "--smtp-url", url, "--from", FROM,
-                   "-testmode", "no", "--retries", "1", *extra, env=env)
-
-
 def test_starttls_with_auth_delivers_one_email_per_customer_with_every_header(tmp_path, smtp_server, certificates):
     recorder, port = smtp_server("starttls")
     log_file = tmp_path / "run.log"
@@ -105,7 +25,7 @@ def test_starttls_with_auth_delivers_one_email_per_customer_with_every_header(tm
     jane = next(m for m in recorder.messages if m["to"][0] == "jane@example.com")
     assert jane["from"] == "support@example.com" and jane["to"] == ["jane@example.com", "audit@example.com"]
     message = jane["message"]
-    assert message["From"] == FROM and message["To"] == "Jane Doe <jane@example.com>"
+    assert message["From"] == SMTP_FROM and message["To"] == "Jane Doe <jane@example.com>"
     assert message["Cc"] == "audit@example.com" and message["Reply-To"] == "help@example.com"
     assert message["Subject"] == "Your support tickets have been closed"
     assert message["Auto-Submitted"] == "auto-generated" and message["Date"]
@@ -122,10 +42,10 @@ def test_starttls_with_auth_delivers_one_email_per_customer_with_every_header(tm
 def test_smtps_with_login_only_and_the_message_id_is_the_same_on_a_rerun(tmp_path, smtp_server, certificates):
     recorder, port = smtp_server("smtps", auth_exclude_mechanism=["PLAIN"])
     env = smtp_env(certificates, SMTP_USERNAME=USER)
-    first = run_smtp(tmp_path, f"smtps://127.0.0.1:{port}", env=env, rows=ROWS[2:3])
+    first = run_smtp(tmp_path, f"smtps://127.0.0.1:{port}", env=env, rows=SMTP_ROWS[2:3])
     assert first.returncode == 0, first.stderr
     rerun = run_smtp(tmp_path, f"smtps://127.0.0.1:{port}", "--since", SINCE, "--min-days-between-emails", "0",
-                     env=env, rows=ROWS[2:3], state=tmp_path / "other.json")
+                     env=env, rows=SMTP_ROWS[2:3], state=tmp_path / "other.json")
     assert rerun.returncode == 0
     ids = [m["message"]["Message-ID"] for m in recorder.messages]
     assert len(ids) == 2 and ids[0] == ids[1]
@@ -209,7 +129,7 @@ def test_the_first_three_recipients_refused_alike_stop_the_run_and_stay_pending(
 def test_a_temporary_refusal_is_retried_and_then_delivered(tmp_path, smtp_server, certificates):
     recorder, port = smtp_server("starttls")
     recorder.rcpt_reply = lambda address, attempt: "451 4.7.1 greylisted, try again" if attempt == 1 else None
-    result = run_smtp(tmp_path, f"smtp://localhost:{port}", env=smtp_env(certificates, SMTP_USERNAME=USER), rows=ROWS[3:])
+    result = run_smtp(tmp_path, f"smtp://localhost:{port}", env=smtp_env(certificates, SMTP_USERNAME=USER), rows=SMTP_ROWS[3:])
     assert result.returncode == 0, result.stderr
     assert recorder.recipients() == ["ann@example.com"]
 
@@ -270,7 +190,7 @@ def test_a_kill_mid_run_loses_nothing_and_the_rerun_repeats_only_the_one_in_flig
     recorder.data_reply = data_reply
     report = write_csv(tmp_path / "r.csv", rows)
     state = write_state(tmp_path / "s.json", {"last_run_date": SINCE})
-    args = ["--report", str(report), "--state-file", str(state), "--smtp-url", f"smtp://localhost:{port}", "--from", FROM,
+    args = ["--report", str(report), "--state-file", str(state), "--smtp-url", f"smtp://localhost:{port}", "--from", SMTP_FROM,
             "-testmode", "no", "--workers", "1"]
     env = smtp_env(certificates, SMTP_USERNAME=USER)
     process["cli"] = subprocess.Popen([sys.executable, str(ROOT / "process_ticket.py"), *args], env=env,
@@ -298,11 +218,11 @@ def test_max_per_minute_spaces_the_messages_evenly(tmp_path, smtp_server, certif
 
 
 def test_test_mode_connects_to_nothing_but_needs_from(tmp_path):
-    report = write_csv(tmp_path / "r.csv", ROWS)
+    report = write_csv(tmp_path / "r.csv", SMTP_ROWS)
     url = f"smtp://127.0.0.1:{free_port()}"
     missing_from = run_job("--report", str(report), "--since", SINCE, "--smtp-url", url, "-testmode", "yes")
     assert missing_from.returncode == 2 and "--from is required" in missing_from.stderr
-    result = run_job("--report", str(report), "--since", SINCE, "--smtp-url", url, "--from", FROM, "-testmode", "yes")
+    result = run_job("--report", str(report), "--since", SINCE, "--smtp-url", url, "--from", SMTP_FROM, "-testmode", "yes")
     assert result.returncode == 0 and "Would email 3 customers" in result.stdout
 
 
@@ -318,18 +238,18 @@ def test_test_mode_connects_to_nothing_but_needs_from(tmp_path):
     ("smtp://user@smtp.example.com", {"SMTP_PASSWORD": "s3cretPWé"}, "SMTP_PASSWORD must be printable ASCII"),
 ])
 def test_smtp_settings_that_cannot_work_are_usage_errors_without_echo(tmp_path, url, env, message):
-    report = write_csv(tmp_path / "r.csv", ROWS)
+    report = write_csv(tmp_path / "r.csv", SMTP_ROWS)
     result = run_job("--report", str(report), "--state-file", str(tmp_path / "s.json"), "--since", SINCE,
-                     "--smtp-url", url, "--from", FROM, "-testmode", "no", env=clean_env(**env))
+                     "--smtp-url", url, "--from", SMTP_FROM, "-testmode", "no", env=clean_env(**env))
     assert result.returncode == 2 and message in result.stderr
     assert "s3cretPW" not in result.stderr and len(result.stderr.splitlines()) == 1
 
 
 def test_check_logs_in_to_the_smtp_server_and_sends_nothing(tmp_path, smtp_server, certificates):
     recorder, port = smtp_server("starttls")
-    report = write_csv(tmp_path / "r.csv", ROWS)
+    report = write_csv(tmp_path / "r.csv", SMTP_ROWS)
     args = ("--check", "--report", str(report), "--state-file", str(tmp_path / "s.json"),
-            "--smtp-url", f"smtp://localhost:{port}", "--from", FROM)
+            "--smtp-url", f"smtp://localhost:{port}", "--from", SMTP_FROM)
     result = run_job(*args, env=smtp_env(certificates, SMTP_USERNAME=USER))
     assert result.returncode == 0, result.stdout
     assert f"ok    destination: SMTP server localhost:{port} answers: EHLO, TLS verified, logged in" in result.stdout
@@ -349,7 +269,7 @@ def test_a_greeting_that_trickles_in_is_cut_at_the_timeout(tmp_path):
     started = time.monotonic()
     try:
         result = run_smtp(tmp_path, f"smtp://127.0.0.1:{port}", "--timeout", "1", "--retries", "0", "--workers", "1",
-                          env=clean_env(), rows=ROWS[3:])
+                          env=clean_env(), rows=SMTP_ROWS[3:])
     finally:
         server.close()
     assert result.returncode == 1 and "gave no complete answer within 1s" in result.stderr

@@ -11,8 +11,8 @@ from datetime import date, timedelta
 import pytest
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP, AuthResult
-from conftest import clean_env, make_certificates, read_state, run_job, write_csv
-from test_smtp import FROM, ROWS, USER, Recorder, run_smtp, smtp_env
+from conftest import clean_env, free_port, make_certificates, read_state, run_job, write_csv
+from mail_standins import SMTP_FROM, SMTP_ROWS, USER, SmtpRecorder, run_smtp, smtp_env
 
 from customer_message import check_header_block
 from delivery import BACKOFF_MAX_SECONDS, UnsendableError, backoff_seconds
@@ -66,13 +66,7 @@ def start(handler, session_class=SMTP, **options):
     return controller, port
 
 
-def free_port():
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-def local_run(tmp_path, port, *extra, rows=ROWS, env=None):
+def local_run(tmp_path, port, *extra, rows=SMTP_ROWS, env=None):
     """A run against a relay on this machine (no TLS, no login)."""
     return run_smtp(tmp_path, f"smtp://127.0.0.1:{port}", *extra, rows=rows, env=env or clean_env())
 
@@ -202,7 +196,7 @@ INJECTIONS = [
 
 @pytest.mark.parametrize("name", INJECTIONS)
 def test_a_name_holding_an_encoded_line_break_adds_no_header(tmp_path, name):
-    recorder = Recorder()
+    recorder = SmtpRecorder()
     controller, port = start(recorder)
     try:
         rows = [[name, "", "jane@example.com", "1001", "Closed", RECENT]]
@@ -237,7 +231,7 @@ def test_the_header_check_refuses_a_block_with_a_header_the_job_does_not_set():
 
 
 def test_a_name_of_1200_characters_is_folded_below_998_octets(tmp_path):
-    recorder = Recorder()
+    recorder = SmtpRecorder()
     controller, port = start(recorder)
     try:
         result = local_run(tmp_path, port, rows=[["N" * 1200, "", "jane@example.com", "1", "Closed", RECENT]])
@@ -254,7 +248,7 @@ def test_a_name_of_1200_characters_is_folded_below_998_octets(tmp_path):
 def test_an_address_the_email_package_cannot_carry_is_skipped_when_read_and_previews_go_on(tmp_path, address):
     rows = [["A", "", address, "1", "Closed", RECENT], ["B", "", "b@example.com", "2", "Closed", RECENT]]
     report = write_csv(tmp_path / "r.csv", rows)
-    result = run_job("--report", str(report), "--since", SINCE, "-testmode", "yes", "--from", FROM,
+    result = run_job("--report", str(report), "--since", SINCE, "-testmode", "yes", "--from", SMTP_FROM,
                      "--preview-dir", str(tmp_path / "p"))
     assert result.returncode == 0, result.stderr
     assert "no or invalid email 1" in result.stdout
@@ -264,11 +258,11 @@ def test_an_address_the_email_package_cannot_carry_is_skipped_when_read_and_prev
 # ---------------------------------------------------------------- the sender, the login, connection limits
 
 def test_a_sender_refused_at_rcpt_stops_the_run_whatever_the_number_of_customers(tmp_path):
-    recorder = Recorder()
+    recorder = SmtpRecorder()
     recorder.rcpt_reply = lambda address, attempt: "553 5.7.1 <support@example.com>: Sender address rejected: not owned by user"
     controller, port = start(recorder)
     try:
-        result = local_run(tmp_path, port, rows=ROWS[:1])
+        result = local_run(tmp_path, port, rows=SMTP_ROWS[:1])
     finally:
         controller.stop()
     assert result.returncode == 2
@@ -279,11 +273,11 @@ def test_a_sender_refused_at_rcpt_stops_the_run_whatever_the_number_of_customers
 
 @pytest.mark.parametrize("reply", ["550 5.1.8 Bad sender's system address", "550 5.1.7 Bad sender's mailbox address syntax"])
 def test_an_enhanced_status_for_the_sender_at_rcpt_stops_the_run(tmp_path, reply):
-    recorder = Recorder()
+    recorder = SmtpRecorder()
     recorder.rcpt_reply = lambda address, attempt: reply
     controller, port = start(recorder)
     try:
-        result = local_run(tmp_path, port, rows=ROWS[:1])
+        result = local_run(tmp_path, port, rows=SMTP_ROWS[:1])
     finally:
         controller.stop()
     assert result.returncode == 2 and not (tmp_path / "rejected.csv").exists()
@@ -300,7 +294,7 @@ def test_a_wrong_password_costs_one_login_per_run(tmp_path, certificates):
     def refuse(server, session, envelope, mechanism, auth_data):
         logins.append(mechanism)
         return AuthResult(success=False, handled=False)
-    recorder = Recorder()
+    recorder = SmtpRecorder()
     controller, port = start(recorder, ssl_context=context, authenticator=refuse, auth_require_tls=False)
     rows = [[f"N{n}", "", f"c{n}@example.com", str(n), "Closed", RECENT] for n in range(12)]
     try:
@@ -318,7 +312,7 @@ def test_a_server_that_allows_fewer_connections_gets_all_80_emails(tmp_path, lim
     worker gives its customer back and ends, it does not retry the greeting."""
     LimitedSMTP.active = LimitedSMTP.most = LimitedSMTP.refused = 0
     LimitedSMTP.limit = limit
-    recorder = Recorder()
+    recorder = SmtpRecorder()
     recorder.data_reply = lambda envelope: time.sleep(0.03)   # a run of a few seconds: retried connections would show
     controller, port = start(recorder, LimitedSMTP)
     rows = [[f"N{n}", "", f"c{n}@example.com", str(n), "Closed", RECENT] for n in range(80)]
@@ -339,11 +333,11 @@ def test_the_backoff_starts_near_one_second_doubles_and_stops_at_sixty():
 
 
 def test_a_temporary_refusal_waits_and_quits_before_reconnecting(tmp_path):
-    recorder = Recorder()
+    recorder = SmtpRecorder()
     recorder.rcpt_reply = lambda address, attempt: "421 4.7.0 Try again later" if attempt == 1 else None
     controller, port = start(recorder)
     try:
-        result = local_run(tmp_path, port, "--workers", "1", rows=ROWS[2:3])
+        result = local_run(tmp_path, port, "--workers", "1", rows=SMTP_ROWS[2:3])
     finally:
         controller.stop()
     assert result.returncode == 0, result.stderr
@@ -353,7 +347,7 @@ def test_a_temporary_refusal_waits_and_quits_before_reconnecting(tmp_path):
 # ---------------------------------------------------------------- 8-bit content
 
 def test_8bit_text_is_announced_with_8bitmime(tmp_path):
-    recorder = Recorder()
+    recorder = SmtpRecorder()
     controller, port = start(recorder)
     try:
         result = local_run(tmp_path, port, rows=[["Zoë", "Ångström", "zoe@example.com", "1", "Closed", RECENT]])
@@ -402,7 +396,7 @@ def test_8bit_text_goes_7bit_clean_to_a_server_without_8bitmime(tmp_path, raw_sm
 @pytest.mark.parametrize("step", ["greeting", "ehlo", "data", "quit"])
 def test_a_server_that_trickles_a_reply_cannot_hold_the_run(tmp_path, raw_smtp, step):
     server = raw_smtp(lambda send, lines, number: plain_session(send, lines, number, trickle=step))
-    result = local_run(tmp_path, server.port, "--timeout", "1", "--retries", "0", "--workers", "1", rows=ROWS[2:3])
+    result = local_run(tmp_path, server.port, "--timeout", "1", "--retries", "0", "--workers", "1", rows=SMTP_ROWS[2:3])
     # run_cli's own timeout (120 s) would fail the test; the run ends on its own within a few timeouts
     if step == "quit":
         assert result.returncode == 0, result.stderr       # delivered; the goodbye that trickles is cut
@@ -412,8 +406,8 @@ def test_a_server_that_trickles_a_reply_cannot_hold_the_run(tmp_path, raw_smtp, 
 
 def test_check_cannot_be_held_by_a_trickling_greeting(tmp_path, raw_smtp):
     server = raw_smtp(lambda send, lines, number: plain_session(send, lines, number, trickle="greeting"))
-    result = run_job("--check", "--report", str(write_csv(tmp_path / "r.csv", ROWS)), "--smtp-url",
-                     f"smtp://127.0.0.1:{server.port}", "--from", FROM, "--timeout", "1", "--state-file",
+    result = run_job("--check", "--report", str(write_csv(tmp_path / "r.csv", SMTP_ROWS)), "--smtp-url",
+                     f"smtp://127.0.0.1:{server.port}", "--from", SMTP_FROM, "--timeout", "1", "--state-file",
                      str(tmp_path / "s.json"))
     assert result.returncode == 2 and "FAIL  destination" in result.stdout
 
@@ -426,7 +420,7 @@ def test_an_attempt_abandoned_at_the_timeout_never_sends_later(tmp_path, raw_smt
             time.sleep(2.5)
         plain_session(send, lines, number)
     server = raw_smtp(script)
-    result = local_run(tmp_path, server.port, "--timeout", "1", "--retries", "2", "--workers", "1", rows=ROWS[2:3])
+    result = local_run(tmp_path, server.port, "--timeout", "1", "--retries", "2", "--workers", "1", rows=SMTP_ROWS[2:3])
     assert result.returncode == 0, result.stderr
     time.sleep(3)   # the abandoned attempt's server session has had time to run
     assert [command.upper() for command in server.commands].count("DATA") == 1
@@ -446,7 +440,7 @@ def test_a_drop_after_data_is_not_resent_outside_the_retries(tmp_path, raw_smtp)
             elif verb in ("MAIL", "RCPT", "RSET", "NOOP"):
                 send(b"250 ok\r\n")
     server = raw_smtp(script)
-    result = local_run(tmp_path, server.port, "--retries", "0", "--workers", "1", rows=ROWS[2:3])
+    result = local_run(tmp_path, server.port, "--retries", "0", "--workers", "1", rows=SMTP_ROWS[2:3])
     assert result.returncode == 1
     assert [command.upper() for command in server.commands].count("DATA") == 1
 
@@ -462,7 +456,7 @@ def test_an_endless_multiline_reply_ends_the_connection_not_the_memory(tmp_path,
                 except OSError:
                     return
     server = raw_smtp(script)
-    result = local_run(tmp_path, server.port, "--retries", "0", "--workers", "1", rows=ROWS[2:3])
+    result = local_run(tmp_path, server.port, "--retries", "0", "--workers", "1", rows=SMTP_ROWS[2:3])
     assert result.returncode == 1 and "a reply longer than" in result.stderr
 
 
@@ -470,13 +464,13 @@ def test_a_reply_line_over_8192_bytes_after_data_still_means_delivered(tmp_path,
     long_reply = b"250 2.0.0 Ok: queued " + b"x" * 9000 + b"\r\n"
     server = raw_smtp(lambda send, lines, number: plain_session(send, lines, number, data_reply=long_reply))
     state = tmp_path / "s.json"
-    result = local_run(tmp_path, server.port, "--retries", "0", "--workers", "1", rows=ROWS[2:3])
+    result = local_run(tmp_path, server.port, "--retries", "0", "--workers", "1", rows=SMTP_ROWS[2:3])
     assert result.returncode == 0, result.stderr
     assert read_state(state)["rejected"] == {} and len(read_state(state)["notified"]) == 1
 
 
 def test_non_ascii_addresses_first_to_a_server_without_smtputf8_do_not_look_like_a_misconfiguration(tmp_path):
-    recorder = Recorder()
+    recorder = SmtpRecorder()
     controller, port = start(recorder, enable_SMTPUTF8=False)
     rows = [[f"N{n}", "", f"jürgen{n}@example.com", str(n), "Closed", RECENT] for n in range(3)]
     rows += [["Ann", "", "ann@example.com", "9", "Closed", RECENT]]
@@ -492,10 +486,10 @@ def test_non_ascii_addresses_first_to_a_server_without_smtputf8_do_not_look_like
 # ---------------------------------------------------------------- reply-to and cc
 
 def test_a_non_ascii_reply_to_is_written_as_an_address_with_smtputf8(tmp_path):
-    recorder = Recorder()
+    recorder = SmtpRecorder()
     controller, port = start(recorder, enable_SMTPUTF8=True)
     try:
-        result = local_run(tmp_path, port, "--reply-to", "Hjälp <hjälp@exämple.com>", rows=ROWS[2:3])
+        result = local_run(tmp_path, port, "--reply-to", "Hjälp <hjälp@exämple.com>", rows=SMTP_ROWS[2:3])
     finally:
         controller.stop()
     assert result.returncode == 0, result.stderr
@@ -506,12 +500,12 @@ def test_a_non_ascii_reply_to_is_written_as_an_address_with_smtputf8(tmp_path):
 
 
 def test_a_cc_deferred_with_4xx_is_retried_not_dropped(tmp_path):
-    recorder = Recorder()
+    recorder = SmtpRecorder()
     recorder.rcpt_reply = lambda address, attempt: "451 4.3.0 try later" if address == "audit@example.com" and \
         attempt == 1 else None
     controller, port = start(recorder)
     try:
-        result = local_run(tmp_path, port, "--cc", "audit@example.com", "--workers", "1", rows=ROWS[2:3])
+        result = local_run(tmp_path, port, "--cc", "audit@example.com", "--workers", "1", rows=SMTP_ROWS[2:3])
     finally:
         controller.stop()
     assert result.returncode == 0, result.stderr
@@ -526,7 +520,7 @@ def test_an_expired_certificate_says_so(tmp_path):
 
     context = ssl_module.create_default_context(ssl_module.Purpose.CLIENT_AUTH)
     context.load_cert_chain(cert, key)
-    controller, port = start(Recorder(), ssl_context=context)
+    controller, port = start(SmtpRecorder(), ssl_context=context)
     try:
         result = run_smtp(tmp_path, f"smtps://localhost:{port}", env=clean_env(SSL_CERT_FILE=str(ca)))
     finally:
@@ -541,23 +535,23 @@ def test_smtps_to_a_starttls_port_says_to_use_smtp(tmp_path, raw_smtp):
 
 
 def test_a_530_at_mail_from_says_the_server_wants_a_login(tmp_path):
-    recorder = Recorder()
+    recorder = SmtpRecorder()
     recorder.mail_reply = lambda address: "530 5.7.0 Authentication required"
     controller, port = start(recorder)
     try:
-        result = local_run(tmp_path, port, rows=ROWS[:1])
+        result = local_run(tmp_path, port, rows=SMTP_ROWS[:1])
     finally:
         controller.stop()
     assert result.returncode == 2 and "wants a login" in result.stderr and "SMTP_USERNAME" in result.stderr
 
 
 def test_check_against_a_login_only_server_without_a_login_fails_naming_the_settings(tmp_path):
-    recorder = Recorder()
+    recorder = SmtpRecorder()
     recorder.mail_reply = lambda address: "530 5.7.0 Authentication required"
     controller, port = start(recorder)
     try:
-        result = run_job("--check", "--report", str(write_csv(tmp_path / "r.csv", ROWS)), "--smtp-url",
-                         f"smtp://127.0.0.1:{port}", "--from", FROM, "--state-file", str(tmp_path / "s.json"))
+        result = run_job("--check", "--report", str(write_csv(tmp_path / "r.csv", SMTP_ROWS)), "--smtp-url",
+                         f"smtp://127.0.0.1:{port}", "--from", SMTP_FROM, "--state-file", str(tmp_path / "s.json"))
     finally:
         controller.stop()
     assert result.returncode == 2 and "SMTP_USERNAME and SMTP_PASSWORD" in result.stdout
@@ -567,7 +561,7 @@ def test_check_against_a_login_only_server_without_a_login_fails_naming_the_sett
 def test_the_message_id_and_the_servers_queue_id_are_logged(tmp_path, raw_smtp):
     server = raw_smtp(plain_session)
     log_file = tmp_path / "run.log"
-    result = local_run(tmp_path, server.port, "--log-file", str(log_file), rows=ROWS[2:3])
+    result = local_run(tmp_path, server.port, "--log-file", str(log_file), rows=SMTP_ROWS[2:3])
     assert result.returncode == 0, result.stderr
     text = log_file.read_text(encoding="utf-8")
     assert "Message-ID <" in text and "queued as 4XyZ" in text
