@@ -12,6 +12,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import date, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -269,6 +270,38 @@ def run_job(*args: str, env: dict | None = None, cwd: Path | None = None) -> Fin
         logger.setLevel(kept_logger[2])
         logger.propagate = kept_logger[3]
     return Finished(code, out.getvalue(), err.getvalue())
+
+
+def webhook_run(report: Path, state: Path, url: str, *extra: str, env: dict | None = None,
+                runner: Callable = run_job) -> Finished:
+    """A live run of `report` to the webhook at `url`, recorded in `state` (in-process unless `runner`
+    is run_cli)."""
+    return runner("--report", str(report), "--state-file", str(state), "-webhook_url", url, "-testmode", "no", *extra,
+                  env=env)
+
+
+def closed_ticket(email: str, ticket_id: str, closed: date = date(2026, 11, 25), *, name: str = "Ann Lee",
+                  first_name: str | None = None, subject: str | None = None):
+    """One closed ticket as the selection makes it: closed on a day, or at a datetime (has_time)."""
+    from ticket_core import ClosedTicket
+
+    has_time = isinstance(closed, datetime)
+    closed_at = closed if has_time else datetime(closed.year, closed.month, closed.day)
+    first = first_name if first_name is not None else (name.split()[0] if name else "")
+    return ClosedTicket(email, ticket_id, "Closed", closed_at, has_time, first, name, subject)
+
+
+def customer(email: str, *tickets, name: str = "Ann Lee", first_name: str | None = None,
+             closed: date = date(2026, 11, 25), subjects: list[str] | None = None):
+    """A customer (ticket_core.Customer) with `tickets`: ClosedTicket values, or ids closed on `closed`
+    (one of `subjects` each, when given)."""
+    from ticket_core import ClosedTicket, Customer
+
+    made = tuple(ticket if isinstance(ticket, ClosedTicket) else
+                 closed_ticket(email, ticket, closed, name=name, first_name=first_name,
+                               subject=None if subjects is None else subjects[n]) for n, ticket in enumerate(tickets))
+    first = first_name if first_name is not None else (name.split()[0] if name else "")
+    return Customer(email, name, first, made)
 
 
 def write_csv(path: Path, rows: list[list[str]], header: list[str] | None = SEED_HEADER, **csv_options) -> Path:

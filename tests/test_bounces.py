@@ -3,15 +3,15 @@ read from a real Dovecot over IMAPS; Gmail's and Exchange Online's formats throu
 the rules of what a report changes, with literal data."""
 
 import csv
-from datetime import date, datetime, timedelta
+from datetime import date, timedelta
 from email.message import EmailMessage
 
 import mail_servers
 import pytest
-from conftest import clean_env, free_port, read_state, run_job, write_csv, write_state
+from conftest import clean_env, customer, free_port, read_state, run_job, write_csv, write_state
 
 from bounce_reports import FAILED, bounce_effects, read_report
-from ticket_core import ClosedTicket, Customer, RunState, customer_key, name_key, sent_entry
+from ticket_core import Customer, RunState, customer_key, name_key, sent_entry
 
 TODAY = date.today()
 DAY = (TODAY - timedelta(days=3)).strftime("%d/%m/%Y")
@@ -74,23 +74,17 @@ def sent_state(*customers: Customer) -> RunState:
     from customer_message import message_digest
 
     state = RunState(TODAY - timedelta(days=5))
-    for customer in customers:
-        state.notified[customer.key] = {t.ticket_id: t.closed_date for t in customer.tickets}
-        state.last_emailed[customer.key] = TODAY.isoformat()
-        state.sent[message_digest(customer)] = sent_entry(customer, TODAY)
+    for one in customers:
+        state.notified[one.key] = {t.ticket_id: t.closed_date for t in one.tickets}
+        state.last_emailed[one.key] = TODAY.isoformat()
+        state.sent[message_digest(one)] = sent_entry(one, TODAY)
     return state
-
-
-def customer(address: str, *ids: str, name: str = "Jane Doe") -> Customer:
-    tickets = tuple(ClosedTicket(address, ticket, "Closed", datetime(2026, 12, 1), False, name.split()[0], name)
-                    for ticket in ids)
-    return Customer(address, name, name.split()[0], tickets)
 
 
 def test_a_permanent_failure_rejects_and_holds_for_a_corrected_address_and_reading_it_twice_changes_nothing():
     from customer_message import message_digest
 
-    jane = customer("jane@example.org", "T1", "T2")
+    jane = customer("jane@example.org", "T1", "T2", name="Jane Doe", closed=date(2026, 12, 1))
     state = sent_state(jane)
     bounce = read_report(report("jane@example.org", "5.1.1", "user unknown", message_digest(jane)))
     after, outcome = bounce_effects(state, [bounce], TODAY)
@@ -105,7 +99,7 @@ def test_a_permanent_failure_rejects_and_holds_for_a_corrected_address_and_readi
 def test_a_failure_about_the_sender_s_limits_makes_the_customer_pending_again():
     from customer_message import message_digest
 
-    jane = customer("jane@example.org", "T1")
+    jane = customer("jane@example.org", "T1", name="Jane Doe", closed=date(2026, 12, 1))
     state = sent_state(jane)
     limit = read_report(report("jane@example.org", "5.7.233", "550 5.7.233 external recipient limit reached",
                                message_digest(jane)))
@@ -118,7 +112,7 @@ def test_a_failure_about_the_sender_s_limits_makes_the_customer_pending_again():
 def test_a_delay_a_copy_s_failure_and_another_job_s_report_change_nothing():
     from customer_message import message_digest
 
-    jane = customer("jane@example.org", "T1")
+    jane = customer("jane@example.org", "T1", name="Jane Doe", closed=date(2026, 12, 1))
     state = sent_state(jane)
     delayed = read_report(report("jane@example.org", "4.4.1", "connection timed out", message_digest(jane),
                                  action="delayed"))
@@ -131,7 +125,8 @@ def test_a_delay_a_copy_s_failure_and_another_job_s_report_change_nothing():
 def test_a_report_about_an_older_email_never_rejects_a_newer_one_to_a_corrected_address():
     from customer_message import message_digest
 
-    old, new = customer("jane@example.org", "T1"), customer("jane.doe@example.org", "T1")
+    old = customer("jane@example.org", "T1", name="Jane Doe", closed=date(2026, 12, 1))
+    new = customer("jane.doe@example.org", "T1", name="Jane Doe", closed=date(2026, 12, 1))
     state = sent_state(old, new)
     bounce = read_report(report("jane@example.org", "5.1.1", "user unknown", message_digest(old)))
     after, _ = bounce_effects(state, [bounce], TODAY)

@@ -7,7 +7,7 @@ import sys
 from datetime import date, timedelta
 
 import pytest
-from conftest import ROOT, Reply, clean_env, read_state, run_cli, run_job, write_csv, write_state
+from conftest import ROOT, Reply, clean_env, read_state, run_cli, run_job, webhook_run, write_csv, write_state
 
 EXAMPLE = ROOT / "examples" / "weekly_report.csv"
 SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
@@ -31,11 +31,6 @@ def report(tmp_path):
 def state(tmp_path):
     (tmp_path / "state").mkdir()
     return write_state(tmp_path / "state" / "last_run_date.json", {"last_run_date": "20/11/2026"})
-
-
-def live(report, state, url, *extra, env=None):
-    return run_job("--report", str(report), "--state-file", str(state), "-webhook_url", url,
-                   "-testmode", "no", "--since", "20/11/2026", *extra, env=env)
 
 
 def test_quick_start_example_in_test_mode_shows_who_would_be_emailed(tmp_path):
@@ -77,7 +72,7 @@ def test_live_run_posts_one_call_per_customer_with_signed_standard_webhook_heade
 
 
 def test_rerun_sends_nothing_and_the_same_day_boundary_is_exact(report, state, webhook):
-    assert live(report, state, webhook.url).returncode == 0
+    assert webhook_run(report, state, webhook.url, "--since", "20/11/2026").returncode == 0
     first = len(webhook.requests)
     # Next week: the report gains a ticket closed on the day the last run recorded.
     write_csv(report, [*ROWS, ["Cy", "Wu", "cy@example.com", "5001", "Closed", "23/11/2026"]])
@@ -116,7 +111,7 @@ def test_a_broken_state_file_stops_the_run_untouched_and_sends_nothing(report, t
 def test_a_failed_post_leaves_that_customer_pending_and_a_rerun_sends_only_it(report, state, webhook):
     webhook.respond = lambda received, index: Reply(500) if received.json["email_address"] == "john@example.com" \
         else Reply(200)
-    result = live(report, state, webhook.url, "--retries", "0")
+    result = webhook_run(report, state, webhook.url, "--since", "20/11/2026", "--retries", "0")
     assert result.returncode == 1
     assert "Customers failed         1 (pending for the next run)" in result.stdout
     assert "not delivered to john@example.com (2001): the webhook at 127.0.0.1:" in result.stderr and "HTTP 500" in result.stderr

@@ -6,6 +6,7 @@ from collections import Counter
 from datetime import date, datetime
 
 import pytest
+from conftest import closed_ticket, customer
 
 from ticket_core import (
     HELD_KEEP_DAYS,
@@ -15,7 +16,6 @@ from ticket_core import (
     SKIP_NO_EMAIL,
     SKIP_NO_TICKET,
     ClosedTicket,
-    Customer,
     Recall,
     ReportError,
     RunState,
@@ -53,14 +53,6 @@ TODAY = date(2026, 11, 27)
 NOW = datetime(2026, 11, 27, 9, 0)
 ANN, BOB = "ann@example.com", "bob@example.com"
 HEADER = ["Firstname", "Lastname", "Email", "Ticket", "Status", "Date"]
-
-
-def ticket(email, ticket_id, day, name="Ann Lee"):
-    return ClosedTicket(email, ticket_id, "Closed", datetime(day.year, day.month, day.day), False, name.split()[0], name)
-
-
-def customer(email, *tickets):
-    return Customer(email, "Ann Lee", "Ann", tuple(tickets))
 
 
 def select(rows, since=date(2026, 11, 20), header=HEADER, **options):
@@ -123,13 +115,13 @@ def test_a_recalled_row_from_before_the_window_is_selected_and_named():
 def test_a_held_ticket_settles_once_its_customer_is_emailed_and_others_stay():
     held = {"T1": {"day": "2026-11-20", "reason": SKIP_BAD_DATE, "customer": customer_key(ANN), "closed": ""},
             "T2": {"day": "2026-11-20", "reason": SKIP_NO_EMAIL, "customer": "", "closed": "2026-11-22"}}
-    ann = customer(ANN, ticket(ANN, "T1", date(2026, 11, 21)))
+    ann = customer(ANN, "T1", closed=date(2026, 11, 21))
     assert held_settled_by(held, ann) == {"T2": held["T2"]}
-    assert held_settled_by(held, customer(BOB, ticket(BOB, "T1", date(2026, 11, 21)))) is None   # not its customer
-    early = customer(BOB, ticket(BOB, "T2", date(2026, 11, 21)))                               # closed before the held row
+    assert held_settled_by(held, customer(BOB, "T1", closed=date(2026, 11, 21))) is None   # not its customer
+    early = customer(BOB, "T2", closed=date(2026, 11, 21))                               # closed before the held row
     assert held_settled_by(held, early) is None
-    assert held_settled_by(held, customer(BOB, ticket(BOB, "T2", date(2026, 11, 22)))) == {"T1": held["T1"]}
-    assert held_back_count([ann, customer(BOB, ticket(BOB, "T9", TODAY))], held) == 1
+    assert held_settled_by(held, customer(BOB, "T2", closed=date(2026, 11, 22))) == {"T1": held["T1"]}
+    assert held_back_count([ann, customer(BOB, "T9", closed=TODAY)], held) == 1
     assert held_back_count([ann], {}) == 0
 
 
@@ -141,7 +133,7 @@ def test_next_held_adds_the_newly_held_keeps_first_days_and_forgets_after_90_day
     newly = {"T1": {"ticket": "T1", "reason": SKIP_NO_EMAIL, "customer": "", "name": "", "closed": "2026-11-26"},
              "T3": {"ticket": "T3", "reason": SKIP_BAD_DATE, "customer": "k", "name": "", "closed": ""},
              "T4": {"ticket": "T4", "reason": SKIP_BAD_DATE, "customer": customer_key(ANN), "name": "", "closed": ""}}
-    usable_elsewhere = [customer(ANN, ticket(ANN, "T4", TODAY))]
+    usable_elsewhere = [customer(ANN, "T4", closed=TODAY)]
     assert next_held(held, newly, usable_elsewhere, TODAY) == {
         "T1": {"day": first_day, **newly["T1"]},
         "T3": {"day": TODAY.isoformat(), **newly["T3"]},
@@ -155,7 +147,7 @@ def test_next_held_adds_the_newly_held_keeps_first_days_and_forgets_after_90_day
 
 
 def test_a_refusal_adds_to_the_customer_s_earlier_rejected_tickets():
-    ann = customer(ANN, ticket(ANN, "T2", date(2026, 11, 21)))
+    ann = customer(ANN, "T2", closed=date(2026, 11, 21))
     state = RunState(date(2026, 11, 20), rejected={ann.key: {"day": "2026-11-01", "reason": "old",
                                                              "tickets": {"T1": "2026-10-30"}}})
     assert rejection_entry(state, ann, TODAY, "HTTP 422 bad") == (
@@ -168,21 +160,21 @@ def test_a_refusal_adds_to_the_customer_s_earlier_rejected_tickets():
 def test_a_delivery_settles_rejected_tickets_closed_no_later_than_it_under_any_address():
     rejected = {"k1": {"day": "2026-11-20", "reason": "422", "tickets": {"T1": "2026-11-21", "T2": "2026-11-21"}},
                 "k2": {"day": "2026-11-20", "reason": "422", "tickets": {"T1": "2026-11-25"}}}
-    delivered = customer(BOB, ticket(BOB, "T1", date(2026, 11, 21)))   # a corrected address, the same day
+    delivered = customer(BOB, "T1", closed=date(2026, 11, 21))   # a corrected address, the same day
     assert without_delivered(rejected, delivered) == {
         "k1": {"day": "2026-11-20", "reason": "422", "tickets": {"T2": "2026-11-21"}},
         "k2": {"day": "2026-11-20", "reason": "422", "tickets": {"T1": "2026-11-25"}},   # a later closing waits
     }
-    assert without_delivered(rejected, customer(BOB, ticket(BOB, "T1", date(2026, 11, 20)))) is None
-    assert without_delivered(rejected, customer(BOB, ticket(BOB, "T7", TODAY))) is None
-    both = customer(ANN, ticket(ANN, "T1", TODAY), ticket(ANN, "T2", TODAY))
+    assert without_delivered(rejected, customer(BOB, "T1", closed=date(2026, 11, 20))) is None
+    assert without_delivered(rejected, customer(BOB, "T7", closed=TODAY)) is None
+    both = customer(ANN, "T1", "T2", closed=TODAY)
     assert without_delivered(rejected, both) == {}
 
 
 def test_rejected_tickets_wait_only_under_their_own_address():
-    ann = customer(ANN, ticket(ANN, "T1", date(2026, 11, 21)), ticket(ANN, "T2", date(2026, 11, 22)))
+    ann = customer(ANN, closed_ticket(ANN, "T1", date(2026, 11, 21)), closed_ticket(ANN, "T2", date(2026, 11, 22)))
     rejected = {ann.key: {"day": "2026-11-21", "reason": "422", "tickets": {"T1": "2026-11-21"}}}
-    remaining, dropped = drop_rejected([ann, customer(BOB, ticket(BOB, "T1", TODAY))], rejected)
+    remaining, dropped = drop_rejected([ann, customer(BOB, "T1", closed=TODAY)], rejected)
     assert dropped == 1 and [c.ticket_ids for c in remaining] == [["T2"], ["T1"]]
 
 
@@ -201,8 +193,8 @@ def test_state_is_forgotten_on_the_day_after_each_horizon_never_on_it():
 
 
 def test_last_run_date_is_the_latest_ticket_of_every_customer_found():
-    late_second = customer(ANN, ticket(ANN, "T1", date(2026, 11, 21)), ticket(ANN, "T2", date(2026, 11, 25)))
-    early = customer(BOB, ticket(BOB, "T3", date(2026, 11, 23)))
+    late_second = customer(ANN, closed_ticket(ANN, "T1", date(2026, 11, 21)), closed_ticket(ANN, "T2", date(2026, 11, 25)))
+    early = customer(BOB, "T3", closed=date(2026, 11, 23))
     assert next_last_run_date(date(2026, 11, 20), [late_second, early], [], date.max) == date(2026, 11, 25)
     assert next_last_run_date(date(2026, 11, 20), [early, late_second], [], date.max) == date(2026, 11, 25)
 
@@ -409,8 +401,9 @@ def test_the_test_index_keeps_the_latest_date_and_on_a_tie_the_later_ticket():
 
 
 def test_dropping_recorded_tickets_counts_them_all_and_keeps_the_rest_of_each_customer():
-    ann = Customer(ANN, "Ann Lee", "Ann", (ticket(ANN, "T1", date(2026, 11, 21)), ticket(ANN, "T2", date(2026, 11, 22))))
-    bob = Customer(BOB, "Bob Ray", "Bob", (ticket(BOB, "T3", date(2026, 11, 21)), ticket(BOB, "T4", date(2026, 11, 22))))
+    ann = customer(ANN, closed_ticket(ANN, "T1", date(2026, 11, 21)), closed_ticket(ANN, "T2", date(2026, 11, 22)))
+    bob = customer(BOB, closed_ticket(BOB, "T3", date(2026, 11, 21)), closed_ticket(BOB, "T4", date(2026, 11, 22)),
+                   name="Bob Ray")
     recorded = {ann.key: {"T1": "2026-11-21"}, bob.key: {"T3": "2026-11-21"}}
     remaining, dropped = drop_already_notified([ann, bob], recorded)
     assert dropped == 2 and [(c.email, c.full_name, c.first_name, c.ticket_ids) for c in remaining] == [
@@ -418,7 +411,7 @@ def test_dropping_recorded_tickets_counts_them_all_and_keeps_the_rest_of_each_cu
 
 
 def test_a_one_day_guard_defers_a_customer_emailed_today_and_no_guard_defers_nobody():
-    ann = customer(ANN, ticket(ANN, "T1", TODAY))
+    ann = customer(ANN, "T1", closed=TODAY)
     assert split_by_weekly_guard([ann], {ann.key: TODAY.isoformat()}, TODAY, 1) == ([], [ann])
     assert split_by_weekly_guard([ann], {ann.key: TODAY.isoformat()}, TODAY, 0) == ([ann], [])
     yesterday = date.fromordinal(TODAY.toordinal() - 1).isoformat()
@@ -427,5 +420,5 @@ def test_a_one_day_guard_defers_a_customer_emailed_today_and_no_guard_defers_nob
 
 def test_only_held_tickets_count_as_held_back():
     held = {"T1": {"day": "2026-11-20", "reason": SKIP_BAD_DATE, "customer": "", "closed": ""}}
-    customers = [customer(ANN, ticket(ANN, "T1", TODAY), ticket(ANN, "T7", TODAY)), customer(BOB, ticket(BOB, "T8", TODAY))]
+    customers = [customer(ANN, "T1", "T7", closed=TODAY), customer(BOB, "T8", closed=TODAY)]
     assert held_back_count(customers, held) == 1

@@ -9,7 +9,7 @@ import time
 from datetime import date, timedelta
 
 import pytest
-from conftest import ROOT, RawServer, Reply, clean_env, read_state, run_job, write_csv, write_state
+from conftest import ROOT, RawServer, Reply, clean_env, read_state, run_job, webhook_run, write_csv, write_state
 
 from ticket_core import SelectOptions, customer_key, group_by_customer, select_closed_tickets
 
@@ -17,11 +17,6 @@ TODAY = date.today()
 RECENT = (TODAY - timedelta(days=3)).strftime("%d/%m/%Y")
 SINCE = (TODAY - timedelta(days=10)).strftime("%d/%m/%Y")
 ROWS = [[f"N{i}", "X", f"c{i}@example.com", str(100 + i), "Closed", RECENT] for i in range(10)]
-
-
-def live(report, state, url, *extra, env=None, timeout=120):
-    return run_job("--report", str(report), "--state-file", str(state), "-webhook_url", url,
-                   "-testmode", "no", "--since", SINCE, *extra, env=env)
 
 
 def popen(*args, env=None):
@@ -42,7 +37,7 @@ def test_a_quote_that_never_closes_stops_before_sending_naming_the_row(tmp_path,
     report.write_text("\n".join(lines) + "\n", encoding="utf-8")
     state = write_state(tmp_path / "s.json", {"last_run_date": SINCE})
     before = state.read_text()
-    result = live(report, state, webhook.url)
+    result = webhook_run(report, state, webhook.url, "--since", SINCE)
     assert result.returncode == 2
     assert "row 4" in result.stderr and "quote" in result.stderr
     assert webhook.requests == [] and state.read_text() == before
@@ -139,7 +134,7 @@ def test_the_log_never_shows_the_webhook_path_query_or_password(tmp_path, webhoo
     url = webhook.url.replace("http://", "http://USER:PASSWORD@") + "/SECRETPATH?token=QQQQ#FRAGMENT"
     webhook.respond = lambda received, index: Reply(500)
     log_file = tmp_path / "run.log"
-    result = live(report, tmp_path / "s.json", url, "--retries", "0", "-v", "--log-file", str(log_file))
+    result = webhook_run(report, tmp_path / "s.json", url, "--since", SINCE, "--retries", "0", "-v", "--log-file", str(log_file))
     assert result.returncode == 1
     shown = result.stdout + result.stderr + log_file.read_text()
     for secret in ("USER", "PASSWORD", "SECRETPATH", "QQQQ", "FRAGMENT", "hooks/notify"):
@@ -149,7 +144,7 @@ def test_the_log_never_shows_the_webhook_path_query_or_password(tmp_path, webhoo
 @pytest.mark.parametrize("value", ["Bearer €uro", "Bearer a\tb", "Bearer \x1b[31m"])
 def test_an_authorization_value_that_cannot_be_a_header_is_refused_at_start(tmp_path, webhook, value):
     report = write_csv(tmp_path / "r.csv", ROWS[:2])
-    result = live(report, tmp_path / "s.json", webhook.url, env=clean_env(WEBHOOK_AUTHORIZATION=value))
+    result = webhook_run(report, tmp_path / "s.json", webhook.url, "--since", SINCE, env=clean_env(WEBHOOK_AUTHORIZATION=value))
     assert result.returncode == 2 and "WEBHOOK_AUTHORIZATION" in result.stderr
     assert webhook.requests == [] and value not in result.stderr
 
@@ -160,7 +155,7 @@ def test_an_authorization_value_that_cannot_be_a_header_is_refused_at_start(tmp_
 def test_an_unreadable_retry_after_counts_as_absent(tmp_path, webhook, retry_after):
     report = write_csv(tmp_path / "r.csv", ROWS[:1])
     webhook.respond = lambda received, index: Reply(429, {"Retry-After": retry_after}) if index == 0 else Reply(200)
-    result = live(report, tmp_path / "s.json", webhook.url, "--retries", "1")
+    result = webhook_run(report, tmp_path / "s.json", webhook.url, "--since", SINCE, "--retries", "1")
     assert result.returncode == 0, result.stderr
     assert len(webhook.requests) == 2 and "unexpected" not in result.stderr
 
@@ -194,7 +189,7 @@ def test_timeout_bounds_the_whole_attempt_however_slowly_the_answer_comes(tmp_pa
     try:
         report = write_csv(tmp_path / "r.csv", ROWS[:1])
         started = time.monotonic()
-        result = live(report, tmp_path / "s.json", server.url, "--timeout", "1", "--retries", "1", timeout=60)
+        result = webhook_run(report, tmp_path / "s.json", server.url, "--since", SINCE, "--timeout", "1", "--retries", "1")
         elapsed = time.monotonic() - started
     finally:
         server.close()
@@ -207,7 +202,7 @@ def test_an_endless_answer_is_read_up_to_64_kb_and_the_customer_is_rejected_with
     server = RawServer(flood)
     try:
         report = write_csv(tmp_path / "r.csv", ROWS[:1])
-        result = live(report, tmp_path / "s.json", server.url, "--timeout", "5", timeout=60)
+        result = webhook_run(report, tmp_path / "s.json", server.url, "--since", SINCE, "--timeout", "5")
     finally:
         server.close()
     assert result.returncode == 1
@@ -228,7 +223,7 @@ def test_after_a_401_a_worker_waiting_to_retry_never_sends_again(tmp_path, webho
 
     webhook.respond = respond
     started = time.monotonic()
-    result = live(report, tmp_path / "s.json", webhook.url, "--workers", "2")
+    result = webhook_run(report, tmp_path / "s.json", webhook.url, "--since", SINCE, "--workers", "2")
     assert result.returncode == 2 and "HTTP 401" in result.stderr
     assert [r.json["email_address"] for r in webhook.requests].count("c0@example.com") == 1
     assert time.monotonic() - started < 30   # a wait that ignored the stop would last the 60 s asked
@@ -238,7 +233,8 @@ def test_after_a_401_a_worker_waiting_for_its_rate_limit_turn_never_sends(tmp_pa
     report = write_csv(tmp_path / "r.csv", ROWS[:3])
     webhook.respond = lambda received, index: Reply(401)
     started = time.monotonic()
-    result = live(report, tmp_path / "s.json", webhook.url, "--workers", "3", "--max-per-minute", "1")  # 60 s apart
+    result = webhook_run(report, tmp_path / "s.json", webhook.url, "--since", SINCE, "--workers", "3",
+                         "--max-per-minute", "1")  # 60 s apart
     assert result.returncode == 2 and len(webhook.requests) == 1
     assert time.monotonic() - started < 30   # a turn that ignored the stop would come after 60 s
     assert "Customers not attempted  2" in result.stdout
@@ -272,7 +268,7 @@ def test_ticket_ids_and_names_never_bring_line_breaks_or_escapes_into_output_or_
     rows = [["Eve\x1b[2J\x1b[31m", "X", "eve@example.com", "666\n2026-12-01 00:00:00,000 INFO forged", "Closed", RECENT]]
     report = write_csv(tmp_path / "r.csv", rows)
     log_file = tmp_path / "run.log"
-    result = live(report, tmp_path / "s.json", webhook.url, "--log-file", str(log_file), "-v")
+    result = webhook_run(report, tmp_path / "s.json", webhook.url, "--since", SINCE, "--log-file", str(log_file), "-v")
     assert result.returncode == 0, result.stderr
     for text in (result.stdout, result.stderr, log_file.read_text()):
         assert "\x1b" not in text
@@ -318,7 +314,7 @@ def test_since_before_1970_or_after_tomorrow_is_refused(tmp_path, since):
 def test_every_day_written_is_read_back_by_the_next_run(tmp_path, webhook):
     report = write_csv(tmp_path / "r.csv", [["A", "B", "a@example.com", "1", "Closed", "02/01/1970"]])
     state = tmp_path / "s.json"
-    assert live(report, state, webhook.url, "--since", "01/01/1970").returncode == 0
+    assert webhook_run(report, state, webhook.url, "--since", SINCE, "--since", "01/01/1970").returncode == 0
     assert read_state(state)["last_run_date"] == "02/01/1970"
     again = run_job("--report", str(report), "--state-file", str(state), "-webhook_url", webhook.url, "-testmode", "no")
     assert again.returncode == 0, again.stderr
@@ -356,7 +352,7 @@ def test_a_read_only_state_folder_or_file_is_an_error_before_any_call(tmp_path, 
     report = write_csv(tmp_path / "r.csv", ROWS[:4])
     (folder if read_only == "folder" else state).chmod(0o555 if read_only == "folder" else 0o444)
     try:
-        result = live(report, state, webhook.url)
+        result = webhook_run(report, state, webhook.url, "--since", SINCE)
     finally:
         folder.chmod(0o755)
         state.chmod(0o644)
@@ -371,5 +367,5 @@ def test_temporary_files_left_by_a_killed_run_are_removed_by_the_next(tmp_path, 
     other = tmp_path / "keep.tmp"
     other.write_text("not ours")
     report = write_csv(tmp_path / "r.csv", ROWS[:1])
-    assert live(report, state, webhook.url).returncode == 0
+    assert webhook_run(report, state, webhook.url, "--since", SINCE).returncode == 0
     assert not leftover.exists() and other.exists()

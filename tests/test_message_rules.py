@@ -8,6 +8,7 @@ from datetime import datetime
 from string import Template
 
 import pytest
+from conftest import customer
 
 from customer_message import (
     Content,
@@ -21,18 +22,12 @@ from customer_message import (
     render_html,
 )
 from delivery import UnsendableError
-from ticket_core import ClosedTicket, Customer
 
 CLOSED = datetime(2026, 11, 25, 10, 30)
+ANN = "ann@example.com"
 SENDER = Sender("Help Desk", "help@example.org", ("Support Team", "support@example.org"))
 HTML = Template("<p>$greeting</p>\n$ticket_list\n<p>$ticket_lines</p>")
 LINKED = Content(subject=None, html_template=HTML, cc=("boss@example.org",), ticket_url="https://desk.example/t/{ticket}")
-
-
-def customer(*tickets, email_address="ann@example.com", name=("Ann", "Ann Lee"), subjects=None):
-    made = tuple(ClosedTicket(email_address, ticket_id, "Closed", CLOSED, True, name[0], name[1],
-                              None if subjects is None else subjects[n]) for n, ticket_id in enumerate(tickets))
-    return Customer(email_address, name[1], name[0], made)
 
 
 def read(data: bytes):
@@ -40,7 +35,7 @@ def read(data: bytes):
 
 
 def test_an_email_says_who_it_is_from_to_whom_and_about_what_and_answers_go_to_reply_to():
-    ann = customer("T-1", "T 2", subjects=["Printer jam", "Two\nlines"])
+    ann = customer(ANN, "T-1", "T 2", subjects=["Printer jam", "Two\nlines"])
     mail = outgoing_mail(ann, LINKED, SENDER)
     message = read(mail.data)
     assert (mail.sender, mail.recipient, mail.cc, mail.international) == (
@@ -63,7 +58,7 @@ def test_an_email_says_who_it_is_from_to_whom_and_about_what_and_answers_go_to_r
 
 
 def test_an_html_body_lists_each_ticket_linked_and_escaped():
-    ann = customer('"><script>', "T2", subjects=['<b>"hi"</b>', ""], name=("A&B", "A&B Co"))
+    ann = customer(ANN, '"><script>', "T2", name="A&B Co", first_name="A&B", subjects=['<b>"hi"</b>', ""])
     assert render_html(ann, HTML, LINKED) == (
         "<p>Hello A&amp;B,</p>\n<ul>\n"
         '  <li><a href="https://desk.example/t/%22%3E%3Cscript%3E">Ticket &quot;&gt;&lt;script&gt;</a> '
@@ -72,19 +67,19 @@ def test_an_html_body_lists_each_ticket_linked_and_escaped():
         "<p>  - Ticket &quot;&gt;&lt;script&gt; (&lt;b&gt;&quot;hi&quot;&lt;/b&gt;), closed on 25 Nov 2026<br>\n"
         "    https://desk.example/t/%22%3E%3Cscript%3E<br>\n  - Ticket T2, closed on 25 Nov 2026<br>\n"
         "    https://desk.example/t/T2</p>")
-    assert render_html(customer("T1"), Template("$ticket_list")) == (
+    assert render_html(customer(ANN, "T1"), Template("$ticket_list")) == (
         "<ul>\n  <li>Ticket T1, closed on 25 Nov 2026</li>\n</ul>")
 
 
 def test_the_default_body_speaks_of_one_ticket_or_of_several():
-    one, two = render_body(customer("T1")), render_body(customer("T1", "T2"))
+    one, two = render_body(customer(ANN, "T1")), render_body(customer(ANN, "T1", "T2"))
     assert one.startswith("Hello Ann,\n\nGood news: your support ticket has been closed.\n\n  - Ticket T1, closed on")
     assert "Good news: these 2 support tickets of yours have been closed.\n\n  - Ticket T1, closed on 25 Nov 2026\n" \
            "  - Ticket T2, closed on 25 Nov 2026\n\nIf something" in two
     template = Template("$greeting $ticket_phrase ($ticket_count): $full_name/$first_name")
-    assert render_body(customer("T1"), Content(body_template=template)) == "Hello Ann, 1 support ticket (1): Ann Lee/Ann"
-    assert render_body(customer("T1", "T2"), Content(body_template=template)).startswith("Hello Ann, 2 support tickets")
-    assert render_body(customer("T1", name=("", "")), Content(body_template=Template("$greeting"))) == "Hello,"
+    assert render_body(customer(ANN, "T1"), Content(body_template=template)) == "Hello Ann, 1 support ticket (1): Ann Lee/Ann"
+    assert render_body(customer(ANN, "T1", "T2"), Content(body_template=template)).startswith("Hello Ann, 2 support tickets")
+    assert render_body(customer(ANN, "T1", name="", first_name=""), Content(body_template=Template("$greeting"))) == "Hello,"
 
 
 def test_a_body_template_with_an_unknown_placeholder_or_a_lone_dollar_is_refused_naming_the_fix():
@@ -98,18 +93,18 @@ def test_a_body_template_with_an_unknown_placeholder_or_a_lone_dollar_is_refused
 
 
 def test_a_payload_carries_subjects_and_links_only_when_the_report_and_settings_have_them():
-    payload = build_payload(customer("T1", subjects=["Printer jam"]), LINKED)
+    payload = build_payload(customer(ANN, "T1", subjects=["Printer jam"], closed=CLOSED), LINKED)
     assert payload["tickets"] == [{"ticket": "T1", "status": "Closed", "closed_date": "2026-11-25T10:30:00",
                                    "subject": "Printer jam", "url": "https://desk.example/t/T1"}]
-    assert payload["email"]["html_body"] == render_html(customer("T1", subjects=["Printer jam"]), HTML, LINKED)
+    assert payload["email"]["html_body"] == render_html(customer(ANN, "T1", subjects=["Printer jam"]), HTML, LINKED)
     assert payload["email"]["subject"] == "Your support ticket has been closed"
-    plain = build_payload(customer("T1"))
+    plain = build_payload(customer(ANN, "T1", closed=CLOSED))
     assert plain["tickets"] == [{"ticket": "T1", "status": "Closed", "closed_date": "2026-11-25T10:30:00"}]
     assert "html_body" not in plain["email"]
 
 
 def test_a_utf8_body_goes_8bit_with_a_quoted_printable_copy_and_an_ascii_one_7bit():
-    zoe = customer("T1", name=("Zoë", "Zoë Ünal"))
+    zoe = customer(ANN, "T1", name="Zoë Ünal", first_name="Zoë")
     mail = outgoing_mail(zoe, Content(html_template=HTML), SENDER)
     assert mail.eight_bit and not mail.international
     parts = list(read(mail.data).walk())
@@ -118,17 +113,17 @@ def test_a_utf8_body_goes_8bit_with_a_quoted_printable_copy_and_an_ascii_one_7bi
     assert mail.data_7bit.isascii()
     assert [part["Content-Transfer-Encoding"] for part in list(copy.walk())[1:]] == ["quoted-printable"] * 2
     assert copy.get_body(("plain",)).get_content() == read(mail.data).get_body(("plain",)).get_content()
-    plain = outgoing_mail(customer("T1"), Content(body_template=Template("$greeting")), SENDER)
+    plain = outgoing_mail(customer(ANN, "T1"), Content(body_template=Template("$greeting")), SENDER)
     assert read(plain.data)["Content-Transfer-Encoding"] == "7bit" and plain.data_7bit is None
 
 
 def test_an_international_address_needs_smtputf8_and_keeps_its_utf8_headers():
-    mail = outgoing_mail(customer("T1", email_address="zoë@exämple.de"), Content(), SENDER)
+    mail = outgoing_mail(customer("zoë@exämple.de", "T1"), Content(), SENDER)
     assert mail.international and mail.data_7bit is None and "zoë@exämple.de".encode() in mail.data
 
 
 def test_a_webhook_preview_has_no_sender_and_no_message_id():
-    mail = outgoing_mail(customer("T1"), Content(), None)
+    mail = outgoing_mail(customer(ANN, "T1"), Content(), None)
     message = read(mail.data)
     assert mail.sender == "" and mail.message_id == "" and message["From"] is None and message["Message-ID"] is None
 
@@ -159,17 +154,17 @@ def test_the_header_check_wants_from_and_message_id_only_with_a_sender_and_passe
 # ---------------------------------------------------------------- names, headers and copies on their edges
 
 def test_a_ticket_id_with_a_slash_is_one_path_segment_of_its_link():
-    assert build_payload(customer("A/1"), LINKED)["tickets"][0]["url"] == "https://desk.example/t/A%2F1"
+    assert build_payload(customer(ANN, "A/1"), LINKED)["tickets"][0]["url"] == "https://desk.example/t/A%2F1"
 
 
 def test_the_message_digest_is_stable_across_versions_and_belongs_to_one_address():
-    ann = customer("T1", "T2")
-    assert message_digest(ann) == message_digest(customer("T2", "T1"))
+    ann = customer(ANN, "T1", "T2")
+    assert message_digest(ann) == message_digest(customer(ANN, "T2", "T1"))
     # Made from the closed day (section 21): the value of versions that used the moment changed once.
     assert message_digest(ann) == "8cc448425bfd702b11aafd1e63261e37"   # receivers keep it across upgrades
     day_only = tuple(t._replace(has_time=False, closed_at=t.closed_at.replace(hour=0, minute=0)) for t in ann.tickets)
     assert message_digest(ann._replace(tickets=day_only)) == message_digest(ann)   # the same day, with or without a time
-    assert message_digest(customer("T1", "T2", email_address="bob@example.com")) != message_digest(ann)
+    assert message_digest(customer("bob@example.com", "T1", "T2")) != message_digest(ann)
 
 
 def test_a_mailbox_setting_is_one_printable_address_with_an_optional_name():
@@ -192,7 +187,7 @@ def test_header_values_lose_line_breaks_and_names_fold_within_the_line_limit():
     assert display_name("Zoë") == "=?utf-8?q?Zo=C3=AB?="
     assert mailbox_text("", "a@example.org") == "a@example.org" and mailbox_text(" \n", "a@example.org") == "a@example.org"
     long_name = "Zoë " * 40
-    mail = outgoing_mail(customer("T1", name=("Zoë", long_name.strip())), Content(), SENDER)
+    mail = outgoing_mail(customer(ANN, "T1", name=long_name.strip(), first_name="Zoë"), Content(), SENDER)
     head = mail.data.split(b"\r\n\r\n", 1)[0]
     assert all(len(line) <= 78 for line in head.split(b"\r\n")) and b"\n" not in head.replace(b"\r\n", b"")
     from email.header import decode_header, make_header
@@ -204,7 +199,7 @@ def test_header_values_lose_line_breaks_and_names_fold_within_the_line_limit():
 
 def test_hostile_names_in_from_and_reply_to_go_out_as_their_literal_text():
     trap = "=?utf-8?q?x=0D=0ABcc:_evil@example.org?="
-    mail = outgoing_mail(customer("T1"), Content(), Sender(trap, "help@example.org", (trap, "support@example.org")))
+    mail = outgoing_mail(customer(ANN, "T1"), Content(), Sender(trap, "help@example.org", (trap, "support@example.org")))
     assert trap.encode() not in mail.data
     message = read(mail.data)
     assert message["From"].addresses[0].display_name == trap and message["Reply-To"].addresses[0].display_name == trap
@@ -212,7 +207,7 @@ def test_hostile_names_in_from_and_reply_to_go_out_as_their_literal_text():
 
 
 def test_several_cc_addresses_are_folded_one_per_line():
-    mail = outgoing_mail(customer("T1"), Content(cc=("boss@example.org", "team@example.org")), SENDER)
+    mail = outgoing_mail(customer(ANN, "T1"), Content(cc=("boss@example.org", "team@example.org")), SENDER)
     assert b"Cc: boss@example.org,\r\n team@example.org\r\n" in mail.data
 
 
@@ -226,7 +221,7 @@ def test_the_subject_setting_and_the_moment_given_are_what_the_email_says():
     from customer_message import build_email
 
     moment = datetime(2026, 11, 25, 10, 30).astimezone()
-    message = build_email(customer("T1"), Content(subject="Closed: thanks"), SENDER, moment)
+    message = build_email(customer(ANN, "T1"), Content(subject="Closed: thanks"), SENDER, moment)
     assert message["Subject"] == "Closed: thanks" and message["Date"].datetime == moment
 
 
@@ -241,7 +236,7 @@ def test_an_ascii_mail_keeps_its_headers_7bit_and_its_7bit_copy_matches_the_8bit
             cls.ticks += 1
             return datetime(2026, 11, 25, 10, 30, cls.ticks, tzinfo=tz)
     monkeypatch.setattr(customer_message, "datetime", Clock)
-    mail = outgoing_mail(customer("T1", name=("Zoë", "Zoë Ünal")), Content(subject="Ticket geschlossen ✓"), SENDER)
+    mail = outgoing_mail(customer(ANN, "T1", name="Zoë Ünal", first_name="Zoë"), Content(subject="Ticket geschlossen ✓"), SENDER)
     head = mail.data.split(b"\r\n\r\n", 1)[0]
     assert head.isascii() and mail.data_7bit.isascii()
     eight, seven = read(mail.data), read(mail.data_7bit)
@@ -251,13 +246,13 @@ def test_an_ascii_mail_keeps_its_headers_7bit_and_its_7bit_copy_matches_the_8bit
 
 
 def test_a_non_ascii_reply_to_address_makes_the_mail_international():
-    mail = outgoing_mail(customer("T1"), Content(), Sender("Help", "help@example.org", ("Ünal", "zoë@exämple.de")))
+    mail = outgoing_mail(customer(ANN, "T1"), Content(), Sender("Help", "help@example.org", ("Ünal", "zoë@exämple.de")))
     assert mail.international
 
 
 def test_a_body_the_email_package_cannot_encode_rejects_that_customer_with_the_reason():
     with pytest.raises(UnsendableError, match=r"^the email package cannot build it \(UnicodeEncodeError: "):
-        outgoing_mail(customer("T1"), Content(body_template=Template("broken \udcff")), SENDER)
+        outgoing_mail(customer(ANN, "T1"), Content(body_template=Template("broken \udcff")), SENDER)
 
 
 def test_every_mail_destination_and_the_preview_make_the_same_email():
@@ -266,7 +261,7 @@ def test_every_mail_destination_and_the_preview_make_the_same_email():
     from customer_message import emails_for
 
     run = SimpleNamespace(content=LINKED, sender=SENDER)
-    made, direct = emails_for(run)(customer("T1")), outgoing_mail(customer("T1"), LINKED, SENDER)
+    made, direct = emails_for(run)(customer(ANN, "T1")), outgoing_mail(customer(ANN, "T1"), LINKED, SENDER)
     assert (made.sender, made.recipient, made.cc, made.message_id) == (direct.sender, direct.recipient, direct.cc,
                                                                        direct.message_id)
     assert read(made.data).get_body(("plain",)).get_content() == read(direct.data).get_body(("plain",)).get_content()

@@ -2,14 +2,13 @@
 
 import email
 import email.policy
-from datetime import date, datetime, timedelta
+from datetime import date, timedelta
 from html.parser import HTMLParser
 from string import Template
 
-from conftest import ROOT, clean_env, run_job, write_csv
+from conftest import ROOT, clean_env, closed_ticket, customer, run_job, write_csv
 
 from customer_message import render_html
-from ticket_core import ClosedTicket, Customer
 
 TODAY = date.today()
 RECENT = (TODAY - timedelta(days=3)).strftime("%d/%m/%Y")
@@ -33,14 +32,12 @@ class _Structure(HTMLParser):
         self.text.append(data)
 
 
-def customer(*ticket_ids, name="Zoë <b>&amp;", email_address="zoe@example.com"):
-    tickets = tuple(ClosedTicket(email_address, ticket_id, "Closed", datetime(2026, 11, 20 + n), False, name, name)
-                    for n, ticket_id in enumerate(ticket_ids))
-    return Customer(email_address, name, name, tickets)
-
-
 def test_every_value_is_html_escaped_and_ticket_list_is_one_li_per_ticket():
-    html = render_html(customer("T<1>", "T2"), Template("<p>Hello $first_name ($full_name), $ticket_count:</p>$ticket_list"))
+    zoe = "Zoë <b>&amp;"
+    tickets = [closed_ticket("zoe@example.com", ticket_id, date(2026, 11, day), name=zoe, first_name=zoe)
+               for ticket_id, day in (("T<1>", 20), ("T2", 21))]
+    html = render_html(customer("zoe@example.com", *tickets, name=zoe, first_name=zoe),
+                       Template("<p>Hello $first_name ($full_name), $ticket_count:</p>$ticket_list"))
     assert "Zoë &lt;b&gt;&amp;amp;" in html and "<b>" not in html and "T&lt;1&gt;" in html
     parsed = _Structure()
     parsed.feed(html)

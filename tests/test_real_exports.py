@@ -6,7 +6,7 @@ import logging
 from datetime import date, datetime, timedelta
 
 import pytest
-from conftest import Reply, clean_env, read_state, run_cli, run_job, write_csv, write_state
+from conftest import Reply, clean_env, read_state, run_cli, run_job, webhook_run, write_csv, write_state
 
 from state_file import StateError, StateWriter, load_state
 from ticket_core import Customer, RunState, customer_key
@@ -15,15 +15,11 @@ TODAY = date.today()
 DAY = [(TODAY - timedelta(days=d)).strftime("%d/%m/%Y") for d in range(800)]
 SINCE = DAY[10]
 HEADER = ["Firstname", "Lastname", "Email", "Ticket", "Status", "Date"]
+ONE_TRY = ("--retries", "0", "--workers", "1")   # one attempt, one worker: a run in a known order
 
 
 def row(email, ticket, day, name="Ann"):
     return [name, "X", email, ticket, "Closed", day]
-
-
-def live(report, state, url, *extra, env=None, runner=run_job):
-    return runner("--report", str(report), "--state-file", str(state), "-webhook_url", url, "-testmode", "no",
-                   "--retries", "0", "--workers", "1", *extra, env=env)
 
 
 def preview(report, *extra, env=None):
@@ -46,7 +42,7 @@ def preview(report, *extra, env=None):
 def test_export_dates_with_a_zone_are_read_as_this_machines_local_time(tmp_path, webhook, value, closed):
     report = write_csv(tmp_path / "r.csv", [row("a@example.com", "1", value)])
     state = write_state(tmp_path / "s.json", {"last_run_date": "01/11/2026"})
-    result = live(report, state, webhook.url, env=clean_env(TZ="UTC"), runner=run_cli)
+    result = webhook_run(report, state, webhook.url, *ONE_TRY, env=clean_env(TZ="UTC"), runner=run_cli)
     assert result.returncode == 0, result.stderr
     assert webhook.payloads()[0]["tickets"][0]["closed_date"] == closed
 
@@ -54,7 +50,8 @@ def test_export_dates_with_a_zone_are_read_as_this_machines_local_time(tmp_path,
 def test_the_local_zone_decides_the_day(tmp_path, webhook):
     report = write_csv(tmp_path / "r.csv", [row("a@example.com", "1", "2026-11-21T23:30:00Z")])
     state = write_state(tmp_path / "s.json", {"last_run_date": "01/11/2026"})
-    result = live(report, state, webhook.url, env=clean_env(TZ="Europe/Paris"), runner=run_cli)  # the process's zone
+    result = webhook_run(report, state, webhook.url, *ONE_TRY, env=clean_env(TZ="Europe/Paris"),
+                         runner=run_cli)  # the process's own zone
     assert result.returncode == 0, result.stderr
     assert webhook.payloads()[0]["tickets"][0]["closed_date"] == "2026-11-22T00:30:00"
 
@@ -62,7 +59,8 @@ def test_the_local_zone_decides_the_day(tmp_path, webhook):
 def test_a_date_format_with_a_zone_works(tmp_path, webhook):
     report = write_csv(tmp_path / "r.csv", [row("a@example.com", "1", "21/11/2026 14:09 +0100")])
     state = write_state(tmp_path / "s.json", {"last_run_date": "01/11/2026"})
-    result = live(report, state, webhook.url, "--date-format", "%d/%m/%Y %H:%M %z", env=clean_env(TZ="UTC"), runner=run_cli)
+    result = webhook_run(report, state, webhook.url, *ONE_TRY, "--date-format", "%d/%m/%Y %H:%M %z",
+                         env=clean_env(TZ="UTC"), runner=run_cli)
     assert result.returncode == 0, result.stderr
     assert webhook.payloads()[0]["tickets"][0]["closed_date"] == "2026-11-21T13:09:00"
 
@@ -76,7 +74,7 @@ def test_a_date_format_with_a_zone_works(tmp_path, webhook):
 def test_a_month_first_date_with_a_time_stops_the_run_naming_the_whole_format(tmp_path, webhook, value, form):
     report = write_csv(tmp_path / "r.csv", [row("a@example.com", "1", DAY[2]), row("b@example.com", "2", value)])
     state = write_state(tmp_path / "s.json", {"last_run_date": SINCE})
-    result = live(report, state, webhook.url)
+    result = webhook_run(report, state, webhook.url, *ONE_TRY)
     assert result.returncode == 2
     assert f'row 3: the date {value!r} is month-first' in result.stderr and f'--date-format "{form}"' in result.stderr
     assert webhook.requests == []
@@ -108,7 +106,7 @@ def mixed(bad_count, good_count, bad_cell="32/13/2026", bad_role="date"):
 def test_three_unreadable_dates_of_five_closed_rows_stop_the_run_naming_the_first_and_the_fix(tmp_path, webhook):
     report = write_csv(tmp_path / "r.csv", mixed(3, 2, "11/21/2026 02:09 AM x"))
     state = write_state(tmp_path / "s.json", {"last_run_date": SINCE})
-    result = live(report, state, webhook.url)
+    result = webhook_run(report, state, webhook.url, *ONE_TRY)
     assert result.returncode == 2
     assert "row 2: 3 of the 5 closed rows were skipped for unparseable date (the first: '11/21/2026 02:09 AM x')" \
         in result.stderr
@@ -125,7 +123,7 @@ def test_the_fix_names_both_orders_when_a_value_reads_either_way(tmp_path):
 def test_three_unreadable_dates_of_six_are_half_skipped_and_counted_not_a_stop(tmp_path, webhook):
     report = write_csv(tmp_path / "r.csv", mixed(3, 3))
     state = write_state(tmp_path / "s.json", {"last_run_date": SINCE})
-    result = live(report, state, webhook.url)
+    result = webhook_run(report, state, webhook.url, *ONE_TRY)
     assert result.returncode == 0, result.stderr
     assert "unparseable date 3" in result.stdout and len(webhook.requests) == 3
 
@@ -156,7 +154,7 @@ def test_a_live_run_names_every_skipped_closed_row_without_v(tmp_path, webhook):
     rows += [row(f"d{n}@example.com", f"D{n}", DAY[3]) for n in range(5)]
     report = write_csv(tmp_path / "r.csv", rows)
     state = write_state(tmp_path / "s.json", {"last_run_date": SINCE})
-    result = live(report, state, webhook.url)
+    result = webhook_run(report, state, webhook.url, *ONE_TRY)
     assert result.returncode == 0, result.stderr
     assert "warning: row 3 skipped: no or invalid email ('broken'), ticket T2" in result.stderr
     assert "warning: row 4 skipped: unparseable date ('31/02/2026'), ticket T3" in result.stderr
@@ -192,45 +190,45 @@ def test_row_numbers_are_the_sheets_own_when_the_range_starts_lower(tmp_path):
 def test_a_ticket_skipped_for_its_address_is_emailed_once_the_row_is_fixed(tmp_path, webhook):
     state = write_state(tmp_path / "s.json", {"last_run_date": DAY[20]})
     week1 = write_csv(tmp_path / "w1.csv", [row("ann@example", "T1", DAY[15]), row("bob@example.com", "T2", DAY[12])])
-    first = live(week1, state, webhook.url)
+    first = webhook_run(week1, state, webhook.url, *ONE_TRY)
     assert first.returncode == 0 and webhook.emails() == ["bob@example.com"]
     saved = read_state(state)
     assert [entry["ticket"] for entry in saved["held"].values()] == ["T1"]
     assert saved["last_run_date"] == DAY[12]   # the held ticket does not hold it
     assert "Held for later runs      1 (fix their address or date" in first.stdout
-    still_broken = live(week1, state, webhook.url)
+    still_broken = webhook_run(week1, state, webhook.url, *ONE_TRY)
     assert still_broken.returncode == 0 and webhook.emails() == ["bob@example.com"]
     assert [entry["ticket"] for entry in read_state(state)["held"].values()] == ["T1"] and "row 2 skipped" in still_broken.stderr
     week3 = write_csv(tmp_path / "w3.csv", [row("ann@example.com", "T1", DAY[15]), row("bob@example.com", "T2", DAY[12])])
-    fixed = live(week3, state, webhook.url)
+    fixed = webhook_run(week3, state, webhook.url, *ONE_TRY)
     assert fixed.returncode == 0, fixed.stderr
     assert webhook.emails() == ["bob@example.com", "ann@example.com"]
     assert [t["ticket"] for t in webhook.payloads()[-1]["tickets"]] == ["T1"]
     assert "Held from earlier runs   1 (1 usable now)" in fixed.stdout and read_state(state)["held"] == {}
     assert "Held for later runs" not in fixed.stdout
-    again = live(week3, state, webhook.url)
+    again = webhook_run(week3, state, webhook.url, *ONE_TRY)
     assert again.returncode == 0 and len(webhook.requests) == 2   # forgotten once emailed: never twice
 
 
 def test_a_ticket_skipped_for_its_date_is_emailed_once_the_date_is_fixed_and_only_to_its_customer(tmp_path, webhook):
     state = write_state(tmp_path / "s.json", {"last_run_date": DAY[20]})
-    live(write_csv(tmp_path / "w1.csv", [row("ann@example.com", "T1", "32/13/2026"), row("b@example.com", "T2", DAY[12]),
-                                         row("c@example.com", "T3", DAY[12])]), state, webhook.url)
+    webhook_run(write_csv(tmp_path / "w1.csv", [row("ann@example.com", "T1", "32/13/2026"), row("b@example.com", "T2", DAY[12]),
+                                         row("c@example.com", "T3", DAY[12])]), state, webhook.url, *ONE_TRY)
     assert customer_key("ann@example.com") == next(iter(read_state(state)["held"].values()))["customer"]
     fixed = write_csv(tmp_path / "w2.csv", [row("ann@example.com", "T1", DAY[18]), row("zed@example.com", "T1", DAY[19]),
                                             row("b@example.com", "T2", DAY[12]), row("c@example.com", "T3", DAY[12])])
-    result = live(fixed, state, webhook.url)
+    result = webhook_run(fixed, state, webhook.url, *ONE_TRY)
     assert result.returncode == 0, result.stderr
     assert webhook.emails()[2:] == ["ann@example.com"]    # not zed, whose old ticket shares the id
 
 
 def test_a_held_ticket_whose_address_is_then_refused_becomes_a_rejection(tmp_path, webhook):
     state = write_state(tmp_path / "s.json", {"last_run_date": DAY[20]})
-    live(write_csv(tmp_path / "w1.csv", [row("ann@@example.com", "T1", DAY[15]), row("b@example.com", "T2", DAY[12])]),
-         state, webhook.url)
+    webhook_run(write_csv(tmp_path / "w1.csv", [row("ann@@example.com", "T1", DAY[15]), row("b@example.com", "T2", DAY[12])]),
+                state, webhook.url, *ONE_TRY)
     webhook.respond = lambda received, index: Reply(422) if received.json["email_address"] == "ann@example.net" else Reply(200)
-    result = live(write_csv(tmp_path / "w2.csv", [row("ann@example.net", "T1", DAY[15]), row("b@example.com", "T2", DAY[12])]),
-                  state, webhook.url)
+    rows = [row("ann@example.net", "T1", DAY[15]), row("b@example.com", "T2", DAY[12])]
+    result = webhook_run(write_csv(tmp_path / "w2.csv", rows), state, webhook.url, *ONE_TRY)
     assert result.returncode == 1
     saved = read_state(state)
     assert saved["held"] == {} and customer_key("ann@example.net") in saved["rejected"]
@@ -242,7 +240,7 @@ def test_held_tickets_are_forgotten_after_90_days(tmp_path, webhook):
             "T2": {"day": (TODAY - timedelta(days=90)).isoformat(), "reason": "no or invalid email", "customer": "",
                    "closed": ""}}
     state = write_state(tmp_path / "s.json", {"last_run_date": SINCE, "held": held})
-    result = live(write_csv(tmp_path / "r.csv", [row("a@example.com", "T9", DAY[3])]), state, webhook.url)
+    result = webhook_run(write_csv(tmp_path / "r.csv", [row("a@example.com", "T9", DAY[3])]), state, webhook.url, *ONE_TRY)
     assert result.returncode == 0
     assert list(read_state(state)["held"]) == ["T2"]
 
@@ -263,7 +261,7 @@ def test_a_refusal_that_cannot_be_written_to_rejected_csv_leaves_the_customer_pe
     state = write_state(tmp_path / "s.json", {"last_run_date": SINCE})
     (tmp_path / "rejected.csv").mkdir()     # cannot be appended to (as when Excel holds it open on Windows)
     webhook.respond = lambda received, index: Reply(422) if received.json["email_address"] == "bad@example.com" else Reply(200)
-    result = live(report, state, webhook.url)
+    result = webhook_run(report, state, webhook.url, *ONE_TRY)
     assert result.returncode == 2
     assert "rejected.csv" in result.stderr
     saved = read_state(state)
@@ -271,7 +269,7 @@ def test_a_refusal_that_cannot_be_written_to_rejected_csv_leaves_the_customer_pe
     assert webhook.emails() == ["ok@example.com", "bad@example.com"]        # nothing sent after the stop
     (tmp_path / "rejected.csv").rmdir()
     webhook.respond = lambda received, index: Reply(200)
-    again = live(report, state, webhook.url)
+    again = webhook_run(report, state, webhook.url, *ONE_TRY)
     assert again.returncode == 0 and webhook.emails()[2:] == ["bad@example.com", "fine@example.com"]
 
 
@@ -282,7 +280,7 @@ def test_a_withdrawal_takes_out_only_this_runs_lines_of_a_shared_rejected_csv(tm
     report = write_csv(tmp_path / "r.csv", [row(f"c{n}@example.com", str(n), DAY[4]) for n in range(5)])
     state = write_state(tmp_path / "job_a.json", {"last_run_date": SINCE})
     webhook.respond = lambda received, index: Reply(400, body=b"missing field")
-    result = live(report, state, webhook.url)
+    result = webhook_run(report, state, webhook.url, *ONE_TRY)
     assert result.returncode == 2 and "refused the first 3 customers alike" in result.stderr
     assert read_state(state)["rejected"] == {}
     with (tmp_path / "rejected.csv").open(encoding="utf-8-sig", newline="") as handle:
@@ -307,12 +305,12 @@ def test_a_withdrawal_that_cannot_rewrite_rejected_csv_still_withdraws_the_state
 def test_retry_rejected_sends_the_rejected_customers_own_ticket_not_an_older_one_with_the_same_id(tmp_path, webhook):
     state = write_state(tmp_path / "s.json", {"last_run_date": SINCE})
     webhook.respond = lambda received, index: Reply(422) if received.json["email_address"] == "bad@example.com" else Reply(200)
-    live(write_csv(tmp_path / "w1.csv", [row("bad@example.com", "7", DAY[5]), row("ok@example.com", "8", DAY[4])]),
-         state, webhook.url)
+    webhook_run(write_csv(tmp_path / "w1.csv", [row("bad@example.com", "7", DAY[5]), row("ok@example.com", "8", DAY[4])]),
+                state, webhook.url, *ONE_TRY)
     webhook.respond = lambda received, index: Reply(200)
     report = write_csv(tmp_path / "w2.csv", [row("zed@example.com", "7", DAY[700]), row("bad@example.org", "7", DAY[5]),
                                              row("ok@example.com", "8", DAY[4])])
-    result = live(report, state, webhook.url, "--retry-rejected")
+    result = webhook_run(report, state, webhook.url, *ONE_TRY, "--retry-rejected")
     assert result.returncode == 0, result.stderr
     assert webhook.emails()[2:] == ["bad@example.org"]
     assert read_state(state)["rejected"] == {}

@@ -6,13 +6,13 @@ import json
 import logging
 import smtplib
 import time
-from datetime import date, datetime, timedelta
+from datetime import date, timedelta
 from pathlib import Path
 from string import Template
 from types import SimpleNamespace
 
 import pytest
-from conftest import Reply, ScriptedDestination, read_state, run_job, write_csv, write_state
+from conftest import Reply, ScriptedDestination, customer, read_state, run_job, write_csv, write_state
 
 from a1_range import a1_bounds
 from customer_message import Content, render_html
@@ -34,8 +34,6 @@ from run_output import setup_logging
 from state_file import append_rejected_csv, load_state, rejected_csv_line, spreadsheet_safe
 from ticket_core import (
     REJECTED_KEEP_DAYS,
-    ClosedTicket,
-    Customer,
     ReportError,
     RunState,
     finish_state,
@@ -46,16 +44,11 @@ from webhook_route import WebhookRoute
 TODAY = date(2026, 11, 27)
 
 
-def customer(email, *days, name="Ann Lee"):
-    tickets = tuple(ClosedTicket(email, f"{email[0]}{n}", "Closed", datetime.combine(day, datetime.min.time()), False,
-                                 name.split()[0], name) for n, day in enumerate(days))
-    return Customer(email, name, name.split()[0], tickets)
-
-
 # ---------------------------------------------------------------- last_run_date never passes a pending ticket
 
 def test_a_pending_customer_dated_before_the_others_holds_last_run_date_at_its_day():
-    early, late = customer("a@example.com", date(2026, 11, 21)), customer("b@example.com", date(2026, 11, 25))
+    early = customer("a@example.com", "a0", closed=date(2026, 11, 21))
+    late = customer("b@example.com", "b0", closed=date(2026, 11, 25))
     start = date(2026, 11, 20)
     assert next_last_run_date(start, [early, late], pending=[early], today=date.max) == date(2026, 11, 21)
     assert next_last_run_date(start, [early, late], pending=[], today=date.max) == date(2026, 11, 25)
@@ -188,7 +181,7 @@ def test_an_smtp_timeout_mid_conversation_is_not_unreachable_and_a_raised_4xx_is
 # ---------------------------------------------------------------- what the customer reads
 
 def test_html_values_are_escaped_with_quotes_so_no_attribute_can_be_injected():
-    evil = customer("a@example.com", date(2026, 11, 21), name='Ann" onmouseover="alert(1) <b>')
+    evil = customer("a@example.com", "a0", closed=date(2026, 11, 21), name='Ann" onmouseover="alert(1) <b>')
     html = render_html(evil, Template('<a title="$full_name">$first_name</a> $ticket_list'))
     assert '"alert' not in html and "&quot;" in html and "<b>" not in html
 
@@ -197,7 +190,7 @@ def test_a_non_ascii_address_keeps_a_name_with_quotes_inside_its_display_name():
     from customer_message import Sender, outgoing_mail
 
     name = 'Zoë "Z" \\ Ångström'
-    mail = outgoing_mail(customer("zoë@exämple.com", date(2026, 11, 21), name=name), Content(),
+    mail = outgoing_mail(customer("zoë@exämple.com", "z0", closed=date(2026, 11, 21), name=name), Content(),
                          Sender("Support", "support@example.com"))
     head = mail.data.split(b"\r\n\r\n")[0].decode("utf-8")
     to = next(line for line in head.split("\r\n") if line.startswith("To: "))
@@ -209,7 +202,7 @@ def test_a_non_ascii_address_keeps_a_name_with_quotes_inside_its_display_name():
 def test_the_date_header_carries_a_zone_and_the_message_id_the_webhook_ids_digest():
     from customer_message import Sender, message_digest, outgoing_mail, webhook_id
 
-    ann = customer("a@example.com", date(2026, 11, 21))
+    ann = customer("a@example.com", "a0", closed=date(2026, 11, 21))
     mail = outgoing_mail(ann, Content(), Sender("Support", "support@example.com"))
     head = mail.data.split(b"\r\n\r\n")[0].decode()
     date_line = next(line for line in head.split("\r\n") if line.startswith("Date: "))
@@ -235,7 +228,7 @@ def test_a_formula_start_is_defused_in_rejected_csv(cell, safe):
 def test_rejected_csv_has_one_bom_at_its_start_however_many_appends(tmp_path):
     path = tmp_path / "rejected.csv"
     for n in range(3):
-        append_rejected_csv(path, rejected_csv_line(customer(f"c{n}@example.com", date(2026, 11, 21)), TODAY, "x"))
+        append_rejected_csv(path, rejected_csv_line(customer(f"c{n}@example.com", "c0", closed=date(2026, 11, 21)), TODAY, "x"))
     raw = path.read_bytes()
     assert raw.startswith(b"\xef\xbb\xbf") and raw.count(b"\xef\xbb\xbf") == 1
     assert len(list(csv.reader(raw.decode("utf-8-sig").splitlines()))) == 4

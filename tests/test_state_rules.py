@@ -4,10 +4,11 @@ held and rejected entries. Written for the survivors of a mutation run (README, 
 
 import csv
 import json
-from datetime import date, datetime
+from datetime import date
 from pathlib import Path
 
 import pytest
+from conftest import customer
 
 from state_file import (
     REPAIR,
@@ -22,15 +23,10 @@ from state_file import (
     state_to_json,
     write_state_text,
 )
-from ticket_core import ClosedTicket, Customer, RunState, customer_key, name_key
+from ticket_core import RunState, customer_key, name_key
 
 TODAY = date(2026, 11, 27)
 KEY = "k" * 64
-
-
-def customer(email, *ids, day=date(2026, 11, 25)):
-    moment = datetime(day.year, day.month, day.day)
-    return Customer(email, "Ann Lee", "Ann", tuple(ClosedTicket(email, i, "Closed", moment, False) for i in ids))
 
 
 def read(data, source="state file"):
