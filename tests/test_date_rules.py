@@ -144,13 +144,16 @@ def test_forms_the_job_suggests_read_as_strptime_reads_them_never_unexpected(for
 def test_a_moment_in_the_daylight_saving_gap_is_made_local_as_the_clock_shows_it(monkeypatch):
     import time
 
-    from report_dates import parse_iso_moment
+    from report_dates import local_time, parse_iso_moment
 
     monkeypatch.setenv("TZ", "Europe/London")
     time.tzset()
     try:
         # 01:30 UTC on 29 March 2026 is 02:30 in London (the clocks went from 01:00 to 02:00 GMT/BST).
         assert parse_iso_moment("2026-03-29T01:30:00Z") == datetime(2026, 3, 29, 2, 30)
+        # A report's own clock time (no zone) is kept as written, even one the clocks skipped.
+        assert local_time(datetime(2026, 3, 29, 1, 30)) == datetime(2026, 3, 29, 1, 30)
+        assert DateParser(("%d/%m/%Y %H:%M",)).parse("29/03/2026 01:30") == (datetime(2026, 3, 29, 1, 30), True)
     finally:
         monkeypatch.delenv("TZ")
         time.tzset()
