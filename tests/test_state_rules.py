@@ -14,9 +14,12 @@ from state_file import (
     REPAIR,
     StateError,
     StateWriter,
+    append_rejected_csv,
     load_state,
     prepare_state_folder,
+    rejected_csv_cells,
     rejected_csv_line,
+    remove_rejected_csv_customers,
     remove_rejected_csv_lines,
     save_state,
     state_from_json,
@@ -93,11 +96,43 @@ def wrong(data, **changes):
     (wrong(FULL, held__T4__customer=None), 'the file: "held.T4.customer" is not text'),
     (wrong(FULL, held__T4__closed=None), 'the file: "held.T4.closed" is not text'),
     (wrong(FULL, held__T5__closed="yesterday"), "the file: \"held.T5.closed\" is 'yesterday', not a day"),
+    (wrong(FULL, held__T4__ticket=4), 'the file: "held.T4.ticket" is not text'),
+    (wrong(FULL, held__T4__name=["Ann"]), 'the file: "held.T4.name" is not text'),
+    (wrong(FULL, rejected__kkkk={"day": "2026-11-22", "reason": "r", "tickets": {}, "name": 7}),
+     'the file: "rejected.kkkk.name" is not text'),
 ])
 def test_a_wrong_value_is_named_by_its_key_with_the_repair(data, message):
     with pytest.raises(StateError) as refused:
         read(data, "the file")
     assert str(refused.value).startswith(message) and str(refused.value).endswith(f": {REPAIR}")
+
+
+def test_a_delivered_customer_leaves_rejected_csv_wherever_their_line_is_and_whatever_it_starts_with(tmp_path):
+    """The others' lines stay, in order, whichever line goes (the first, a middle one, the last); an
+    address a spreadsheet would run as a formula was written with a ' before it and is still found."""
+    path = tmp_path / "rejected.csv"
+    for email in ("ann@example.com", "-bob@example.com", "cy@example.com", "di@example.com"):
+        append_rejected_csv(path, rejected_csv_cells(TODAY, email, "N", ["1"], "HTTP 422"))
+
+    def emails():
+        with path.open(encoding="utf-8-sig", newline="") as handle:
+            return [row[1] for row in csv.reader(handle)]
+    remove_rejected_csv_customers(path, {customer_key("-bob@example.com")})
+    assert emails() == ["email", "ann@example.com", "cy@example.com", "di@example.com"]
+    remove_rejected_csv_customers(path, {customer_key("di@example.com")})
+    assert emails() == ["email", "ann@example.com", "cy@example.com"]
+    remove_rejected_csv_customers(path, {customer_key("ann@example.com")})
+    assert emails() == ["email", "cy@example.com"]
+    remove_rejected_csv_customers(path, {customer_key("nobody@example.com")})
+    assert emails() == ["email", "cy@example.com"]
+
+
+def test_a_rejected_csv_that_cannot_be_read_says_to_take_the_lines_out_by_hand(tmp_path):
+    path = tmp_path / "rejected.csv"
+    path.write_bytes(b"\xef\xbb\xbfday,email\n2026-11-22,\xff\xfe\n")   # not UTF-8
+    with pytest.raises(StateError, match=r"cannot take the delivered customers out of .*rejected.csv \(.*\); "
+                                         r"delete their lines by hand"):
+        remove_rejected_csv_customers(path, {customer_key("ann@example.com")})
 
 
 def test_a_held_entry_may_keep_a_moment_and_a_rejected_ticket_a_time():
