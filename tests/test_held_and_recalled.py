@@ -9,6 +9,7 @@ import pytest
 from conftest import closed_ticket, customer
 
 from ticket_core import (
+    BY_ADDRESS,
     HELD_KEEP_DAYS,
     REJECTED_KEEP_DAYS,
     SKIP_BAD_DATE,
@@ -46,6 +47,7 @@ from ticket_core import (
     rejection_entry,
     select_closed_tickets,
     split_by_weekly_guard,
+    still_held,
     without_delivered,
 )
 
@@ -422,3 +424,29 @@ def test_only_held_tickets_count_as_held_back():
     held = {"T1": {"day": "2026-11-20", "reason": SKIP_BAD_DATE, "customer": "", "closed": ""}}
     customers = [customer(ANN, "T1", "T7", closed=TODAY), customer(BOB, "T8", closed=TODAY)]
     assert held_back_count(customers, held) == 1
+
+
+# ---------------------------------------------------------------- survivors of the 2026-12-07 mutation run
+
+def test_a_recall_not_yet_due_does_not_hide_a_later_one_of_the_same_customer():
+    not_due = Recall(customer_key(ANN), "2026-11-25")
+    due = Recall(customer_key(ANN), "2026-11-20")
+    assert recall_matches([not_due, due], datetime(2026, 11, 22), ANN) == BY_ADDRESS
+
+
+def test_a_rejected_ticket_is_recalled_and_settled_by_its_address_even_under_another_name():
+    """The report now spells Ann's name differently: her address still makes the refused ticket hers."""
+    key, entry = rejection_entry(RunState(date(2026, 11, 20)), customer(ANN, "T1", closed=date(2026, 11, 21)), TODAY,
+                                 "HTTP 422")
+    rejected = {key: entry}
+    [recall] = recalls_of_rejected(rejected)["T1"]
+    assert recall_matches([recall], datetime(2026, 11, 21), ANN, "Ann Smith-Lee") == BY_ADDRESS
+    renamed = customer(ANN, "T1", closed=date(2026, 11, 21), name="Ann Smith-Lee")
+    assert without_delivered(rejected, renamed) == {}
+
+
+def test_what_a_live_run_leaves_held_looks_past_customers_with_nothing_held():
+    held = {"ann@example.com/T1": {"ticket": "T1", "day": "2026-11-22", "reason": "unparseable date",
+                                   "customer": customer_key(ANN), "closed": "", "name": name_key("Ann Lee")}}
+    emailed = [customer(BOB, "T9", closed=TODAY), customer(ANN, "T1", closed=date(2026, 11, 21))]
+    assert still_held(held, emailed) == {}

@@ -10,6 +10,7 @@ from url_rules import (
     WEB_PORTS,
     UrlError,
     ca_bundle,
+    check_endpoint,
     is_loopback,
     is_printable_ascii,
     parse_url,
@@ -98,3 +99,18 @@ def test_a_ca_bundle_that_cannot_be_used_is_named_at_start(monkeypatch, tmp_path
     monkeypatch.setenv("HTTPLIB2_CA_CERTS", str(tmp_path / "missing.pem"))
     assert unusable_ca_bundle() == ("HTTPLIB2_CA_CERTS names a CA bundle that cannot be used (No such file or "
                                     "directory): point it at a PEM file of certificates, or unset it")
+
+
+@pytest.mark.parametrize("url", ["https://sheets.example.net/", "http://127.0.0.1:8080/", "http://[::1]:9/",
+                                 "http://localhost:8080/"])
+def test_an_api_endpoint_is_https_or_plain_http_to_this_machine(url):
+    assert check_endpoint(url, "SHEETS_API_ENDPOINT") == url
+
+
+def test_an_api_endpoint_in_clear_text_elsewhere_or_unreadable_is_refused_naming_its_setting():
+    with pytest.raises(UrlError) as refused:
+        check_endpoint("http://graph.example.net/", "M365_GRAPH_ENDPOINT")
+    assert str(refused.value) == ("M365_GRAPH_ENDPOINT must be an https:// URL (plain http only to this machine): a "
+                                  "token would travel in clear text")
+    with pytest.raises(UrlError, match="GMAIL_API_ENDPOINT"):
+        check_endpoint("not a url", "GMAIL_API_ENDPOINT")
