@@ -377,3 +377,16 @@ def test_a_delivery_is_recorded_then_finish_state_keeps_only_what_the_next_windo
     assert finished.last_run_date == date(2026, 11, 24)
     assert finished.notified == {customer.key: {"2": "2026-11-24"}}
     assert finished.last_emailed == {customer.key: "2026-11-27"}
+
+
+def test_max_emails_takes_the_customers_with_the_oldest_tickets_and_keeps_the_report_s_order():
+    from conftest import customer
+
+    from ticket_core import cap_emails
+
+    late, early, middle = (customer(f"{name}@example.com", "1", closed=date(2026, 11, day))
+                           for name, day in (("late", 24), ("early", 21), ("middle", 22)))
+    assert cap_emails([late, early, middle], 2) == ([early, middle], [late])
+    assert cap_emails([late, early, middle], 1) == ([early], [middle, late])   # those who wait: oldest first
+    assert cap_emails([late, early, middle], 3) == ([late, early, middle], [])
+    assert cap_emails([late, early, middle], None) == ([late, early, middle], [])

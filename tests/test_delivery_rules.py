@@ -13,6 +13,7 @@ import delivery
 from delivery import (
     DELIVERED,
     FEWER,
+    LIMIT,
     REJECTED,
     RETRY,
     STOP,
@@ -24,6 +25,9 @@ from delivery import (
     attempt_within,
     backoff_seconds,
     deliver_all,
+    http_answer,
+    limit_line,
+    resume_time,
     retry_wait,
 )
 
@@ -594,3 +598,88 @@ def test_the_rate_limiter_spaces_every_start_evenly_on_its_own_clock(monkeypatch
     assert all(limiter.wait(stop) for _ in range(3)) and stop.waits == [0.5, 0.5]   # 120 a minute: one each 0.5 s
     clock[0] += 10   # a pause longer than the interval: the next start is not held back
     assert limiter.wait(stop) and stop.waits == [0.5, 0.5]
+
+
+# ---------------------------------------------------------------- the shared answer rules (section 6 and 23)
+
+def test_the_resume_time_is_the_provider_s_own_words_without_their_punctuation_or_this_machine_s_clock():
+    said = Answer(LIMIT, "the sending limit (x)", "HTTP 429", said="HTTP 429: Retry after 2026-12-08 10:00.)")
+    assert resume_time(said) == "2026-12-08 10:00"
+    asked = Answer(LIMIT, "the sending limit (HTTP 429)", "HTTP 429", retry_after=3600)
+    expected = time.strftime("%Y-%m-%d %H:%M", time.localtime(1_000_000 + 3600)) + " (this machine's time)"
+    assert resume_time(asked, now=1_000_000) == expected
+    assert resume_time(Answer(LIMIT, "the sending limit (550 5.4.5 Daily user sending quota exceeded)", "550")) == ""
+
+
+def test_the_limit_line_names_the_destination_the_count_the_answer_who_waits_and_when():
+    said = Answer(LIMIT, "the sending limit (550 5.4.5 quota)", "550", said="550 5.4.5 Daily user sending quota exceeded")
+    assert limit_line("smtp.gmail.com:587", 1900, said, 3100) == (
+        "sending limit reached at smtp.gmail.com:587 after 1900 email(s) in this run (it answered 550 5.4.5 Daily "
+        "user sending quota exceeded); 3100 customer(s) wait for the next run, none rejected; the provider did not "
+        "say when sending can resume (a daily limit counts the last 24 hours); if this happens every week, spread "
+        "the sending with --max-emails N over daily runs")
+    words_only = Answer(LIMIT, "the sending limit (HTTP 429 dailyLimitExceeded. Retry after 2026-12-08T10:00Z)", "HTTP 429")
+    assert limit_line("gmail.googleapis.com:443", 0, words_only, 7) == (
+        "sending limit reached at gmail.googleapis.com:443 after 0 email(s) in this run (HTTP 429 dailyLimitExceeded. "
+        "Retry after 2026-12-08T10:00Z); 7 customer(s) wait for the next run, none rejected; the provider says sending "
+        "can resume 2026-12-08T10:00Z; if this happens every week, spread the sending with --max-emails N over daily runs")
+
+
+@pytest.mark.parametrize("location, named", [("https://elsewhere.example.net/x?token=1", "elsewhere.example.net:443"),
+                                             ("http://[2001:db8::1]:8080/p", "[2001:db8::1]:8080"),
+                                             ("", ""), ("/relative/path", ""), ("not a url at all", "")])
+def test_a_redirect_names_only_the_host_it_pointed_to(location, named):
+    answer = http_answer(302, {"Location": location}, "graph:443")
+    assert answer.kind == STOP and "HTTP 302" in answer.detail and (f"(it pointed to {named})" in answer.detail) == bool(named)
+    assert "token" not in answer.detail and "relative" not in answer.detail
+
+
+@pytest.mark.parametrize("status, kind", [(200, DELIVERED), (204, DELIVERED), (299, DELIVERED), (300, STOP), (399, STOP),
+                                          (408, RETRY), (429, RETRY), (500, RETRY), (599, RETRY), (400, None),
+                                          (401, None), (404, None), (600, None)])
+def test_every_http_status_has_its_class(status, kind):
+    answer = http_answer(status, {}, "hooks.example:443")
+    assert (answer and answer.kind) == kind and (answer is None or answer.code == f"HTTP {status}")
+
+
+def test_an_http_answer_says_what_the_receiver_said_and_how_long_it_asked_to_wait():
+    assert http_answer(202, {}, "hooks.example:443") == Answer(DELIVERED, "HTTP 202", "HTTP 202")
+    assert http_answer(503, {"Retry-After": "7"}, "hooks.example:443", "busy") == Answer(
+        RETRY, "hooks.example:443 answered HTTP 503: busy", "HTTP 503", retry_after=7, said="HTTP 503: busy")
+    assert http_answer(429, {"retry-after": "9"}, "hooks.example:443") == Answer(
+        RETRY, "hooks.example:443 answered HTTP 429", "HTTP 429", retry_after=9, said="HTTP 429")
+    assert http_answer(308, {"location": "https://moved.example/x"}, "hooks.example:443") == Answer(
+        STOP, "hooks.example:443 answered HTTP 308 (it pointed to moved.example:443): the address moved or a proxy "
+              "redirects it; check the destination's URL or endpoint setting (a send is never redirected)", "HTTP 308")
+    assert "pointed" not in http_answer(301, {"Location": ""}, "hooks.example:443").detail
+
+
+@pytest.mark.parametrize("kind", [DELIVERED, FEWER, LIMIT])
+def test_an_answer_that_is_no_refusal_is_never_made_a_limit(kind):
+    answer = Answer(kind, "550 5.4.5 Daily user sending quota exceeded", "550", retry_after=3600)
+    assert delivery.as_sending_limit(answer) is answer
+
+
+def test_a_limit_keeps_the_provider_s_words_code_and_wait():
+    said = Answer(REJECTED, "relay:25 refused the message", "550", said="550 5.4.5 Daily user sending quota exceeded")
+    assert delivery.as_sending_limit(said) == Answer(
+        LIMIT, "the sending limit (550 5.4.5 Daily user sending quota exceeded)", "550",
+        said="550 5.4.5 Daily user sending quota exceeded")
+    words_in_detail = Answer(RETRY, "gmail answered HTTP 429 dailyLimitExceeded", "HTTP 429", retry_after=30)
+    assert delivery.as_sending_limit(words_in_detail) == Answer(
+        LIMIT, "the sending limit (gmail answered HTTP 429 dailyLimitExceeded)", "HTTP 429", retry_after=30)
+    long_wait = Answer(RETRY, "graph answered HTTP 429", "HTTP 429", retry_after=121, said="HTTP 429")
+    assert delivery.as_sending_limit(long_wait) == Answer(LIMIT, "the sending limit (HTTP 429)", "HTTP 429",
+                                                          retry_after=121, said="HTTP 429")
+    at_the_cap = Answer(RETRY, "graph answered HTTP 429", "HTTP 429", retry_after=120, said="HTTP 429")
+    assert delivery.as_sending_limit(at_the_cap) is at_the_cap
+
+
+@pytest.mark.parametrize("said, limit", [
+    ("550 5.4.5 Daily user sending quota exceeded", True),
+    ("552 5.2.2 mailbox full, quota exceeded", False),
+    ("550 5.2.2 over quota; daily sending limit", False),   # the recipient's quota wins: a refusal, never a stop
+    ("250 OK", False),
+])
+def test_a_sending_limit_is_the_sender_s_never_the_recipient_s(said, limit):
+    assert delivery.speaks_of_a_sending_limit(said) is limit

@@ -450,3 +450,44 @@ def test_what_a_live_run_leaves_held_looks_past_customers_with_nothing_held():
                                    "customer": customer_key(ANN), "closed": "", "name": name_key("Ann Lee")}}
     emailed = [customer(BOB, "T9", closed=TODAY), customer(ANN, "T1", closed=date(2026, 11, 21))]
     assert still_held(held, emailed) == {}
+
+
+ANN_NEW, ANN_OTHER = "ann.lee@example.org", "a.lee@example.net"
+
+
+def by_name(*rows, holder_rows=()):
+    """The selection of rows from before the window (02-04/11) while Ann's T1 is held under her old address."""
+    recall = {"T1": (Recall(customer_key(ANN), "", name_key("Ann Lee")),)}
+    return select([*holder_rows, *rows], recall=recall)
+
+
+def test_a_held_ticket_under_a_corrected_address_joins_that_customer_the_latest_row_winning():
+    selection = by_name(["Ann", "Lee", ANN_NEW, "T1", "Closed", "02/11/2026"],
+                        ["Ann", "Lee", ANN_NEW, "T1", "Closed", "03/11/2026"],
+                        ["Anne", "Lee", ANN_NEW, "T1", "Closed", "04/11/2026"])   # another name: not hers
+    [ticket] = selection.tickets
+    assert (ticket.email, ticket.closed_at, ticket.first_name) == (ANN_NEW, datetime(2026, 11, 3), "Ann")
+    assert selection.recalled == {"T1"} and selection.ambiguous == set() and selection.warnings == []
+
+
+def test_a_held_ticket_two_addresses_claim_by_name_stays_held_and_the_warning_names_the_rows():
+    selection = by_name(["Ann", "Lee", ANN_NEW, "T1", "Closed", "02/11/2026"],
+                        ["Ann", "Lee", ANN_OTHER, "T1", "Closed", "03/11/2026"])
+    assert selection.tickets == [] and selection.ambiguous == {"T1"} and selection.recalled == set()
+    assert selection.warnings == ["ticket T1: rows 2, 3 of different addresses could each be the held ticket of one "
+                                  "customer; it stays held until only one row claims it"]
+
+
+def test_a_claim_by_name_is_no_claim_while_the_customer_s_own_address_holds_the_ticket():
+    holder = [["Ann", "Lee", ANN, "T1", "Closed", "25/11/2026"]]   # inside the window, at her recorded address
+    selection = by_name(["Ann", "Lee", ANN_NEW, "T1", "Closed", "02/11/2026"], holder_rows=holder)
+    assert [(t.email, t.ticket_id) for t in selection.tickets] == [(ANN, "T1")] and selection.ambiguous == set()
+
+
+def test_an_entry_of_an_older_version_recalls_its_ticket_under_one_address_only():
+    recall = {"T1": (Recall("", ""),)}   # no customer, no name: any address, as then
+    one = select([["Ann", "Lee", ANN_NEW, "T1", "Closed", "02/11/2026"]], recall=recall)
+    assert [t.email for t in one.tickets] == [ANN_NEW] and one.recalled == {"T1"}
+    two = select([["Ann", "Lee", ANN_NEW, "T1", "Closed", "02/11/2026"], ["Bob", "Ray", BOB, "T1", "Closed", "03/11/2026"]],
+                 recall=recall)
+    assert two.tickets == [] and two.ambiguous == {"T1"}

@@ -238,17 +238,6 @@ def test_a_redirect_from_graph_stops_the_run_and_is_never_followed(tmp_path, mic
     assert read_state(tmp_path / "s.json").get("notified", {}) == {}
 
 
-@pytest.mark.parametrize("location, named", [("https://elsewhere.example.net/x?token=1", "elsewhere.example.net:443"),
-                                             ("http://[2001:db8::1]:8080/p", "[2001:db8::1]:8080"),
-                                             ("", ""), ("/relative/path", ""), ("not a url at all", "")])
-def test_a_redirect_names_only_the_host_it_pointed_to(location, named):
-    from delivery import STOP, http_answer
-
-    answer = http_answer(302, {"Location": location}, "graph:443")
-    assert answer.kind == STOP and "HTTP 302" in answer.detail and (f"(it pointed to {named})" in answer.detail) == bool(named)
-    assert "token" not in answer.detail and "relative" not in answer.detail
-
-
 def refused_once_each(refusal, delivered):
     """A mail API's answer: `refusal` the first time each recipient is sent to, then `delivered`."""
     seen: set[str] = set()

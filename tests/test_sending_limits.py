@@ -3,7 +3,6 @@ week goes out over several runs with --max-emails (a real SMTP server, the Gmail
 and the story in-process)."""
 
 import threading
-import time
 from datetime import date, timedelta
 
 import pytest
@@ -12,7 +11,7 @@ from mail_standins import json_reply, run, write_user_token
 
 import google_api
 from cli_options import UsageError, parse_args
-from delivery import DELIVERED, LIMIT, REJECTED, RETRY, STOP, Answer, as_sending_limit, limit_line, resume_time
+from delivery import DELIVERED, LIMIT, REJECTED, RETRY, STOP, Answer, as_sending_limit, resume_time
 
 TODAY = date.today()
 DAY = (TODAY - timedelta(days=3)).strftime("%d/%m/%Y")
@@ -62,29 +61,6 @@ def test_a_retry_after_beyond_the_run_s_wait_cap_is_a_limit_and_says_when():
     said = Answer(LIMIT, "HTTP 429: User-rate limit exceeded. Retry after 2026-12-08T10:00:00.000Z", "HTTP 429")
     assert resume_time(said) == "2026-12-08T10:00:00.000Z"
     assert as_sending_limit(Answer(DELIVERED, "250 quota exceeded? no: delivered", "250")).kind == DELIVERED
-
-
-def test_the_resume_time_is_the_provider_s_own_words_without_their_punctuation_or_this_machine_s_clock():
-    said = Answer(LIMIT, "the sending limit (x)", "HTTP 429", said="HTTP 429: Retry after 2026-12-08 10:00.)")
-    assert resume_time(said) == "2026-12-08 10:00"
-    asked = Answer(LIMIT, "the sending limit (HTTP 429)", "HTTP 429", retry_after=3600)
-    expected = time.strftime("%Y-%m-%d %H:%M", time.localtime(1_000_000 + 3600)) + " (this machine's time)"
-    assert resume_time(asked, now=1_000_000) == expected
-    assert resume_time(Answer(LIMIT, "the sending limit (550 5.4.5 Daily user sending quota exceeded)", "550")) == ""
-
-
-def test_the_limit_line_names_the_destination_the_count_the_answer_who_waits_and_when():
-    said = Answer(LIMIT, "the sending limit (550 5.4.5 quota)", "550", said="550 5.4.5 Daily user sending quota exceeded")
-    assert limit_line("smtp.gmail.com:587", 1900, said, 3100) == (
-        "sending limit reached at smtp.gmail.com:587 after 1900 email(s) in this run (it answered 550 5.4.5 Daily "
-        "user sending quota exceeded); 3100 customer(s) wait for the next run, none rejected; the provider did not "
-        "say when sending can resume (a daily limit counts the last 24 hours); if this happens every week, spread "
-        "the sending with --max-emails N over daily runs")
-    words_only = Answer(LIMIT, "the sending limit (HTTP 429 dailyLimitExceeded. Retry after 2026-12-08T10:00Z)", "HTTP 429")
-    assert limit_line("gmail.googleapis.com:443", 0, words_only, 7) == (
-        "sending limit reached at gmail.googleapis.com:443 after 0 email(s) in this run (HTTP 429 dailyLimitExceeded. "
-        "Retry after 2026-12-08T10:00Z); 7 customer(s) wait for the next run, none rejected; the provider says sending "
-        "can resume 2026-12-08T10:00Z; if this happens every week, spread the sending with --max-emails N over daily runs")
 
 
 # ---------------------------------------------------------------- SMTP
