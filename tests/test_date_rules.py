@@ -157,3 +157,10 @@ def test_a_moment_in_the_daylight_saving_gap_is_made_local_as_the_clock_shows_it
     finally:
         monkeypatch.delenv("TZ")
         time.tzset()
+
+
+def test_a_month_name_form_that_cannot_read_a_text_leaves_the_next_forms_to_try():
+    parser = DateParser(("%b %d, %Y", "%d/%m/%Y"))
+    assert parser.parse("21/11/2026") == (datetime(2026, 11, 21), False)
+    assert parser.parse("Nov 21, 2026") == (datetime(2026, 11, 21), False)
+    assert DateParser(("%d %B %Y", "%Y-%m-%d")).parse("2026-11-21") == (datetime(2026, 11, 21), False)

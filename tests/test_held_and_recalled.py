@@ -491,3 +491,11 @@ def test_an_entry_of_an_older_version_recalls_its_ticket_under_one_address_only(
     two = select([["Ann", "Lee", ANN_NEW, "T1", "Closed", "02/11/2026"], ["Bob", "Ray", BOB, "T1", "Closed", "03/11/2026"]],
                  recall=recall)
     assert two.tickets == [] and two.ambiguous == {"T1"}
+
+
+def test_a_ticket_recalled_by_name_is_made_whole_with_its_subject():
+    recall = {"T1": (Recall(customer_key(ANN), "", name_key("Ann Lee")),)}
+    rows = [["Ann", "Lee", ANN_NEW, "T1", "Closed", "02/11/2026 10:30", "Printer jam"]]
+    selection = select(rows, header=[*HEADER, "Subject"], recall=recall, date_formats=("%d/%m/%Y %H:%M",))
+    assert selection.tickets == [ClosedTicket(ANN_NEW, "T1", "Closed", datetime(2026, 11, 2, 10, 30), True, "Ann",
+                                              "Ann Lee", "Printer jam")]

@@ -265,3 +265,11 @@ def test_every_mail_destination_and_the_preview_make_the_same_email():
     assert (made.sender, made.recipient, made.cc, made.message_id) == (direct.sender, direct.recipient, direct.cc,
                                                                        direct.message_id)
     assert read(made.data).get_body(("plain",)).get_content() == read(direct.data).get_body(("plain",)).get_content()
+
+
+@pytest.mark.parametrize("octets, encoding", [(998, "8bit"), (999, "quoted-printable")])
+def test_a_utf8_line_longer_than_998_octets_goes_quoted_printable(octets, encoding):
+    line = "é" + "x" * (octets - 2)   # é is two octets
+    mail = outgoing_mail(customer(ANN, "T1"), Content(body_template=Template(line)), SENDER)
+    assert read(mail.data)["Content-Transfer-Encoding"] == encoding
+    assert read(mail.data).get_content().rstrip("\r\n") == line

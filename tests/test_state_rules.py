@@ -378,3 +378,35 @@ def test_rejected_csv_is_rewritten_through_a_temporary_file_the_next_run_would_c
     remove_rejected_csv_lines(path, [drop])
     [temp] = made
     assert temp.parent == tmp_path and temp.name.startswith(".rejected.csv.") and temp.name.endswith(".tmp")
+
+
+SENT = {"0123abcd": {"customer": KEY, "name": "n" * 16, "day": "2026-11-22", "tickets": {"T1": "2026-11-21"}}}
+
+
+def test_the_sent_emails_and_the_bounce_cursors_read_back_as_written(tmp_path):
+    data = {**FULL, "sent": SENT, "bounces": {"gmail": {"history": "123", "seen": 4}}}
+    state = read(data)
+    assert state.sent == SENT and state.bounce_cursor == {"gmail": {"history": "123", "seen": 4}}
+    save_state(tmp_path / "s.json", state)
+    assert load_state(tmp_path / "s.json", TODAY) == state
+
+
+@pytest.mark.parametrize("data, message", [
+    ({**FULL, "sent": {"m": {**SENT["0123abcd"], "customer": 5}}}, 'the file: "sent.m.customer" is not text'),
+    ({**FULL, "sent": []}, 'the file: "sent" is not a JSON object'),
+    ({**FULL, "bounces": {"gmail": {"history": True}}}, 'the file: "bounces.gmail.history" is not text or a number'),
+    ({**FULL, "bounces": []}, 'the file: "bounces" is not a JSON object'),
+])
+def test_a_wrong_sent_email_or_bounce_cursor_is_named_by_its_key(data, message):
+    with pytest.raises(StateError) as refused:
+        read(data, "the file")
+    assert str(refused.value).startswith(message)
+
+
+def test_a_sent_email_is_kept_90_days_for_its_bounces_then_forgotten():
+    from ticket_core import finish_state
+
+    sent = {"old": {**SENT["0123abcd"], "day": "2026-08-28"}, "kept": {**SENT["0123abcd"], "day": "2026-08-29"}}
+    state = RunState(date(2026, 11, 20), sent=sent, bounce_cursor={"gmail": {"history": "9"}})
+    finished = finish_state(state, date(2026, 11, 20), TODAY, 7)   # 27/11 - 90 days = 29/08
+    assert finished.sent == {"kept": sent["kept"]} and finished.bounce_cursor == {"gmail": {"history": "9"}}
