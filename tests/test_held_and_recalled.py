@@ -499,3 +499,15 @@ def test_a_ticket_recalled_by_name_is_made_whole_with_its_subject():
     selection = select(rows, header=[*HEADER, "Subject"], recall=recall, date_formats=("%d/%m/%Y %H:%M",))
     assert selection.tickets == [ClosedTicket(ANN_NEW, "T1", "Closed", datetime(2026, 11, 2, 10, 30), True, "Ann",
                                               "Ann Lee", "Printer jam")]
+
+
+def test_a_held_entry_recalls_its_customer_by_address_and_by_name():
+    entry = {"ticket": "T1", "day": "2026-11-22", "reason": "unparseable date", "customer": customer_key(ANN),
+             "closed": "", "name": name_key("Ann Lee")}
+    assert recalls_of_held({"k/T1": entry}) == {"T1": (Recall(customer_key(ANN), "", name_key("Ann Lee")),)}
+
+
+def test_two_customers_without_an_address_hold_the_same_ticket_id_apart_by_name():
+    rows = [SkippedRow(5, SKIP_NO_EMAIL, "x", "T1", "", "2026-11-21", name_key("Ann Lee")),
+            SkippedRow(6, SKIP_NO_EMAIL, "y", "T1", "", "2026-11-22", name_key("Bob Ray"))]
+    assert sorted(held_from(rows)) == sorted([f"{name_key('Ann Lee')}/T1", f"{name_key('Bob Ray')}/T1"])

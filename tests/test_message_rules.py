@@ -273,3 +273,9 @@ def test_a_utf8_line_longer_than_998_octets_goes_quoted_printable(octets, encodi
     mail = outgoing_mail(customer(ANN, "T1"), Content(body_template=Template(line)), SENDER)
     assert read(mail.data)["Content-Transfer-Encoding"] == encoding
     assert read(mail.data).get_content().rstrip("\r\n") == line
+
+
+def test_a_subject_s_placeholders_are_the_customer_s():
+    from customer_message import subject_for
+
+    assert subject_for(customer(ANN, "T1", "T2"), Content(subject="$first_name: $ticket_count closed")) == "Ann: 2 closed"

@@ -410,3 +410,46 @@ def test_a_sent_email_is_kept_90_days_for_its_bounces_then_forgotten():
     state = RunState(date(2026, 11, 20), sent=sent, bounce_cursor={"gmail": {"history": "9"}})
     finished = finish_state(state, date(2026, 11, 20), TODAY, 7)   # 27/11 - 90 days = 29/08
     assert finished.sent == {"kept": sent["kept"]} and finished.bounce_cursor == {"gmail": {"history": "9"}}
+
+
+def test_a_delivery_while_bounces_are_read_keeps_its_email_and_settles_the_customer_s_refusal(tmp_path, caplog):
+    from ticket_core import sent_entry
+
+    path = tmp_path / "s.json"
+    ann = customer("ann@example.com", "T1", closed=date(2026, 11, 21))
+    writer = StateWriter(path, RunState(date(2026, 11, 20), bounce_cursor={"gmail": {"history": "7"}}))
+    writer.record_rejection(ann, TODAY, "HTTP 422 mailbox full")
+    writer.record(ann, TODAY, message_key="abc123")
+    saved = load_state(path, TODAY)
+    assert saved.sent == {"abc123": sent_entry(ann, TODAY)} and saved.bounce_cursor == {"gmail": {"history": "7"}}
+    assert saved.rejected == {} and saved.notified == {ann.key: {"T1": "2026-11-21"}}
+    assert not (tmp_path / "rejected.csv").exists()   # her line left with her refusal, and it was the only one
+
+
+def test_a_rejected_csv_that_cannot_be_rewritten_after_a_delivery_is_a_warning_not_a_stop(tmp_path, caplog):
+    path = tmp_path / "s.json"
+    ann = customer("ann@example.com", "T1", closed=date(2026, 11, 21))
+    writer = StateWriter(path, RunState(date(2026, 11, 20)))
+    writer.record_rejection(ann, TODAY, "HTTP 422 mailbox full")
+    (tmp_path / "rejected.csv").write_bytes(b"\xef\xbb\xbfday,email\n\xff\xfe\n")   # unreadable now
+    with caplog.at_level("WARNING", logger="ticket_notifier"):
+        writer.record(ann, TODAY)
+    assert load_state(path, TODAY).rejected == {}
+    assert [record.getMessage() for record in caplog.records if record.name == "ticket_notifier"] == [
+        f"cannot take the delivered customers out of {tmp_path / 'rejected.csv'} ('utf-8' codec can't decode byte 0xff "
+        "in position 10: invalid start byte); delete their lines by hand"]
+
+
+@pytest.mark.skipif(not hasattr(__import__("os"), "mkfifo"), reason="named pipes are POSIX")
+def test_a_state_path_that_is_a_folder_or_a_pipe_is_named_as_such(tmp_path):
+    import os
+
+    from state_file import check_regular_file
+
+    (tmp_path / "folder").mkdir()
+    os.mkfifo(tmp_path / "pipe")
+    with pytest.raises(StateError, match=r"the state file .*folder is a folder: pass --state-file with the path of a file"):
+        check_regular_file(tmp_path / "folder")
+    with pytest.raises(StateError, match=r"the state file .*pipe is a pipe: pass --state-file"):
+        check_regular_file(tmp_path / "pipe")
+    check_regular_file(tmp_path / "missing.json")
