@@ -511,3 +511,16 @@ def test_two_customers_without_an_address_hold_the_same_ticket_id_apart_by_name(
     rows = [SkippedRow(5, SKIP_NO_EMAIL, "x", "T1", "", "2026-11-21", name_key("Ann Lee")),
             SkippedRow(6, SKIP_NO_EMAIL, "y", "T1", "", "2026-11-22", name_key("Bob Ray"))]
     assert sorted(held_from(rows)) == sorted([f"{name_key('Ann Lee')}/T1", f"{name_key('Bob Ray')}/T1"])
+
+
+def test_each_held_ticket_claimed_by_name_is_decided_on_its_own():
+    """T1 is no claim (Ann's own address holds it), T2 is claimed by two addresses, T3 by one: T3 joins
+    that customer whatever came before it."""
+    recall = {ticket_id: (Recall(customer_key(ANN), "", name_key("Ann Lee")),) for ticket_id in ("T1", "T2", "T3")}
+    rows = [["Ann", "Lee", ANN, "T1", "Closed", "25/11/2026"],
+            ["Ann", "Lee", ANN_NEW, "T1", "Closed", "02/11/2026"],
+            ["Ann", "Lee", ANN_NEW, "T2", "Closed", "02/11/2026"], ["Ann", "Lee", ANN_OTHER, "T2", "Closed", "03/11/2026"],
+            ["Ann", "Lee", ANN_NEW, "T3", "Closed", "04/11/2026"]]
+    selection = select(rows, recall=recall)
+    assert sorted((t.email, t.ticket_id) for t in selection.tickets) == sorted([(ANN, "T1"), (ANN_NEW, "T3")])
+    assert selection.ambiguous == {"T2"} and selection.recalled == {"T3"}
