@@ -164,3 +164,4 @@ def test_a_month_name_form_that_cannot_read_a_text_leaves_the_next_forms_to_try(
     assert parser.parse("21/11/2026") == (datetime(2026, 11, 21), False)
     assert parser.parse("Nov 21, 2026") == (datetime(2026, 11, 21), False)
     assert DateParser(("%d %B %Y", "%Y-%m-%d")).parse("2026-11-21") == (datetime(2026, 11, 21), False)
+    assert DateParser(("%b %d, %Y", "%d %B %Y")).parse("21 November 2026") == (datetime(2026, 11, 21), False)

@@ -440,6 +440,7 @@ def test_a_rejected_ticket_is_recalled_and_settled_by_its_address_even_under_ano
                                  "HTTP 422")
     rejected = {key: entry}
     [recall] = recalls_of_rejected(rejected)["T1"]
+    assert recall == Recall(customer_key(ANN), "2026-11-21", name_key("Ann Lee"))
     assert recall_matches([recall], datetime(2026, 11, 21), ANN, "Ann Smith-Lee") == BY_ADDRESS
     renamed = customer(ANN, "T1", closed=date(2026, 11, 21), name="Ann Smith-Lee")
     assert without_delivered(rejected, renamed) == {}
@@ -462,8 +463,8 @@ def by_name(*rows, holder_rows=()):
 
 
 def test_a_held_ticket_under_a_corrected_address_joins_that_customer_the_latest_row_winning():
-    selection = by_name(["Ann", "Lee", ANN_NEW, "T1", "Closed", "02/11/2026"],
-                        ["Ann", "Lee", ANN_NEW, "T1", "Closed", "03/11/2026"],
+    selection = by_name(["Ann", "Lee", ANN_NEW, "T1", "Closed", "03/11/2026"],
+                        ["Ann", "Lee", ANN_NEW, "T1", "Closed", "02/11/2026"],
                         ["Anne", "Lee", ANN_NEW, "T1", "Closed", "04/11/2026"])   # another name: not hers
     [ticket] = selection.tickets
     assert (ticket.email, ticket.closed_at, ticket.first_name) == (ANN_NEW, datetime(2026, 11, 3), "Ann")
@@ -495,16 +496,21 @@ def test_an_entry_of_an_older_version_recalls_its_ticket_under_one_address_only(
 
 def test_a_ticket_recalled_by_name_is_made_whole_with_its_subject():
     recall = {"T1": (Recall(customer_key(ANN), "", name_key("Ann Lee")),)}
-    rows = [["Ann", "Lee", ANN_NEW, "T1", "Closed", "02/11/2026 10:30", "Printer jam"]]
+    rows = [["Ann", "Lee", "Ann.Lee@Example.org", "T1", "Closed", "02/11/2026 10:30", "Printer jam"]]
     selection = select(rows, header=[*HEADER, "Subject"], recall=recall, date_formats=("%d/%m/%Y %H:%M",))
-    assert selection.tickets == [ClosedTicket(ANN_NEW, "T1", "Closed", datetime(2026, 11, 2, 10, 30), True, "Ann",
-                                              "Ann Lee", "Printer jam")]
+    assert selection.tickets == [ClosedTicket("Ann.Lee@Example.org", "T1", "Closed", datetime(2026, 11, 2, 10, 30), True,
+                                              "Ann", "Ann Lee", "Printer jam")]
+    assert list(selection.by_email) == ["ann.lee@example.org"]
 
 
 def test_a_held_entry_recalls_its_customer_by_address_and_by_name():
     entry = {"ticket": "T1", "day": "2026-11-22", "reason": "unparseable date", "customer": customer_key(ANN),
              "closed": "", "name": name_key("Ann Lee")}
-    assert recalls_of_held({"k/T1": entry}) == {"T1": (Recall(customer_key(ANN), "", name_key("Ann Lee")),)}
+    bob = {**entry, "customer": customer_key(BOB), "name": name_key("Bob Ray")}
+    assert recalls_of_held({"k/T1": entry, "b/T1": bob}) == {"T1": (Recall(customer_key(ANN), "", name_key("Ann Lee")),
+                                                                   Recall(customer_key(BOB), "", name_key("Bob Ray")))}
+    moved = customer(ANN_NEW, "T1", closed=date(2026, 11, 21))   # emailed at her corrected address, same name
+    assert held_settled_by({"k/T1": entry, "b/T1": bob}, moved) == {"b/T1": bob}
 
 
 def test_two_customers_without_an_address_hold_the_same_ticket_id_apart_by_name():
@@ -524,3 +530,9 @@ def test_each_held_ticket_claimed_by_name_is_decided_on_its_own():
     selection = select(rows, recall=recall)
     assert sorted((t.email, t.ticket_id) for t in selection.tickets) == sorted([(ANN, "T1"), (ANN_NEW, "T3")])
     assert selection.ambiguous == {"T2"} and selection.recalled == {"T3"}
+
+
+def test_a_skipped_row_is_not_held_when_the_same_customer_s_ticket_is_usable_on_another_row():
+    skipped = [SkippedRow(5, SKIP_BAD_DATE, "31/02/2026", "T1", customer_key(ANN), "", name_key("Ann Lee"))]
+    assert next_held({}, held_from(skipped), [customer(ANN_NEW, "T1", closed=TODAY)], TODAY) == {}   # her name
+    assert len(next_held({}, held_from(skipped), [customer(BOB, "T1", closed=TODAY, name="Bob Ray")], TODAY)) == 1

@@ -380,7 +380,8 @@ def test_rejected_csv_is_rewritten_through_a_temporary_file_the_next_run_would_c
     assert temp.parent == tmp_path and temp.name.startswith(".rejected.csv.") and temp.name.endswith(".tmp")
 
 
-SENT = {"0123abcd": {"customer": KEY, "name": "n" * 16, "day": "2026-11-22", "tickets": {"T1": "2026-11-21"}}}
+SENT = {"0123abcd": {"customer": KEY, "name": "n" * 16, "day": "2026-11-22", "tickets": {"T1": "2026-11-21"}},
+        "4567ef01": {"customer": KEY, "name": "n" * 16, "day": "2026-11-23", "tickets": {"T2": "2026-11-22"}}}
 
 
 def test_the_sent_emails_and_the_bounce_cursors_read_back_as_written(tmp_path):
@@ -453,3 +454,36 @@ def test_a_state_path_that_is_a_folder_or_a_pipe_is_named_as_such(tmp_path):
     with pytest.raises(StateError, match=r"the state file .*pipe is a pipe: pass --state-file"):
         check_regular_file(tmp_path / "pipe")
     check_regular_file(tmp_path / "missing.json")
+
+
+def test_a_state_path_that_cannot_be_looked_at_says_why(tmp_path):
+    from state_file import check_regular_file
+
+    (tmp_path / "file.txt").write_text("x")
+    with pytest.raises(StateError, match=r"cannot read the state file .*s\.json: .*(not a directory|Not a directory)"):
+        check_regular_file(tmp_path / "file.txt" / "s.json")
+
+
+@pytest.mark.skipif(not Path("/dev/null").exists(), reason="a device file is POSIX")
+def test_a_device_as_the_state_file_is_not_a_regular_file():
+    from state_file import check_regular_file
+
+    with pytest.raises(StateError, match=r"the state file /dev/null is not a regular file: pass --state-file"):
+        check_regular_file(Path("/dev/null"))
+
+
+def test_the_write_probe_is_made_in_the_state_folder_itself(tmp_path, monkeypatch):
+    """A probe made anywhere else would succeed where the state cannot be saved."""
+    import tempfile
+
+    import state_file
+
+    make_temp = tempfile.mkstemp
+
+    def refuse_the_state_folder(*args, dir=None, **kwargs):
+        if dir is not None and Path(dir) == tmp_path:
+            raise PermissionError(13, "Permission denied")
+        return make_temp(*args, dir=dir, **kwargs)
+    monkeypatch.setattr(state_file.tempfile, "mkstemp", refuse_the_state_folder)
+    with pytest.raises(StateError, match="cannot write in the state folder"):
+        prepare_state_folder(tmp_path / "s.json")
