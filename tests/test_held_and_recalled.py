@@ -509,8 +509,7 @@ def test_a_held_entry_recalls_its_customer_by_address_and_by_name():
     bob = {**entry, "customer": customer_key(BOB), "name": name_key("Bob Ray")}
     assert recalls_of_held({"k/T1": entry, "b/T1": bob}) == {"T1": (Recall(customer_key(ANN), "", name_key("Ann Lee")),
                                                                    Recall(customer_key(BOB), "", name_key("Bob Ray")))}
-    moved = customer(ANN_NEW, "T1", closed=date(2026, 11, 21))   # emailed at her corrected address, same name
-    assert held_settled_by({"k/T1": entry, "b/T1": bob}, moved) == {"b/T1": bob}
+
 
 
 def test_two_customers_without_an_address_hold_the_same_ticket_id_apart_by_name():
@@ -536,3 +535,29 @@ def test_a_skipped_row_is_not_held_when_the_same_customer_s_ticket_is_usable_on_
     skipped = [SkippedRow(5, SKIP_BAD_DATE, "31/02/2026", "T1", customer_key(ANN), "", name_key("Ann Lee"))]
     assert next_held({}, held_from(skipped), [customer(ANN_NEW, "T1", closed=TODAY)], TODAY) == {}   # her name
     assert len(next_held({}, held_from(skipped), [customer(BOB, "T1", closed=TODAY, name="Bob Ray")], TODAY)) == 1
+
+
+def test_a_held_ticket_is_settled_by_its_customer_emailed_at_a_corrected_address():
+    ann = {"ticket": "T1", "day": "2026-11-22", "reason": "unparseable date", "customer": customer_key(ANN),
+           "closed": "", "name": name_key("Ann Lee")}
+    bob = {**ann, "customer": customer_key(BOB), "name": name_key("Bob Ray")}
+    moved = customer(ANN_NEW, "T1", closed=date(2026, 11, 21))   # emailed at her corrected address, same name
+    assert held_settled_by({"k/T1": ann, "b/T1": bob}, moved) == {"b/T1": bob}
+
+
+def test_only_the_recalls_of_the_claiming_name_decide_whether_its_own_address_holds_the_ticket():
+    """Ann's address holds T1 in the window: a row under her name elsewhere is no claim, whatever other
+    customers (Bob, an entry with an address and no name) have T1 held too."""
+    recall = {"T1": (Recall(customer_key(ANN), "", name_key("Ann Lee")), Recall(customer_key(BOB), "", name_key("Bob Ray")),
+                     Recall(customer_key("dan@example.com"), ""))}
+    rows = [["Ann", "Lee", ANN, "T1", "Closed", "25/11/2026"], ["Ann", "Lee", ANN_OTHER, "T1", "Closed", "02/11/2026"]]
+    selection = select(rows, recall=recall)
+    assert [(t.email, t.ticket_id) for t in selection.tickets] == [(ANN, "T1")] and selection.ambiguous == set()
+
+
+def test_a_row_recalled_by_its_own_address_is_taken_at_once_and_a_claim_by_her_name_elsewhere_is_none():
+    recall = {"T1": (Recall(customer_key(ANN), "", name_key("Ann Lee")),)}
+    rows = [["Ann", "Lee", ANN, "T1", "Closed", "02/11/2026"], ["Ann", "Lee", ANN_OTHER, "T1", "Closed", "03/11/2026"]]
+    selection = select(rows, recall=recall)
+    assert [(t.email, t.ticket_id) for t in selection.tickets] == [(ANN, "T1")]
+    assert selection.ambiguous == set() and selection.warnings == [] and selection.recalled == {"T1"}

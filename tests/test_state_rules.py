@@ -381,7 +381,7 @@ def test_rejected_csv_is_rewritten_through_a_temporary_file_the_next_run_would_c
 
 
 SENT = {"0123abcd": {"customer": KEY, "name": "n" * 16, "day": "2026-11-22", "tickets": {"T1": "2026-11-21"}},
-        "4567ef01": {"customer": KEY, "name": "n" * 16, "day": "2026-11-23", "tickets": {"T2": "2026-11-22"}}}
+        "4567ef01": {"customer": KEY, "name": "n" * 16, "day": "2026-11-23", "tickets": {"T2": "2026-11-22T09:15:00"}}}
 
 
 def test_the_sent_emails_and_the_bounce_cursors_read_back_as_written(tmp_path):
@@ -397,6 +397,12 @@ def test_the_sent_emails_and_the_bounce_cursors_read_back_as_written(tmp_path):
     ({**FULL, "sent": []}, 'the file: "sent" is not a JSON object'),
     ({**FULL, "bounces": {"gmail": {"history": True}}}, 'the file: "bounces.gmail.history" is not text or a number'),
     ({**FULL, "bounces": []}, 'the file: "bounces" is not a JSON object'),
+    ({**FULL, "bounces": {"gmail": 5}}, 'the file: "bounces.gmail" is not a JSON object'),
+    ({**FULL, "sent": {"m": []}}, 'the file: "sent.m" is not a JSON object'),
+    ({**FULL, "sent": {"m": {**SENT["0123abcd"], "day": "2026-11-22T10:00:00"}}},
+     "the file: \"sent.m.day\" is '2026-11-22T10:00:00', not a day"),
+    ({**FULL, "sent": {"m": {**SENT["0123abcd"], "tickets": {"T1": "soon"}}}}, "the file: \"sent.m.tickets.T1\" is 'soon'"),
+    ({**FULL, "sent": {"m": {**SENT["0123abcd"], "tickets": []}}}, 'the file: "sent.m.tickets" is not a JSON object'),
 ])
 def test_a_wrong_sent_email_or_bounce_cursor_is_named_by_its_key(data, message):
     with pytest.raises(StateError) as refused:
