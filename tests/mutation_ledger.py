@@ -118,14 +118,14 @@ RULES = [
     (r"state_file\.", r"missing_ok", "equivalent: the file is there to remove (it was just found or made)"),
     (r"state_file\.x_write_probe__", r"_reason\(None\)", "not observable as root: a probe that fails cannot be staged"),
     (r"state_file\.x_load_state__|state_file\.x_check_regular_file__", r"_reason\(None\)", "not observable as root: a state file that cannot be read or looked at cannot be staged"),
-    (r"state_file\.x_append_rejected_csv__", r"newline", LOCALE),
-    (r"state_file\.x_remove_rejected_csv_lines__|state_file\.x_remove_rejected_csv_customers__", r"newline", "equivalent: rejected.csv cells never hold line breaks (a reason is one line)"),
+    (r"state_file\.x_append_rejected_csv__", r'newline|else "utf-8", \) as handle', LOCALE),
+    (r"state_file\.x_remove_rejected_csv_lines__|state_file\.x_remove_rejected_csv_customers__", r'newline|encoding="utf-8-sig", \)', "equivalent: rejected.csv cells never hold line breaks (a reason is one line)"),
     (r"state_file\.x_remove_rejected_csv_customers__", r"len\(row\) (<= 2|< 3)|len\(kept\) <= len\(rows\)|len\(rows\) \+ 1",
      "equivalent: a line the job writes has five cells, and rewriting the file with the same lines leaves it the same"),
     (r"state_file\.x_write_probe__", r'prefix=(None|"XX\.write-probe\.XX"|"\.WRITE-PROBE\.")|suffix=(None|"XX\.tmpXX"|"\.TMP")|mkstemp\(suffix=|probe\.", dir=folder\)', TEMPNAME),
     (r"state_file\.x__state_text__", r'cursors: str = "XX\{\}XX"', "equivalent: every caller passes the cursors, so the default is never used"),
     (r"state_file\.xǁStateWriterǁrecord__", r"cleared: list\[str\] = None", FALSY),
-    (r"state_file\.xǁStateWriterǁ__init__", r"strict|_changes = 1", "equivalent: keys and items of one dict always zip evenly; the change counter only needs to grow"),
+    (r"state_file\.xǁStateWriterǁ__init__", r"strict=False|items\(\)\), \)\)|_changes = 1", "equivalent: keys and items of one dict always zip evenly; the change counter only needs to grow"),
     (r"state_file\.xǁStateWriterǁ_changed__", r"_changes \+= 2", "equivalent: the change counter only needs to grow"),
     (r"state_file\.xǁStateWriterǁ_save_including__", r"_saved_changes > change", "equivalent: a save of what is already saved writes the same text"),
     (r"state_file\.xǁStateWriterǁ_encoded__", r"_encoded_cache\.get\(None|\(None, \"XXXX\"\)", FASTPATH),
@@ -179,7 +179,9 @@ def unspecific_rules() -> list[str]:
 
 
 def rule_for(record: dict) -> tuple[str, str, str] | None:
-    diff = " ".join(record["minus"] + ["=>"] + record["plus"])
+    """The rule whose function pattern names the mutant's function and whose change pattern is found in
+    what the mutant wrote (its changed lines, never the original ones)."""
+    diff = " ".join(record["plus"])
     for rule in RULES:
         name_pattern, change_pattern, _ = rule
         if re.search(name_pattern, record["name"]) and re.search(change_pattern, diff):

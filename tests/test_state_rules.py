@@ -493,3 +493,14 @@ def test_the_write_probe_is_made_in_the_state_folder_itself(tmp_path, monkeypatc
     monkeypatch.setattr(state_file.tempfile, "mkstemp", refuse_the_state_folder)
     with pytest.raises(StateError, match="cannot write in the state folder"):
         prepare_state_folder(tmp_path / "s.json")
+
+
+def test_a_writer_keeps_every_entry_it_started_with(tmp_path):
+    path = tmp_path / "s.json"
+    ann, bob = customer("ann@example.com", "T1", closed=date(2026, 11, 21)), customer("bob@example.com", "T2")
+    start = RunState(date(2026, 11, 20), notified={ann.key: {"T1": "2026-11-21"}}, last_emailed={ann.key: "2026-11-21"},
+                     sent=SENT, bounce_cursor={"gmail": {"history": "7"}})
+    StateWriter(path, start).record(bob, TODAY, message_key="m2")
+    saved = load_state(path, TODAY)
+    assert saved.notified[ann.key] == {"T1": "2026-11-21"} and saved.last_emailed[ann.key] == "2026-11-21"
+    assert set(saved.sent) == {*SENT, "m2"} and saved.sent["0123abcd"] == SENT["0123abcd"]
