@@ -125,7 +125,7 @@ RULES = [
     (r"state_file\.x_write_probe__", r'prefix=(None|"XX\.write-probe\.XX"|"\.WRITE-PROBE\.")|suffix=(None|"XX\.tmpXX"|"\.TMP")|mkstemp\(suffix=|probe\.", dir=folder\)', TEMPNAME),
     (r"state_file\.x__state_text__", r'cursors: str = "XX\{\}XX"', "equivalent: every caller passes the cursors, so the default is never used"),
     (r"state_file\.xǁStateWriterǁrecord__", r"cleared: list\[str\] = None", FALSY),
-    (r"state_file\.xǁStateWriterǁ__init__", r"strict=False|items\(\)\), \)\)|_changes = 1", "equivalent: keys and items of one dict always zip evenly; the change counter only needs to grow"),
+    (r"state_file\.xǁStateWriterǁ__init__", r"strict=(False|None)|items\(\)\), \)\)|_changes = 1", "equivalent: keys and items of one dict always zip evenly; the change counter only needs to grow"),
     (r"state_file\.xǁStateWriterǁ_changed__", r"_changes \+= 2", "equivalent: the change counter only needs to grow"),
     (r"state_file\.xǁStateWriterǁ_save_including__", r"_saved_changes > change", "equivalent: a save of what is already saved writes the same text"),
     (r"state_file\.xǁStateWriterǁ_encoded__", r"_encoded_cache\.get\(None|\(None, \"XXXX\"\)", FASTPATH),
@@ -209,6 +209,7 @@ def main() -> int:
     survivors = [record for record in records if record["status"] == "survived"]
     unreached = [record for record in records if record["status"] == "no tests"]
     timed_out = [record for record in records if record["status"] == "timeout"]
+    not_run = [record for record in records if record["status"] == "not checked"]
     by_module = defaultdict(list)
     for record in survivors:
         by_module[record["name"].split(".")[0]].append(record)
@@ -222,6 +223,14 @@ def main() -> int:
     kinds = Counter(reason_for(record).split(":")[0] for record in survivors)
     print(f"\nIn all: {len(survivors)} survivors: " + ", ".join(f"{count} {kind}" for kind, count in kinds.most_common())
           + f". Timed out (counted as killed): {len(timed_out)}.")
+    if not_run:
+        print(f"\n## Not run to the end in this round ({len(not_run)})\n")
+        print("The run was stopped before these: mutmut runs the slowest mutants last, and each of these takes the")
+        print("delivery tests, which now run the job in-process (real HTTP and SMTP servers, retries, backoff).")
+        print("Run them with `venv/bin/mutmut run` (it resumes) and make this list again.\n")
+        print("| function | mutants |\n|---|---:|")
+        for function, count in Counter(record["name"].rsplit("__mutmut_", 1)[0] for record in not_run).most_common():
+            print(f"| `{function}` | {count} |")
     if unreached:
         print(f"\n## Reached by no test of the run's selection ({len(unreached)})\n")
         print("mutmut runs only the in-process test files `setup.cfg` selects; these functions are tested by others.\n")
