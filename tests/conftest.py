@@ -211,19 +211,25 @@ def run_cli(*args: str, env: dict | None = None, cwd: Path | None = None, timeou
                           stdin=subprocess.DEVNULL)
 
 
-def run_cli_peak_memory(*args: str, env: dict | None = None) -> tuple[Finished, int]:
-    """The real CLI in a subprocess, and that process's own peak memory in KB (POSIX: os.wait4 reads
-    it for this child alone; the test process's other children do not count)."""
-    import tempfile
+# The CLI's story run in a process of its own, which then reports its own peak memory (Linux's VmHWM: the
+# peak of this process's memory since it started, not of the test process it was started from).
+_PEAK_MEMORY_RUN = """import sys
+sys.path.insert(0, sys.argv.pop(1))
+import process_ticket
+code = process_ticket.main(sys.argv[1:])
+with open("/proc/self/status") as status:
+    peak = next(line.split()[1] for line in status if line.startswith("VmHWM:"))
+sys.stderr.write(f"\\npeak-memory-kb {peak}\\n")
+sys.exit(code)
+"""
 
-    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
-        process = subprocess.Popen([sys.executable, str(ROOT / "process_ticket.py"), *args], stdout=out, stderr=err,
-                                   stdin=subprocess.DEVNULL, env=env or clean_env(), cwd=ROOT)
-        _, status, usage = os.wait4(process.pid, 0)
-        process.returncode = os.waitstatus_to_exitcode(status)
-        out.seek(0)
-        err.seek(0)
-        return Finished(process.returncode, out.read().decode("utf-8"), err.read().decode("utf-8")), usage.ru_maxrss
+
+def run_cli_peak_memory(*args: str, env: dict | None = None) -> tuple[Finished, int]:
+    """The real CLI in a subprocess, and that process's own peak memory in KB (Linux only)."""
+    done = subprocess.run([sys.executable, "-c", _PEAK_MEMORY_RUN, str(ROOT), *args], capture_output=True, text=True,
+                          encoding="utf-8", env=env or clean_env(), cwd=ROOT, stdin=subprocess.DEVNULL, timeout=120)
+    stderr, _, peak = done.stderr.rpartition("\npeak-memory-kb ")
+    return Finished(done.returncode, done.stdout, stderr), int(peak)
 
 
 @dataclass

@@ -11,7 +11,7 @@ from datetime import date, timedelta
 import pytest
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP, AuthResult
-from conftest import clean_env, free_port, make_certificates, read_state, run_job, write_csv
+from conftest import clean_env, free_port, make_certificates, read_state, run_cli, run_job, write_csv, write_state
 from mail_standins import SMTP_FROM, SMTP_ROWS, USER, SmtpRecorder, run_smtp, smtp_env
 
 from customer_message import check_header_block
@@ -402,6 +402,35 @@ def test_a_server_that_trickles_a_reply_cannot_hold_the_run(tmp_path, raw_smtp, 
         assert result.returncode == 0, result.stderr       # delivered; the goodbye that trickles is cut
     else:
         assert result.returncode == 1 and "within 1s" in result.stderr
+
+
+def test_a_reply_that_trickles_for_ever_after_the_data_cannot_hold_the_run(tmp_path, raw_smtp):
+    """The attempt is given up at the timeout and its connection dropped under the read that is still
+    waiting: the run ends (in a process of its own, which would otherwise never end)."""
+    def script(send, lines, number):
+        send(b"220 raw ESMTP\r\n")
+        in_data = False
+        for line in lines:
+            if in_data:
+                if line == ".":
+                    send(b"2" * 100_000, 0.3)   # a reply that never completes
+                    return
+                continue
+            verb = line.split(" ", 1)[0].upper()
+            if verb == "EHLO":
+                send(b"250-raw\r\n250 SIZE 1000\r\n")
+            elif verb == "DATA":
+                send(b"354 go\r\n")
+                in_data = True
+            else:
+                send(b"250 ok\r\n")
+    server = raw_smtp(script)
+    report = write_csv(tmp_path / "r.csv", SMTP_ROWS[2:3])
+    write_state(tmp_path / "s.json", {"last_run_date": SINCE})
+    result = run_cli("--report", str(report), "--state-file", str(tmp_path / "s.json"), "--smtp-url",
+                     f"smtp://127.0.0.1:{server.port}", "--from", SMTP_FROM, "-testmode", "no", "--timeout", "1",
+                     "--retries", "0", "--workers", "1", timeout=60)
+    assert result.returncode == 1 and "gave no complete answer within 1s" in result.stderr
 
 
 def test_check_cannot_be_held_by_a_trickling_greeting(tmp_path, raw_smtp):
