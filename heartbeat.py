@@ -13,6 +13,7 @@ log = logging.getLogger("ticket_notifier")
 
 PING_TIMEOUT_SECONDS = 10
 PING_RETRIES = 2
+PING_BACKOFF_SECONDS = 1.0   # the wait before retry n is n times this
 MAX_BODY_BYTES = 100_000
 
 
@@ -62,7 +63,7 @@ class Heartbeat:
 
         for attempt in range(PING_RETRIES + 1):
             if attempt:
-                time.sleep(attempt)
+                time.sleep(attempt * PING_BACKOFF_SECONDS)
             status = call_within(self.timeout + 1, post)  # a monitor that trickles its answer cannot hold the run
             if isinstance(status, int) and status < 500:
                 if status >= 300:

@@ -62,7 +62,15 @@ def test_a_live_run_refused_at_start_still_pings_exit_2_with_the_error(tmp_path,
     assert refused_in_test_mode.returncode == 2 and len(monitor.requests) == 1
 
 
-def test_a_failing_ping_never_changes_the_exit_code(tmp_path, webhook):
+@pytest.fixture
+def quick_ping_retries(monkeypatch):
+    """Ping retries a hundredth of a second apart instead of one and two seconds: the same attempts, sooner."""
+    import heartbeat
+
+    monkeypatch.setattr(heartbeat, "PING_BACKOFF_SECONDS", 0.01)
+
+
+def test_a_failing_ping_never_changes_the_exit_code(tmp_path, webhook, quick_ping_retries):
     report = write_csv(tmp_path / "r.csv", ROWS)
     started = time.monotonic()
     result = run_job("--report", str(report), "--state-file", str(tmp_path / "s.json"), "--since", SINCE,
@@ -72,7 +80,7 @@ def test_a_failing_ping_never_changes_the_exit_code(tmp_path, webhook):
     assert time.monotonic() - started < 60
 
 
-def test_a_monitor_answering_500_is_retried_twice_then_warned_about(tmp_path, webhook, monitor):
+def test_a_monitor_answering_500_is_retried_twice_then_warned_about(tmp_path, webhook, monitor, quick_ping_retries):
     monitor.respond = lambda received, index: Reply(500)
     report = write_csv(tmp_path / "r.csv", ROWS)
     result = run_job("--report", str(report), "--state-file", str(tmp_path / "s.json"), "--since", SINCE,
@@ -150,7 +158,7 @@ def test_check_reads_the_sheets_title_but_no_values(tmp_path, webhook):
     assert paths and all("/values/" not in path for path in paths)
 
 
-def test_a_monitor_that_trickles_its_answer_cannot_hold_the_run():
+def test_a_monitor_that_trickles_its_answer_cannot_hold_the_run(quick_ping_retries):
     from heartbeat import Heartbeat
 
     def trickle(connection, server):
@@ -162,7 +170,7 @@ def test_a_monitor_that_trickles_its_answer_cannot_hold_the_run():
     server = RawServer(trickle)
     started = time.monotonic()
     try:
-        Heartbeat(server.url, timeout=1).finish(0, "summary")
+        Heartbeat(server.url, timeout=0.5).finish(0, "summary")
     finally:
         server.close()
     assert server.requests == 3 and time.monotonic() - started < 15
