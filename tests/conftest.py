@@ -496,6 +496,15 @@ def run_story(script: ScriptedDestination, *args: str):
 
 
 @pytest.fixture
+def quick_backoff(monkeypatch):
+    """Retries a hundredth of a second apart instead of one second and more (the same attempts, sooner),
+    for in-process runs whose point is what a retry leads to, not how long it waits."""
+    import delivery
+
+    monkeypatch.setattr(delivery, "backoff_seconds", lambda retry_number, factor=1.0: 0.01)
+
+
+@pytest.fixture
 def gmail():
     """The Gmail API and Google's token endpoint, on 127.0.0.1 (mail_standins.GmailApi)."""
     from mail_standins import GmailApi

@@ -138,7 +138,7 @@ def test_a_zendesk_export_maps_with_column_and_closed_status_and_the_summary_sho
     assert "Would email 2 customers" in mapped.stdout and "Solved" not in mapped.stdout.split("Not counted")[-1]
 
 
-def test_an_unreachable_destination_stops_after_three_customers_in_a_row_naming_host_and_port(tmp_path):
+def test_an_unreachable_destination_stops_after_three_customers_in_a_row_naming_host_and_port(tmp_path, quick_backoff):
     import socket
 
     with socket.socket() as probe:

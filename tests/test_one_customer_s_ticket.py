@@ -261,7 +261,7 @@ GMAIL_RATE = {"403-rateLimitExceeded": json_reply(403, {"error": {"message": "Ra
 
 
 @pytest.mark.parametrize("refusal", [*PASSING.values(), *GMAIL_RATE.values()], ids=[*PASSING, *GMAIL_RATE])
-def test_a_passing_refusal_from_gmail_is_retried_not_a_refusal_nor_a_stop(tmp_path, gmail_user, refusal):
+def test_a_passing_refusal_from_gmail_is_retried_not_a_refusal_nor_a_stop(tmp_path, gmail_user, refusal, quick_backoff):
     """408, a 5xx, and Gmail's 403 about rate: each customer is answered so once, then delivered."""
     gmail_user.answer = refused_once_each(refusal, json_reply(200, {"id": "x"}))
     result = run(tmp_path, "--send-with", "gmail", "-testmode", "no", env=gmail_user.env())
@@ -270,7 +270,7 @@ def test_a_passing_refusal_from_gmail_is_retried_not_a_refusal_nor_a_stop(tmp_pa
 
 
 @pytest.mark.parametrize("refusal", PASSING.values(), ids=PASSING)
-def test_a_passing_refusal_from_graph_is_retried_not_a_refusal(tmp_path, microsoft, refusal):
+def test_a_passing_refusal_from_graph_is_retried_not_a_refusal(tmp_path, microsoft, refusal, quick_backoff):
     microsoft.answer = refused_once_each(refusal, Reply(202, body=b""))
     result = run(tmp_path, "-testmode", "no", env=microsoft.env())
     assert result.returncode == 0 and "rejected" not in result.stderr, result.stderr
