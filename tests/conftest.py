@@ -504,6 +504,22 @@ def quick_backoff(monkeypatch):
     monkeypatch.setattr(delivery, "backoff_seconds", lambda retry_number, factor=1.0: 0.01)
 
 
+def refuse_temporary_files_in(folder: Path, monkeypatch) -> None:
+    """A folder this account cannot create files in (staged for root too): tempfile.mkstemp refuses it,
+    and works anywhere else."""
+    import tempfile
+
+    import state_file
+
+    make_temp = tempfile.mkstemp
+
+    def refusing(*args, dir=None, **kwargs):
+        if dir is not None and Path(dir) == folder:
+            raise PermissionError(13, "Permission denied")
+        return make_temp(*args, dir=dir, **kwargs)
+    monkeypatch.setattr(state_file.tempfile, "mkstemp", refusing)
+
+
 @pytest.fixture
 def gmail():
     """The Gmail API and Google's token endpoint, on 127.0.0.1 (mail_standins.GmailApi)."""

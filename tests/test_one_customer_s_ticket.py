@@ -3,11 +3,10 @@ identified by its day, and every route's answers mean what they say (the story i
 scripted destination; Gmail and Graph through their stand-ins)."""
 
 from datetime import date, datetime, timedelta
-from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
-from conftest import Reply, ScriptedDestination, read_state, run_story, write_csv, write_state
+from conftest import Reply, ScriptedDestination, read_state, refuse_temporary_files_in, run_story, write_csv, write_state
 from mail_standins import FROM, json_reply, run, write_user_token
 
 import google_api
@@ -45,20 +44,11 @@ def story(tmp_path, rows, *extra, answer=delivered):
 def test_a_state_folder_this_account_cannot_write_stops_the_run_before_the_first_email(tmp_path, monkeypatch):
     """The write probe must be made in the state folder itself: one made anywhere else succeeds, the
     first email goes out, the state cannot be saved and that email repeats next week."""
-    import tempfile
-
-    import state_file
     from state_file import StateError
 
     folder = tmp_path / "state"
     folder.mkdir()
-    make_temp = tempfile.mkstemp
-
-    def refuse_the_state_folder(*args, dir=None, **kwargs):
-        if dir is not None and Path(dir) == folder:
-            raise PermissionError(13, "Permission denied")
-        return make_temp(*args, dir=dir, **kwargs)
-    monkeypatch.setattr(state_file.tempfile, "mkstemp", refuse_the_state_folder)
+    refuse_temporary_files_in(folder, monkeypatch)
     script = ScriptedDestination(delivered)
     report = write_csv(tmp_path / "r.csv", [["Ann", "Lee", "ann@example.com", "1", "Closed", DAY]])
     with pytest.raises(StateError, match="cannot write in the state folder"):

@@ -407,23 +407,8 @@ def test_a_server_that_trickles_a_reply_cannot_hold_the_run(tmp_path, raw_smtp, 
 def test_a_reply_that_trickles_for_ever_after_the_data_cannot_hold_the_run(tmp_path, raw_smtp):
     """The attempt is given up at the timeout and its connection dropped under the read that is still
     waiting: the run ends (in a process of its own, which would otherwise never end)."""
-    def script(send, lines, number):
-        send(b"220 raw ESMTP\r\n")
-        in_data = False
-        for line in lines:
-            if in_data:
-                if line == ".":
-                    send(b"2" * 100_000, 0.3)   # a reply that never completes
-                    return
-                continue
-            verb = line.split(" ", 1)[0].upper()
-            if verb == "EHLO":
-                send(b"250-raw\r\n250 SIZE 1000\r\n")
-            elif verb == "DATA":
-                send(b"354 go\r\n")
-                in_data = True
-            else:
-                send(b"250 ok\r\n")
+    def script(send, lines, number):   # a reply that never completes: 100,000 bytes, one every half second
+        plain_session(send, lines, number, data_reply=b"2" * 100_000, trickle="data")
     server = raw_smtp(script)
     report = write_csv(tmp_path / "r.csv", SMTP_ROWS[2:3])
     write_state(tmp_path / "s.json", {"last_run_date": SINCE})

@@ -8,7 +8,7 @@ from datetime import date
 from pathlib import Path
 
 import pytest
-from conftest import customer
+from conftest import customer, refuse_temporary_files_in
 
 from state_file import (
     REPAIR,
@@ -480,17 +480,7 @@ def test_a_device_as_the_state_file_is_not_a_regular_file():
 
 def test_the_write_probe_is_made_in_the_state_folder_itself(tmp_path, monkeypatch):
     """A probe made anywhere else would succeed where the state cannot be saved."""
-    import tempfile
-
-    import state_file
-
-    make_temp = tempfile.mkstemp
-
-    def refuse_the_state_folder(*args, dir=None, **kwargs):
-        if dir is not None and Path(dir) == tmp_path:
-            raise PermissionError(13, "Permission denied")
-        return make_temp(*args, dir=dir, **kwargs)
-    monkeypatch.setattr(state_file.tempfile, "mkstemp", refuse_the_state_folder)
+    refuse_temporary_files_in(tmp_path, monkeypatch)
     with pytest.raises(StateError, match="cannot write in the state folder"):
         prepare_state_folder(tmp_path / "s.json")
 
