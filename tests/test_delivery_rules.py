@@ -695,3 +695,13 @@ def test_a_sending_limit_stops_the_run_and_everyone_undelivered_waits():
     assert results.stop_exit_code == 1 and results.stop_reason.startswith(
         "sending limit reached at scripted:1 after 1 email(s) in this run (it answered 550 5.4.5 Daily user sending "
         "quota exceeded); 2 customer(s) wait for the next run, none rejected")
+
+
+def test_a_limit_answered_after_a_stop_leaves_the_stop_s_reason():
+    limit = Answer(REJECTED, "relay:25 refused", "550", said="550 5.4.5 Daily user sending quota exceeded")
+    route = Gated({"a": [Answer(STOP, "HTTP 401 no", "HTTP 401")], "b": [limit]})
+    route.together = threading.Barrier(2)
+    route.waits_for = {"b": lambda: route.closed_after("a")}     # b's answer comes once a's worker stopped
+    results = deliver(route, ["a", "b"], workers=2, first_alone=False)
+    assert results.stop_reason == "HTTP 401 no" and results.stop_exit_code == 2
+    assert sorted(name for name, _ in results.failed) == ["a", "b"]
