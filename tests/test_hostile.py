@@ -152,7 +152,7 @@ def test_an_authorization_value_that_cannot_be_a_header_is_refused_at_start(tmp_
 # ---------------------------------------------------------------- answers that must not break the run
 
 @pytest.mark.parametrize("retry_after", ["soon", "-1", "1e9999", "Wed, 99 Foo 2026", ""])
-def test_an_unreadable_retry_after_counts_as_absent(tmp_path, webhook, retry_after):
+def test_an_unreadable_retry_after_counts_as_absent(tmp_path, webhook, retry_after, quick_backoff):
     report = write_csv(tmp_path / "r.csv", ROWS[:1])
     webhook.respond = lambda received, index: Reply(429, {"Retry-After": retry_after}) if index == 0 else Reply(200)
     result = webhook_run(report, tmp_path / "s.json", webhook.url, "--since", SINCE, "--retries", "1")

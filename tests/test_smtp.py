@@ -126,7 +126,7 @@ def test_the_first_three_recipients_refused_alike_stop_the_run_and_stay_pending(
     assert read_state(tmp_path / "s.json")["rejected"] == {}
 
 
-def test_a_temporary_refusal_is_retried_and_then_delivered(tmp_path, smtp_server, certificates):
+def test_a_temporary_refusal_is_retried_and_then_delivered(tmp_path, smtp_server, certificates, quick_backoff):
     recorder, port = smtp_server("starttls")
     recorder.rcpt_reply = lambda address, attempt: "451 4.7.1 greylisted, try again" if attempt == 1 else None
     result = run_smtp(tmp_path, f"smtp://localhost:{port}", env=smtp_env(certificates, SMTP_USERNAME=USER), rows=SMTP_ROWS[3:])

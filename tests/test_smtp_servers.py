@@ -332,7 +332,7 @@ def test_the_backoff_starts_near_one_second_doubles_and_stops_at_sixty():
     assert backoff_seconds(30) == BACKOFF_MAX_SECONDS
 
 
-def test_a_temporary_refusal_waits_and_quits_before_reconnecting(tmp_path):
+def test_a_temporary_refusal_waits_and_quits_before_reconnecting(tmp_path, quick_backoff):
     recorder = SmtpRecorder()
     recorder.rcpt_reply = lambda address, attempt: "421 4.7.0 Try again later" if attempt == 1 else None
     controller, port = start(recorder)
@@ -513,7 +513,7 @@ def test_a_non_ascii_reply_to_is_written_as_an_address_with_smtputf8(tmp_path):
     assert "SMTPUTF8" in recorder.messages[0]["options"]
 
 
-def test_a_cc_deferred_with_4xx_is_retried_not_dropped(tmp_path):
+def test_a_cc_deferred_with_4xx_is_retried_not_dropped(tmp_path, quick_backoff):
     recorder = SmtpRecorder()
     recorder.rcpt_reply = lambda address, attempt: "451 4.3.0 try later" if address == "audit@example.com" and \
         attempt == 1 else None
