@@ -174,3 +174,15 @@ def test_a_monitor_that_trickles_its_answer_cannot_hold_the_run(quick_ping_retri
     finally:
         server.close()
     assert server.requests == 3 and time.monotonic() - started < 15
+
+
+def test_a_failing_ping_waits_one_then_two_backoffs_before_its_retries(monitor, monkeypatch):
+    from types import SimpleNamespace
+
+    import heartbeat
+
+    waits = []
+    monkeypatch.setattr(heartbeat, "time", SimpleNamespace(sleep=waits.append))
+    monitor.respond = lambda received, index: Reply(503)
+    heartbeat.Heartbeat(monitor.root + "p", timeout=2).finish(0, "summary")
+    assert waits == [heartbeat.PING_BACKOFF_SECONDS, 2 * heartbeat.PING_BACKOFF_SECONDS] and len(monitor.requests) == 3

@@ -82,6 +82,9 @@ def test_a_log_file_that_stops_taking_writes_is_one_warning_and_the_summary_says
     assert errors.count("stopped taking writes") == 1 and "Traceback" not in errors and "Logging error" not in errors
     assert not run_output.log_is_complete()
     logger.handlers.clear()
+    run_output.setup_logging(tmp_path / "next.log", verbose=False, quiet=False)   # the next run, in this process
+    assert run_output.log_is_complete()   # its summary does not inherit "Log file incomplete"
+    logger.handlers.clear()
 
 
 def _raise(function, record) -> bool:
